@@ -1,0 +1,247 @@
+"""n-step returns, R2D2's double-Q n-step targets, and sequence priorities.
+
+All sequence tensors are time-major, ``[T, *B]`` (usually ``[T, B]``), and
+describe transitions ``(x_t, a_t, r_t, x_{t+1})``, ``t < T``, with
+``discounts[t] = gamma * (1 - terminal_t)``: a zero discount cuts every sum and
+bootstrap that would reach past it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from seedrl.ops.value_rescaling import DEFAULT_EPS, inverse_value_rescaling, value_rescaling
+
+__all__ = ["n_step_returns", "double_q_n_step_targets", "sequence_priority"]
+
+
+def _float_tensor(name: str, x: object) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must have a floating-point dtype, got {x.dtype} (shape {tuple(x.shape)})")
+    return x
+
+
+def _check_shape(name: str, x: torch.Tensor, expected: torch.Size | tuple[int, ...], layout: str) -> None:
+    if x.shape != torch.Size(expected):
+        raise ValueError(f"{name} must have shape {layout} = {tuple(expected)}, got {tuple(x.shape)}")
+
+
+def _check_same_shape(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    if x.shape != ref.shape:
+        raise ValueError(
+            f"{name} must have the same [T, *B] shape as {ref_name}, got "
+            f"{name}.shape = {tuple(x.shape)} and {ref_name}.shape = {tuple(ref.shape)}"
+        )
+
+
+def _check_n(n: object) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    return n
+
+
+def _n_step(rewards: torch.Tensor, discounts: torch.Tensor, values_ext: torch.Tensor, n: int) -> torch.Tensor:
+    """Core of :func:`n_step_returns`; ``values_ext`` is ``[T + 1, *B]``."""
+    T = rewards.shape[0]
+    returns = torch.zeros_like(rewards)
+    scale = torch.ones_like(rewards)  # prod_{j<k} gamma_{t+j}
+    for k in range(min(n, T)):
+        # Steps past the end of the unroll contribute r = 0 and gamma = 1.
+        returns[: T - k] += scale[: T - k] * rewards[k:]
+        scale[: T - k] *= discounts[k:]
+    boot = values_ext[torch.clamp(torch.arange(T, device=rewards.device) + n, max=T)]
+    return returns + scale * boot
+
+
+def n_step_returns(
+    *,
+    rewards: torch.Tensor,
+    discounts: torch.Tensor,
+    values: torch.Tensor,
+    bootstrap_value: torch.Tensor,
+    n: int,
+) -> torch.Tensor:
+    """Bootstrapped n-step returns, truncated at the end of the unroll.
+
+    With ``m_t = min(n, T - t)`` and ``V(x_T) = bootstrap_value``:
+
+    .. math::
+
+        G_t = \\sum_{k=0}^{m_t - 1} \\Bigl(\\prod_{j=0}^{k-1} \\gamma_{t+j}\\Bigr) r_{t+k}
+              + \\Bigl(\\prod_{j=0}^{m_t - 1} \\gamma_{t+j}\\Bigr) V(x_{t+m_t}).
+
+    So the last ``n - 1`` steps fall back to shorter returns that bootstrap
+    from ``bootstrap_value``; ``n >= T`` gives the Monte-Carlo return of the
+    unroll bootstrapped at its end. A zero discount (terminal) cuts the sum
+    and the bootstrap. ``values[t]`` is only read for ``t >= n``.
+
+    Args:
+      rewards: ``[T, *B]`` r_t.
+      discounts: ``[T, *B]`` gamma_t.
+      values: ``[T, *B]`` V(x_t).
+      bootstrap_value: ``[*B]`` V(x_T).
+      n: number of reward steps, ``>= 1``.
+
+    Returns:
+      ``[T, *B]`` returns in the promoted dtype of the inputs; detached
+      (``requires_grad=False``): they are targets.
+
+    Raises:
+      ValueError: a shape or ``n`` is wrong (the message names it).
+      TypeError: an input is not a floating-point tensor.
+    """
+    floats = {"rewards": rewards, "discounts": discounts, "values": values, "bootstrap_value": bootstrap_value}
+    for name, x in floats.items():
+        _float_tensor(name, x)
+    if rewards.ndim < 1:
+        raise ValueError(f"rewards must have shape [T, *B] with a leading time axis, got {tuple(rewards.shape)}")
+    for name in ("discounts", "values"):
+        _check_same_shape(name, floats[name], "rewards", rewards)
+    _check_shape("bootstrap_value", bootstrap_value, rewards.shape[1:], "[*B] (rewards.shape[1:])")
+    n = _check_n(n)
+    dtype = functools.reduce(torch.promote_types, (x.dtype for x in floats.values()))
+    with torch.no_grad():
+        f = {name: x.detach().to(dtype) for name, x in floats.items()}
+        values_ext = torch.cat([f["values"], f["bootstrap_value"].unsqueeze(0)], dim=0)
+        return _n_step(f["rewards"], f["discounts"], values_ext, n)
+
+
+def double_q_n_step_targets(
+    *,
+    q_online: torch.Tensor,
+    q_target: torch.Tensor,
+    rewards: torch.Tensor,
+    discounts: torch.Tensor,
+    n: int,
+    rescale: bool = True,
+    eps: float = DEFAULT_EPS,
+) -> torch.Tensor:
+    """R2D2's double-Q n-step targets with invertible value rescaling.
+
+    ``q_online[t]`` and ``q_target[t]`` are ``Q(s_t, .)`` for the ``T + 1``
+    states of the unroll (``s_T`` is the state after the last transition).
+    With ``m_t = min(n, T - t)`` (the last ``n - 1`` steps use shorter returns
+    bootstrapped from ``s_T``):
+
+    .. math::
+
+        a^*_t = \\arg\\max_a Q_{online}(s_{t+m_t}, a),
+
+        y_t = h\\Bigl(\\sum_{k=0}^{m_t-1} \\Bigl(\\prod_{j<k} \\gamma_{t+j}\\Bigr) r_{t+k}
+              + \\Bigl(\\prod_{j<m_t} \\gamma_{t+j}\\Bigr)
+                h^{-1}\\bigl(Q_{target}(s_{t+m_t}, a^*_t)\\bigr)\\Bigr),
+
+    where ``h`` is :func:`~seedrl.ops.value_rescaling.value_rescaling`
+    (``rescale=False`` makes ``h`` the identity). With constant discounts the
+    products are ``gamma^k`` and ``gamma^n``; a zero discount (terminal) cuts
+    the sum and the bootstrap. Ties in the argmax go to the first maximal
+    action (``torch.argmax``).
+
+    Args:
+      q_online: ``[T + 1, *B, A]`` online-network Q-values (selects ``a*``).
+      q_target: ``[T + 1, *B, A]`` target-network Q-values (evaluates ``a*``).
+      rewards: ``[T, *B]`` r_t.
+      discounts: ``[T, *B]`` gamma_t = gamma * (1 - terminal_t).
+      n: number of reward steps, ``>= 1``.
+      rescale: apply ``h`` / ``h^{-1}`` (R2D2 does); default True.
+      eps: ``h``'s epsilon; default ``1e-3``.
+
+    Returns:
+      ``[T, *B]`` targets in the promoted dtype of the inputs; detached
+      (``requires_grad=False``).
+
+    Raises:
+      ValueError: a shape, ``n`` or ``eps`` is wrong (the message names it).
+      TypeError: an input is not a floating-point tensor.
+    """
+    floats = {"q_online": q_online, "q_target": q_target, "rewards": rewards, "discounts": discounts}
+    for name, x in floats.items():
+        _float_tensor(name, x)
+    if rewards.ndim < 1:
+        raise ValueError(f"rewards must have shape [T, *B] with a leading time axis, got {tuple(rewards.shape)}")
+    _check_same_shape("discounts", discounts, "rewards", rewards)
+    if q_online.ndim != rewards.ndim + 1 or q_online.shape[-1] < 1:
+        raise ValueError(
+            f"q_online must have shape [T + 1, *B, A] with rewards [T, *B] = {tuple(rewards.shape)}, "
+            f"got {tuple(q_online.shape)}"
+        )
+    q_shape = (rewards.shape[0] + 1, *rewards.shape[1:], q_online.shape[-1])
+    _check_shape("q_online", q_online, q_shape, "[T + 1, *B, A]")
+    _check_shape("q_target", q_target, q_shape, "[T + 1, *B, A] (same as q_online)")
+    n = _check_n(n)
+    if not eps >= 0.0:
+        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    dtype = functools.reduce(torch.promote_types, (x.dtype for x in floats.values()))
+    with torch.no_grad():
+        f = {name: x.detach().to(dtype) for name, x in floats.items()}
+        best = f["q_online"].argmax(dim=-1, keepdim=True)
+        boot = f["q_target"].gather(-1, best).squeeze(-1)  # [T + 1, *B]
+        if rescale:
+            boot = inverse_value_rescaling(boot, eps)
+        returns = _n_step(f["rewards"], f["discounts"], boot, n)
+        return value_rescaling(returns, eps) if rescale else returns
+
+
+def sequence_priority(
+    td_abs: torch.Tensor,
+    eta: float = 0.9,
+    *,
+    mask: torch.Tensor | None = None,
+    dim: int = 0,
+) -> torch.Tensor:
+    """R2D2's replay priority of a sequence from its TD errors.
+
+    .. math::
+
+        p = \\eta \\max_t |\\delta_t| + (1 - \\eta) \\operatorname{mean}_t |\\delta_t|
+
+    over the time axis ``dim`` (0 for time-major ``[T, B]``). With ``mask``
+    (same shape as ``td_abs``; bool, other dtypes read as ``!= 0``) the max and
+    mean run over the valid steps only; a sequence with no valid step gets
+    priority 0. The absolute value is taken again, so signed TD errors are also
+    fine.
+
+    Args:
+      td_abs: ``[..., T, ...]`` absolute TD errors.
+      eta: weight of the max, in ``[0, 1]``; default 0.9 (R2D2).
+      mask: optional validity mask, same shape as ``td_abs``.
+      dim: the time axis; default 0.
+
+    Returns:
+      ``td_abs`` reduced over ``dim``; detached (``requires_grad=False``).
+
+    Raises:
+      ValueError: a shape, ``eta`` or ``dim`` is wrong (the message names it).
+      TypeError: ``td_abs`` is not a floating-point tensor.
+    """
+    _float_tensor("td_abs", td_abs)
+    if td_abs.ndim < 1:
+        raise ValueError(f"td_abs must have at least a time axis, got shape {tuple(td_abs.shape)}")
+    if not -td_abs.ndim <= dim < td_abs.ndim:
+        raise ValueError(
+            f"dim must be in [{-td_abs.ndim}, {td_abs.ndim}) for td_abs of shape {tuple(td_abs.shape)}, got {dim}"
+        )
+    if td_abs.shape[dim] == 0:
+        raise ValueError(f"td_abs must have a non-empty time axis (dim={dim}), got shape {tuple(td_abs.shape)}")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1], got {eta!r}")
+    with torch.no_grad():
+        td = td_abs.detach().abs()
+        if mask is None:
+            return eta * td.amax(dim=dim) + (1.0 - eta) * td.mean(dim=dim)
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
+        if mask.shape != td_abs.shape:
+            raise ValueError(
+                f"mask must have the same shape as td_abs, got mask.shape = {tuple(mask.shape)} "
+                f"and td_abs.shape = {tuple(td_abs.shape)}"
+            )
+        valid = mask.detach().to(device=td.device, dtype=torch.bool)
+        td = torch.where(valid, td, torch.zeros_like(td))
+        count = valid.sum(dim=dim).to(td.dtype)
+        mean = td.sum(dim=dim) / count.clamp(min=1.0)
+        return eta * td.amax(dim=dim) + (1.0 - eta) * mean
