@@ -418,3 +418,19 @@ def test_large_example_fast_paths():
     d = tfe.decode_example(data)
     assert np.array_equal(d["i"][1], ints)
     assert np.array_equal(d["f"][1], floats)
+
+
+def test_imports_without_crc32c_package(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['crc32c'] = None\n"
+        "from seedrl.data.formats import tfrecord as t\n"
+        "assert not t.HAVE_FAST_CRC32C\n"
+        "assert t.crc32c(b'123456789') == 0xE3069283\n"
+        f"p = {str(tmp_path / 'f.tfrecord')!r}\n"
+        "t.write_records(p, [b'x' * 1000, b''])\n"
+        "assert list(t.read_records(p)) == [b'x' * 1000, b'']\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

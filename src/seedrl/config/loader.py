@@ -17,13 +17,12 @@ import numbers
 import operator
 import os
 import pathlib
-import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TypeVar, Union
 
-import yaml
+from seedrl.config._yaml import YAMLError, dump_yaml, load_yaml
 
 T = TypeVar("T")
 _NONE = type(None)
@@ -37,39 +36,13 @@ class ConfigError(ValueError):
         self.path = path
 
 
-# --- YAML dialect: PyYAML reads "3e-4" as a string; this loader reads it as a float,
-# and the dumper quotes any string the loader would otherwise read as something else.
-_FLOAT_TAG = "tag:yaml.org,2002:float"
-_FLOAT_RE = re.compile(
-    r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
-    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""",
-    re.X,
-)
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also resolves ``3e-4`` and ``1e5`` as floats."""
-
-
-class _Dumper(yaml.SafeDumper):
-    """SafeDumper sharing :class:`_Loader`'s resolvers, so strings round-trip."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    ch: [r for r in rs if r[0] != _FLOAT_TAG]
-    for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(_FLOAT_TAG, _FLOAT_RE, list("-+0123456789."))
-_Dumper.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
-
-
 # --- annotation helpers (shared with seedrl.config.help)
 def is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _is_config(value: Any) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
 
 def _is_union(tp: Any) -> bool:
@@ -146,10 +119,6 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if tp is Any or tp is object:
         return value
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is _NONE:
-        if value is None:
-            return None
-        raise _type_error(tp, value, path)
     if _is_union(tp):
         if value is None and _NONE in args:
             return None
@@ -179,8 +148,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, Mapping):
             raise _type_error(tp, value, path)
         return _build(tp, value, path)
-    if tp is bool:
-        if isinstance(value, bool):
+    if tp is _NONE or tp is bool:
+        if value is None if tp is _NONE else isinstance(value, bool):
             return value
     elif tp is int:
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
@@ -220,10 +189,7 @@ def _convert_container(kind: type, args: tuple, value: Any, path: str) -> Any:
     else:
         items = [] if args == ((),) else list(args)
         if len(items) != len(value):
-            raise ConfigError(
-                f"config error at '{path}': expected {len(items)} items, got {len(value)}: {_show(value)}",
-                path,
-            )
+            raise ConfigError(f"config error at '{path}': expected {len(items)} items, got {len(value)}", path)
     out = [_convert(t, v, f"{path}[{i}]") for i, (t, v) in enumerate(zip(items, value))]
     return out if kind is list else tuple(out)
 
@@ -273,12 +239,12 @@ def _build(cls: type[T], data: Mapping, path: str) -> T:
     except ConfigError:
         raise
     except Exception as exc:
-        raise ConfigError(f"config error at '{path or '<root>'}': {exc or type(exc).__name__}", path) from exc
+        raise ConfigError(f"config error at '{path or '<root>'}': {str(exc) or type(exc).__name__}", path) from exc
 
 
 def _validate_tree(obj: Any, path: str) -> None:
     """Call ``validate()`` on every dataclass in ``obj``, innermost first."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    if _is_config(obj):
         for f in dataclasses.fields(obj):
             _validate_tree(getattr(obj, f.name), _join(path, f.name))
         hook = getattr(obj, "validate", None)
@@ -338,14 +304,13 @@ def _apply_override(cls: type, data: dict, text: str) -> None:
         value = raw
     else:
         try:
-            value = yaml.load(raw, Loader=_Loader)
-        except yaml.YAMLError as exc:
+            value = load_yaml(raw)
+        except YAMLError as exc:
             raise ConfigError(f"config error at '{key}': cannot parse {raw!r}: {exc}", key) from exc
     node = data
     for part in parts[:-1]:
         child = node.get(part)
-        if dataclasses.is_dataclass(child) and not isinstance(child, type):
-            child = config_to_dict(child)
+        child = config_to_dict(child) if _is_config(child) else child
         node[part] = child = dict(child) if isinstance(child, Mapping) else {}
         node = child
     node[parts[-1]] = value
@@ -370,7 +335,13 @@ def load_config(
     elif isinstance(source, Mapping):
         data = copy.deepcopy(dict(source))
     elif isinstance(source, (str, os.PathLike)):
-        data = _read_yaml(source)
+        try:
+            data = load_yaml(pathlib.Path(source).read_text(encoding="utf-8"))
+        except YAMLError as exc:
+            raise ConfigError(f"config error: cannot parse YAML file '{os.fspath(source)}': {exc}") from exc
+        if not isinstance(data, dict | None):
+            raise ConfigError(f"config error: top level of '{os.fspath(source)}' must be a mapping")
+        data = data or {}
     else:
         raise TypeError(f"load_config source must be a path, a mapping or None, got {type(source).__name__}")
     for text in [overrides] if isinstance(overrides, str) else overrides:
@@ -380,23 +351,8 @@ def load_config(
     return obj
 
 
-def _read_yaml(path: str | os.PathLike) -> dict:
-    text = pathlib.Path(path).read_text(encoding="utf-8")
-    try:
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config error: cannot parse YAML file '{os.fspath(path)}': {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"config error: top level of '{os.fspath(path)}' must be a mapping, got {type(data).__name__}"
-        )
-    return data
-
-
 def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if _is_config(value):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
     if isinstance(value, enum.Enum):
         return _plain(value.value)
@@ -412,7 +368,7 @@ def _plain(value: Any) -> Any:
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     """Plain, YAML-serialisable dict of a config: Paths as str, Enums as values, tuples as lists."""
-    if not (dataclasses.is_dataclass(config) and not isinstance(config, type)):
+    if not _is_config(config):
         raise TypeError(f"config_to_dict needs a dataclass instance, got {type(config).__name__}")
     return _plain(config)
 
@@ -421,6 +377,5 @@ def save_config(config: Any, path: str | os.PathLike) -> pathlib.Path:
     """Write ``config`` as YAML to ``path`` (parents created); ``load_config`` reads it back equal."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.dump(config_to_dict(config), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
-    path.write_text(text, encoding="utf-8")
+    path.write_text(dump_yaml(config_to_dict(config)), encoding="utf-8")
     return path
