@@ -80,7 +80,7 @@ def field_types(cls: type) -> tuple[tuple[dataclasses.Field, Any], ...]:
     try:
         hints = typing.get_type_hints(cls)
     except NameError as exc:
-        raise TypeError(f"seedrl.config: cannot resolve the annotations of {cls.__qualname__}: {exc}") from exc
+        raise TypeError(f"seedrl.config: cannot resolve annotations of {cls.__qualname__}: {exc}") from exc
     return tuple((f, hints.get(f.name, f.type)) for f in dataclasses.fields(cls) if f.init)
 
 
@@ -189,7 +189,8 @@ def _convert_container(kind: type, args: tuple, value: Any, path: str) -> Any:
     else:
         items = [] if args == ((),) else list(args)
         if len(items) != len(value):
-            raise ConfigError(f"config error at '{path}': expected {len(items)} items, got {len(value)}", path)
+            message = f"expected {len(items)} items, got {len(value)}"
+            raise ConfigError(f"config error at '{path}': {message}", path)
     out = [_convert(t, v, f"{path}[{i}]") for i, (t, v) in enumerate(zip(items, value))]
     return out if kind is list else tuple(out)
 
@@ -239,7 +240,8 @@ def _build(cls: type[T], data: Mapping, path: str) -> T:
     except ConfigError:
         raise
     except Exception as exc:
-        raise ConfigError(f"config error at '{path or '<root>'}': {str(exc) or type(exc).__name__}", path) from exc
+        message = str(exc) or type(exc).__name__
+        raise ConfigError(f"config error at '{path or '<root>'}': {message}", path) from exc
 
 
 def _validate_tree(obj: Any, path: str) -> None:

@@ -1,0 +1,45 @@
+"""The ``seedrl`` command: ``seedrl data ...``, ``seedrl demo``.
+
+Each subcommand lives in its own module and registers itself through a
+``register(subparsers)`` function; ``main`` only dispatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from seedrl import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from seedrl.cli import data, demo
+
+    parser = argparse.ArgumentParser(
+        prog="seedrl",
+        description="Scalable RL and distillation: central inference, RLDS trajectories, V-trace, BOND, GKD.",
+    )
+    parser.add_argument("--version", action="version", version=f"seedrl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    data.register(sub)
+    demo.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, KeyError, ImportError) as err:
+        # Configuration and data errors name the field and value: show them plainly.
+        print(f"seedrl: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
