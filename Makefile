@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[test,minari,hf,dmenv]"
+	$(PIP) install -q -e ".[test,minari,hf,dmenv,atari,envpool,tensorboard]"
 	touch $(STAMP)
 
 demo: $(STAMP)

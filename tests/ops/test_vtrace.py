@@ -250,17 +250,18 @@ def test_on_policy_lambda_one_is_bootstrapped_return(seed):
     a["behaviour_log_probs"] = a["target_log_probs"].copy()
     out = call_vtrace(a, lambda_=1.0)
     expected = np.stack(
-        [brute_force_bootstrapped_return(a["rewards"][:, b], a["discounts"][:, b], a["bootstrap_value"][b]) for b in range(4)],
+        [
+            brute_force_bootstrapped_return(a["rewards"][:, b], a["discounts"][:, b], a["bootstrap_value"][b])
+            for b in range(4)
+        ],
         axis=1,
     )
     np.testing.assert_allclose(out.vs.numpy(), expected, rtol=1e-12, atol=1e-12)
     t = {k: torch.as_tensor(v) for k, v in a.items()}
-    torch.testing.assert_close(
-        out.vs,
-        n_step_returns(
-            rewards=t["rewards"], discounts=t["discounts"], values=t["values"], bootstrap_value=t["bootstrap_value"], n=7
-        ),
+    nstep = n_step_returns(
+        rewards=t["rewards"], discounts=t["discounts"], values=t["values"], bootstrap_value=t["bootstrap_value"], n=7
     )
+    torch.testing.assert_close(out.vs, nstep)
     vs_tp1 = np.concatenate([expected[1:], a["bootstrap_value"][None]])
     np.testing.assert_allclose(
         out.pg_advantages.numpy(), a["rewards"] + a["discounts"] * vs_tp1 - a["values"], rtol=1e-12, atol=1e-12
@@ -344,7 +345,9 @@ def test_bad_truncation_arguments():
             a, truncated=torch.zeros(5, 2, dtype=torch.bool), truncation_bootstrap_values=torch.zeros(5, 3).double()
         )
     with pytest.raises(ValueError, match=r"truncation_bootstrap_values\.shape = \(3,\)"):
-        call_vtrace(a, truncated=torch.zeros(5, 3, dtype=torch.bool), truncation_bootstrap_values=torch.zeros(3).double())
+        call_vtrace(
+            a, truncated=torch.zeros(5, 3, dtype=torch.bool), truncation_bootstrap_values=torch.zeros(3).double()
+        )
 
 
 def test_bad_hyperparameters_and_dtypes():

@@ -162,11 +162,13 @@ def vtrace(
         _check_same_shape(name, floats[name], "values", values)
     _check_shape("bootstrap_value", bootstrap_value, seq_shape[1:], "[*B] (values.shape[1:])")
     if (truncated is None) != (truncation_bootstrap_values is None):
+        given, missing = (
+            ("truncated", "truncation_bootstrap_values")
+            if truncation_bootstrap_values is None
+            else ("truncation_bootstrap_values", "truncated")
+        )
         raise ValueError(
-            "truncated and truncation_bootstrap_values must be given together, got "
-            f"truncated={'None' if truncated is None else tuple(truncated.shape)}, "
-            "truncation_bootstrap_values="
-            f"{'None' if truncation_bootstrap_values is None else tuple(truncation_bootstrap_values.shape)}"
+            f"truncated and truncation_bootstrap_values must be given together: got {given} but {missing}=None"
         )
     if truncated is not None:
         if not isinstance(truncated, torch.Tensor):
