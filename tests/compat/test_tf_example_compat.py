@@ -192,3 +192,115 @@ def test_tf_rejects_what_we_reject(tmp_path):
         list(tfr.read_records(path))
     with pytest.raises(tf.errors.DataLossError):
         list(tf.data.TFRecordDataset(str(path)))
+
+
+# ---------------------------------------------------------------------------
+# TFDS directory layout (see tests/compat/probe_tfds_layout.py for the details)
+# ---------------------------------------------------------------------------
+
+
+def _rlds_features(tfds):
+    Tensor, Scalar = tfds.features.Tensor, tfds.features.Scalar
+    return tfds.features.FeaturesDict(
+        {
+            "episode_id": tfds.features.Text(),
+            "steps": tfds.features.Dataset(
+                {
+                    "is_first": Scalar(dtype=np.bool_),
+                    "is_last": Scalar(dtype=np.bool_),
+                    "is_terminal": Scalar(dtype=np.bool_),
+                    "observation": {
+                        "pixels": Tensor(shape=(4, 4, 3), dtype=np.uint8),
+                        "pos": Tensor(shape=(2,), dtype=np.float64,
+                                      encoding=tfds.features.Encoding.ZLIB),
+                    },
+                    "action": Scalar(dtype=np.int64),
+                    "reward": Scalar(dtype=np.float32),
+                    "discount": Scalar(dtype=np.float32),
+                    "text": tfds.features.Text(),
+                }
+            ),
+        }
+    )
+
+
+def _episode(i: int, n: int) -> dict:
+    rng = np.random.default_rng(i)
+    return {
+        "episode_id": f"ep-{i}",
+        "steps": [
+            {
+                "is_first": t == 0, "is_last": t == n - 1, "is_terminal": t == n - 1,
+                "observation": {"pixels": rng.integers(0, 256, (4, 4, 3), dtype=np.uint8),
+                                "pos": np.array([0.1 * t, -1 / 3 - i])},
+                "action": I64_MIN + t, "reward": np.float32(t / 3), "discount": np.float32(1),
+                "text": f"t{t}",
+            }
+            for t in range(n)
+        ],
+    }
+
+
+def _encode_episode_ours(ep: dict) -> bytes:
+    import zlib
+
+    st = ep["steps"]
+    return tfe.encode_example({
+        "episode_id": ("bytes", [ep["episode_id"]]),
+        "steps/is_first": ("int64", [s["is_first"] for s in st]),
+        "steps/is_last": ("int64", [s["is_last"] for s in st]),
+        "steps/is_terminal": ("int64", [s["is_terminal"] for s in st]),
+        "steps/observation/pixels": ("int64", np.stack([s["observation"]["pixels"] for s in st])),
+        "steps/observation/pos": ("bytes", [zlib.compress(s["observation"]["pos"].astype("<f8")
+                                                          .tobytes()) for s in st]),
+        "steps/action": ("int64", [s["action"] for s in st]),
+        "steps/reward": ("float", [s["reward"] for s in st]),
+        "steps/discount": ("float", [s["discount"] for s in st]),
+        "steps/text": ("bytes", [s["text"] for s in st]),
+    })
+
+
+def test_tfds_layout_both_directions(tmp_path):
+    import json
+
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from google.protobuf import json_format
+
+    features = _rlds_features(tfds)
+    episodes = [_episode(i, n) for i, n in enumerate([3, 1, 2])]
+    records = [_encode_episode_ours(ep) for ep in episodes]
+
+    # tfds's serializer and ours agree (TF deterministic bytes == ours)
+    for ep, rec in zip(episodes, records):
+        theirs = features.serialize_example(ep)
+        assert tf.train.Example.FromString(theirs).SerializeToString(deterministic=True) == rec
+
+    # a directory written without tfds loads with tfds.builder_from_directory
+    d = tmp_path / "seedrl_rlds" / "1.0.0"
+    d.mkdir(parents=True)
+    (d / "features.json").write_text(json.dumps(json_format.MessageToDict(features.to_proto())))
+    tfr.write_records(d / "seedrl_rlds-train.tfrecord-00000-of-00002", records[:2])
+    tfr.write_records(d / "seedrl_rlds-train.tfrecord-00001-of-00002", records[2:])
+    (d / "dataset_info.json").write_text(json.dumps({
+        "name": "seedrl_rlds", "version": "1.0.0", "fileFormat": "tfrecord",
+        "disableShuffling": True,
+        "splits": [{"name": "train", "shardLengths": ["2", "1"],
+                    "numBytes": str(sum(map(len, records))),
+                    "filepathTemplate": "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"}],
+    }))
+    ds = tfds.builder_from_directory(str(d)).as_dataset(split="train")
+    got = list(ds)
+    assert len(got) == 3
+    for g, ep in zip(got, episodes):
+        assert g["episode_id"].numpy() == ep["episode_id"].encode()
+        steps = list(tfds.as_numpy(g["steps"]))
+        assert len(steps) == len(ep["steps"])
+        for gs, s in zip(steps, ep["steps"]):
+            assert gs["is_first"] == s["is_first"] and gs["is_first"].dtype == np.bool_
+            assert gs["is_terminal"] == s["is_terminal"]
+            assert gs["observation"]["pixels"].dtype == np.uint8
+            assert np.array_equal(gs["observation"]["pixels"], s["observation"]["pixels"])
+            assert gs["observation"]["pos"].dtype == np.float64
+            assert gs["observation"]["pos"].tobytes() == s["observation"]["pos"].tobytes()
+            assert gs["action"] == s["action"] and gs["reward"] == s["reward"]
+            assert gs["text"] == s["text"].encode()
