@@ -1,4 +1,4 @@
-"""The ``seedrl`` command: ``seedrl data ...``, ``seedrl demo``.
+"""The ``seedrl`` command: ``seedrl run | eval | data ... | demo``.
 
 Each subcommand lives in its own module and registers itself through a
 ``register(subparsers)`` function; ``main`` only dispatches.
@@ -14,7 +14,7 @@ from seedrl import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from seedrl.cli import data, demo
+    from seedrl.cli import data, demo, train
 
     parser = argparse.ArgumentParser(
         prog="seedrl",
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"seedrl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train.register(sub)
     data.register(sub)
     demo.register(sub)
     return parser

@@ -1,0 +1,113 @@
+"""IMPALA: actor-critic with V-trace off-policy correction (Espeholt et al. 2018).
+
+Loss on a batch of unrolls (time-major, T transitions, B environments)::
+
+    ρ_t      = π(a_t|x_t) / μ(a_t|x_t)                       (μ: the behaviour policy at inference)
+    v_s, A_s = vtrace(log π, log μ, r, γ_t, V, V(x_T))        (seedrl.ops.vtrace, no gradient)
+    L        = − mean_t,b[ log π(a_t|x_t) · A_t ]
+               + baseline_cost · ½ · mean_t,b[ (v_t − V(x_t))² ]
+               − entropy_cost · mean_t,b[ H(π(·|x_t)) ]
+
+with γ_t = γ·(1 − terminal_{t+1}). An episode that ends by a time limit is
+not a terminal: its last transition bootstraps from V(final observation),
+passed to V-trace as ``truncation_bootstrap_values``. Rewards are clipped to
+[−reward_clip, reward_clip] in the loss only (Atari: 1); the environments
+report raw scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from seedrl.ops import vtrace
+from seedrl.runtime.unrolls import Unroll
+
+
+@dataclass
+class ImpalaConfig:
+    """V-trace actor-critic hyper-parameters (SEED RL's defaults where they exist)."""
+
+    discount: float = field(default=0.99, metadata={"help": "γ", "min": 0.0, "max": 1.0})
+    lambda_: float = field(default=1.0, metadata={"help": "V-trace λ", "min": 0.0, "max": 1.0})
+    clip_rho: float = field(default=1.0, metadata={"help": "ρ̄, clip of importance weights in δ", "min_exclusive": 0.0})
+    clip_c: float = field(default=1.0, metadata={"help": "c̄, clip of the trace coefficients", "min_exclusive": 0.0})
+    clip_pg_rho: float = field(default=1.0, metadata={"help": "ρ̄_pg, clip in the policy-gradient advantage", "min_exclusive": 0.0})
+    baseline_cost: float = field(default=0.5, metadata={"help": "weight of the value loss", "min": 0.0})
+    entropy_cost: float = field(default=0.01, metadata={"help": "weight of the entropy bonus", "min": 0.0})
+    reward_clip: float | None = field(default=None, metadata={"help": "clip rewards to ±this in the loss (Atari: 1.0); null = none"})
+
+
+def impala_loss(model: torch.nn.Module, batch: Unroll, cfg: ImpalaConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """The IMPALA loss of one learner batch, and its logged terms."""
+    a = {k: torch.from_numpy(v) for k, v in batch.arrays.items()}
+    logits, values, _ = model.unroll(a["obs"], batch.state0, a["first"], a["prev_action"], a["prev_reward"])
+    logits, values = logits.float(), values.float()
+    log_pi_all = F.log_softmax(logits[:-1], dim=-1)
+    actions = a["action"][:-1].long()
+    target_logp = log_pi_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    rewards = a["reward"][1:].float()
+    if cfg.reward_clip is not None:
+        rewards = rewards.clamp(-cfg.reward_clip, cfg.reward_clip)
+    discounts = cfg.discount * (~a["terminated"][1:]).float()
+    truncated = a["truncated"][1:]
+    trunc_values = _truncation_values(model, batch, values)
+    targets = vtrace(
+        target_log_probs=target_logp,
+        behaviour_log_probs=a["logp"][:-1].float(),
+        rewards=rewards,
+        discounts=discounts,
+        values=values[:-1],
+        bootstrap_value=values[-1],
+        clip_rho_threshold=cfg.clip_rho,
+        clip_c_threshold=cfg.clip_c,
+        clip_pg_rho_threshold=cfg.clip_pg_rho,
+        lambda_=cfg.lambda_,
+        truncated=truncated,
+        truncation_bootstrap_values=trunc_values,
+    )
+    pg_loss = -(target_logp * targets.pg_advantages).mean()
+    baseline_loss = 0.5 * ((targets.vs - values[:-1]) ** 2).mean()
+    entropy = -(log_pi_all.exp() * log_pi_all).sum(-1).mean()
+    loss = pg_loss + cfg.baseline_cost * baseline_loss - cfg.entropy_cost * entropy
+    with torch.no_grad():
+        rho = (target_logp - a["logp"][:-1]).exp()
+    return loss, {
+        "loss": loss.item(),
+        "pg_loss": pg_loss.item(),
+        "baseline_loss": baseline_loss.item(),
+        "entropy": entropy.item(),
+        "mean_rho": float(rho.mean()),
+        "value_mean": values.mean().item(),
+    }
+
+
+def _truncation_values(model: torch.nn.Module, batch: Unroll, values: torch.Tensor) -> torch.Tensor:
+    """V(final observation) at truncated transitions (zeros elsewhere, where V-trace ignores them).
+
+    Entry ``(t, n)`` of ``batch.final_obs`` is the last observation of an
+    episode cut by a time limit on the transition into entry t, i.e.
+    transition t − 1. It is evaluated with a fresh recurrent state (exact for
+    feed-forward policies; for recurrent ones an approximation of the state
+    the episode would have carried).
+    """
+    out = torch.zeros_like(values[1:])
+    if not batch.final_obs:
+        return out
+    keys = sorted(batch.final_obs)
+    obs = torch.from_numpy(np.stack([batch.final_obs[k] for k in keys]))
+    n = len(keys)
+    with torch.no_grad():
+        _, v, _ = model.step(
+            obs,
+            model.initial_state(n),
+            torch.ones(n, dtype=torch.bool),
+            torch.zeros(n, *batch.arrays["action"].shape[2:], dtype=torch.from_numpy(batch.arrays["action"][:1, :1]).dtype),
+            torch.zeros(n),
+        )
+    for (t, env), value in zip(keys, v.float()):
+        out[t - 1, env] = value
+    return out

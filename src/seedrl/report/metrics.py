@@ -1,0 +1,94 @@
+"""Run metrics: JSONL (always), TensorBoard (if installed), PNG learning curves.
+
+Every row of ``metrics.jsonl`` is one JSON object with at least ``frames``
+and ``updates``; a resumed run appends to the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = True):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.run_dir / "metrics.jsonl"
+        self._fh = open(self.path, "a", encoding="utf-8")
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.run_dir / "tb"))
+            except ImportError:  # tensorboard is an optional extra
+                self._tb = None
+
+    def log(self, row: dict[str, Any]) -> None:
+        clean = {k: _jsonable(v) for k, v in row.items()}
+        self._fh.write(json.dumps(clean) + "\n")
+        self._fh.flush()
+        if self._tb is not None:
+            step = int(row.get("frames", 0))
+            for k, v in clean.items():
+                if isinstance(v, (int, float)) and k != "frames" and v is not None and math.isfinite(v):
+                    self._tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        self._fh.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                rows.append(json.loads(line))
+    return rows
+
+
+def plot_curves(
+    metrics_path: str | os.PathLike,
+    out_png: str | os.PathLike,
+    keys: Iterable[str] = ("episode_return", "fps", "loss", "entropy", "policy_lag"),
+    title: str | None = None,
+) -> Path:
+    """Learning curves against frames, one panel per key present in the file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path)
+    keys = [k for k in keys if any(r.get(k) is not None for r in rows)]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4.2 * max(1, len(keys)), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        pts = [(r["frames"], r[key]) for r in rows if r.get(key) is not None]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, lw=1.4)
+        ax.set_xlabel("frames")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out_png)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

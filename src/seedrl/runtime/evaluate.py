@@ -1,0 +1,87 @@
+"""Evaluating a checkpoint in-process (no actors): returns and an optional GIF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seedrl.config import load_config
+from seedrl.envs import make_env_batch
+from seedrl.models.config import build_model
+from seedrl.runtime.checkpoint import load_checkpoint
+
+
+def evaluate(
+    checkpoint: str | Path, *, episodes: int = 10, greedy: bool = False, seed: int = 12345, video: str | None = None
+) -> dict[str, Any]:
+    """Play ``episodes`` full episodes with the checkpoint's policy; returns raw episode returns."""
+    from seedrl.runtime.config import TrainConfig
+
+    state = load_checkpoint(checkpoint)
+    cfg = load_config(TrainConfig, state["config"])
+    spaces = state["spaces"]
+    model = build_model(cfg.model, spaces["observation"], spaces["action"])
+    model.load_state_dict(state["model"])
+    model.eval()
+    envs = make_env_batch(cfg.env, 1, seed)
+    gen = torch.Generator().manual_seed(seed)
+    returns: list[float] = []
+    frames: list[np.ndarray] = []
+    try:
+        obs = envs.reset(seed=seed)
+        rstate = model.initial_state(1)
+        first = torch.ones(1, dtype=torch.bool)
+        prev_action = torch.zeros(1, dtype=torch.long)
+        prev_reward = torch.zeros(1)
+        while len(returns) < episodes:
+            with torch.inference_mode():
+                logits, _, rstate = model.step(torch.from_numpy(obs), rstate, first, prev_action, prev_reward)
+            if greedy:
+                action = logits.argmax(-1)
+            else:
+                action = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=gen).squeeze(-1)
+            if video and not returns:
+                frames.append(np.asarray(obs[0]))
+            result = envs.step(action.numpy())
+            obs = result.obs
+            done = bool(result.terminated[0] or result.truncated[0])
+            first = torch.tensor([done])
+            prev_action = action
+            prev_reward = torch.from_numpy(np.asarray(result.reward, dtype=np.float32))
+            for _, ret, _ in result.episodes:
+                returns.append(float(ret))
+    finally:
+        envs.close()
+    if video and frames:
+        write_gif(frames, video)
+    return {"returns": returns, "config": cfg}
+
+
+def write_gif(observations: list[np.ndarray], path: str, fps: int = 30) -> None:
+    """Observations as an animated GIF: image stacks show their newest frame, vectors a bar chart."""
+    from PIL import Image
+
+    images = []
+    for obs in observations:
+        if obs.ndim == 3:  # [stack, H, W] -> newest frame
+            frame = obs[-1]
+        elif obs.ndim == 2:
+            frame = obs
+        else:
+            frame = _vector_frame(obs)
+        img = Image.fromarray(frame.astype(np.uint8))
+        images.append(img.resize((img.width * 3, img.height * 3), Image.NEAREST))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+
+
+def _vector_frame(obs: np.ndarray, h: int = 40, w: int = 16) -> np.ndarray:
+    v = np.clip(np.asarray(obs, np.float64).ravel(), -3, 3)
+    out = np.zeros((h, w * len(v)), dtype=np.uint8)
+    for i, x in enumerate(v):
+        top = int((1 - (x + 3) / 6) * (h - 1))
+        out[min(top, h // 2) : max(top, h // 2) + 1, i * w + 2 : (i + 1) * w - 2] = 220
+    return out

@@ -1,0 +1,116 @@
+"""The learner: trains on batches of unrolls and publishes weights to inference.
+
+Agent-agnostic: it takes a ``loss_fn(model, batch) -> (loss, logs)``. After
+each update the new weights are copied into the inference model in place,
+under the lock inference holds during its forward pass, so no copy goes
+through disk and inference never sees half-written weights. The policy lag of
+a batch is the number of updates between the weights that chose its actions
+and the weights being trained.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from seedrl.runtime.unrolls import Unroll, stack_unrolls
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer settings of the learner."""
+
+    name: str = field(default="adam", metadata={"help": "adam or rmsprop", "choices": ["adam", "rmsprop"]})
+    lr: float = field(default=6e-4, metadata={"help": "learning rate", "min_exclusive": 0.0})
+    eps: float = field(default=1e-8, metadata={"help": "optimizer epsilon (RMSProp in IMPALA: 0.01)", "min_exclusive": 0.0})
+    rmsprop_alpha: float = field(default=0.99, metadata={"help": "RMSProp smoothing", "min": 0.0, "max": 1.0})
+    grad_clip: float | None = field(default=40.0, metadata={"help": "global grad-norm clip; null = none"})
+    lr_decay: str = field(default="linear", metadata={"help": "linear (to 0 at total_frames) or none", "choices": ["linear", "none"]})
+
+
+def make_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.eps)
+    return torch.optim.RMSprop(params, lr=cfg.lr, eps=cfg.eps, alpha=cfg.rmsprop_alpha)
+
+
+class Learner:
+    """Pulls ``unrolls_per_batch`` unrolls, updates ``model``, publishes to ``inference_model``."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        inference_model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable[[torch.nn.Module, Unroll], tuple[torch.Tensor, dict]],
+        unrolls: "queue.Queue[Unroll]",
+        unrolls_per_batch: int,
+        weights_lock: threading.Lock,
+        *,
+        grad_clip: float | None = 40.0,
+        lr_schedule: Callable[[int], float] | None = None,
+    ):
+        self.model = model
+        self.inference_model = inference_model
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.unrolls = unrolls
+        self.unrolls_per_batch = unrolls_per_batch
+        self.weights_lock = weights_lock
+        self.grad_clip = grad_clip
+        self.lr_schedule = lr_schedule
+        self.updates = 0
+        self.wait_seconds = 0.0
+        self.train_seconds = 0.0
+
+    def next_batch(self, stop: threading.Event) -> Unroll | None:
+        parts = []
+        start = time.perf_counter()
+        while len(parts) < self.unrolls_per_batch:
+            try:
+                parts.append(self.unrolls.get(timeout=0.1))
+            except queue.Empty:
+                if stop.is_set():
+                    return None
+        self.wait_seconds += time.perf_counter() - start
+        return stack_unrolls(parts)
+
+    def update(self, batch: Unroll, frames: int) -> dict[str, float]:
+        """One gradient step on ``batch``; returns the logged terms."""
+        start = time.perf_counter()
+        if self.lr_schedule is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr_schedule(frames)
+        self.model.train()
+        loss, logs = self.loss_fn(self.model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip is not None:
+            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip))
+        self.optimizer.step()
+        self.updates += 1
+        versions = batch.arrays["version"]
+        logs["policy_lag"] = float(self.updates - 1 - np.min(versions))
+        logs["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.publish()
+        self.train_seconds += time.perf_counter() - start
+        return logs
+
+    @torch.no_grad()
+    def publish(self, version: int | None = None) -> None:
+        """Copy the weights into the inference model (in place, under its lock)."""
+        with self.weights_lock:
+            for dst, src in zip(self.inference_model.parameters(), self.model.parameters()):
+                dst.copy_(src)
+            for dst, src in zip(self.inference_model.buffers(), self.model.buffers()):
+                dst.copy_(src)
+            self.on_publish(self.updates if version is None else version)
+
+    def on_publish(self, version: int) -> None:
+        """Hook: set by the run to stamp inference with the new weights version."""

@@ -1,0 +1,239 @@
+"""A training run on the embedded backend: wiring, progress, metrics, checkpoints.
+
+Threads of the learner process: the main thread runs the learner (so Ctrl-C
+lands there), one thread runs central inference; actors are processes. The
+main thread also drains episode statistics, logs, checkpoints and, at the
+end, plots the learning curves.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import logging
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from seedrl.agents.impala import impala_loss
+from seedrl.config import config_to_dict, save_config
+from seedrl.envs import make_env_batch
+from seedrl.models.config import build_model
+from seedrl.report.metrics import MetricsLogger, plot_curves
+from seedrl.runtime.actor import ActorSpec
+from seedrl.runtime.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from seedrl.runtime.config import TrainConfig
+from seedrl.runtime.embedded import EmbeddedBackend
+from seedrl.runtime.inference import InferenceServer
+from seedrl.runtime.learner import Learner, make_optimizer
+from seedrl.runtime.transport import SlotLayout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    frames: int
+    updates: int
+    episodes: int
+    mean_return: float | None
+    seconds: float
+    interrupted: bool
+    solved: bool
+    checkpoint: Path | None
+
+
+def frames_per_step(cfg: TrainConfig) -> int:
+    """Environment frames per agent step (Atari counts skipped frames, as papers do)."""
+    return int(cfg.env.frame_skip) if cfg.env.kind == "atari" else 1
+
+
+def probe_spaces(cfg: TrainConfig):
+    envs = make_env_batch(cfg.env, 1, cfg.seed)
+    try:
+        return envs.observation_space, envs.action_space
+    finally:
+        envs.close()
+
+
+def build_layout(cfg: TrainConfig, observation_space, action_space) -> SlotLayout:
+    return SlotLayout(
+        num_envs=cfg.env.num_envs,
+        obs_shape=tuple(observation_space.shape),
+        obs_dtype=np.dtype(observation_space.dtype).name,
+        action_shape=tuple(action_space.shape or ()),
+        action_dtype="int64",
+    )
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    max_updates: int | None = None,
+    on_update: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Train ``cfg``; returns when ``total_frames`` (or ``max_updates``) are done,
+    the solved return is reached, or on Ctrl-C (a checkpoint is saved in every case)."""
+    run_dir = cfg.run_dir
+    ckpt_path = latest_checkpoint(run_dir)
+    if ckpt_path is not None and not resume:
+        raise FileExistsError(f"{run_dir} already has checkpoints; pass --resume to continue it, or choose another name=")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    torch.set_num_threads(cfg.runtime.torch_threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    torch.manual_seed(cfg.seed)
+
+    obs_space, act_space = probe_spaces(cfg)
+    layout = build_layout(cfg, obs_space, act_space)
+    model = build_model(cfg.model, obs_space, act_space)
+    inference_model = copy.deepcopy(model).eval()
+    optimizer = make_optimizer(cfg.optim, model.parameters())
+    counters = {"frames": 0, "updates": 0, "episodes": 0, "resumes": 0}
+    sampler_seed = cfg.seed + 1
+    saved_rng = None
+    if ckpt_path is not None:
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        inference_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        counters.update(state["counters"])
+        counters["resumes"] += 1
+        saved_rng = state["rng"]
+        log.info("resumed %s at %d frames, %d updates", ckpt_path, counters["frames"], counters["updates"])
+
+    rt = cfg.runtime
+    unroll_queue: queue.Queue = queue.Queue(maxsize=rt.queue_unrolls)
+    weights_lock = threading.Lock()
+    inference = InferenceServer(
+        inference_model, layout, rt.num_actors, rt.unroll_length, unroll_queue,
+        batch_timeout_s=rt.batch_timeout_ms / 1000, weights_lock=weights_lock, seed=sampler_seed,
+    )
+    if saved_rng is not None:
+        set_rng_state(saved_rng, inference.generator)
+    inference.version = counters["updates"]
+    fps_mult = frames_per_step(cfg)
+    total = cfg.total_frames
+
+    def lr_at(frames: int) -> float:
+        if cfg.optim.lr_decay == "linear":
+            return cfg.optim.lr * max(0.0, 1.0 - frames / total)
+        return cfg.optim.lr
+
+    learner = Learner(
+        model, inference_model, optimizer, lambda m, b: impala_loss(m, b, cfg.agent), unroll_queue,
+        rt.batch_size // cfg.env.num_envs, weights_lock, grad_clip=cfg.optim.grad_clip, lr_schedule=lr_at,
+    )
+    learner.updates = counters["updates"]
+    learner.on_publish = lambda version: setattr(inference, "version", version)
+    record_path = str(cfg.record.path or run_dir / "episodes") if cfg.record.rate > 0 else None
+
+    def actor_spec(actor_id: int, restarts: int) -> ActorSpec:
+        # int32 range (envpool's limit), distinct per actor, restart and resume
+        seed = int(np.random.SeedSequence([cfg.seed, actor_id, restarts, counters["resumes"]]).generate_state(1)[0]) % 2**30
+        return ActorSpec(actor_id, cfg.env, cfg.env.num_envs, seed, record_path, cfg.record.rate)
+
+    backend = EmbeddedBackend(layout, rt.num_actors, actor_spec, on_restart=inference.reset_actor, max_restarts=rt.max_restarts)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            inference.serve(backend, stop)
+        except BaseException as err:  # surfaced in the main thread
+            errors.append(err)
+            stop.set()
+
+    metrics = MetricsLogger(run_dir, tensorboard=cfg.log.tensorboard)
+    returns: collections.deque = collections.deque(maxlen=100)
+    interrupted = solved = False
+    start = time.perf_counter()
+    frames_at_start = counters["frames"]
+    last_log = start
+    window_start: float | None = None
+    window_frames = counters["frames"]
+    progress = tqdm(total=total, initial=counters["frames"], unit="frame", unit_scale=True, disable=not cfg.log.progress,
+                    desc=cfg.name, dynamic_ncols=True)
+    backend.start()
+    thread = threading.Thread(target=serve, name="seedrl-inference", daemon=True)
+    thread.start()
+    logs: dict[str, Any] = {}
+    ckpt = None
+
+    def checkpoint() -> Path:
+        payload = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "counters": dict(counters),
+            "rng": rng_state(inference.generator),
+            "config": config_to_dict(cfg),
+            "spaces": {"observation": obs_space, "action": act_space},
+        }
+        return save_checkpoint(run_dir, payload, keep=cfg.log.keep_checkpoints)
+
+    try:
+        while counters["frames"] < total and (max_updates is None or counters["updates"] < max_updates):
+            batch = learner.next_batch(stop)
+            if batch is None:
+                break
+            logs = learner.update(batch, counters["frames"])
+            counters["updates"] = learner.updates
+            new_frames = rt.unroll_length * rt.batch_size * fps_mult
+            counters["frames"] += new_frames
+            progress.update(new_frames)
+            while backend.episodes:
+                _, _, ret, _ = backend.episodes.popleft()
+                returns.append(ret)
+                counters["episodes"] += 1
+            mean_return = float(np.mean(returns)) if returns else None
+            now = time.perf_counter()
+            if window_start is None:  # measure speed from the first update, not from process start-up
+                window_start, window_frames = now, counters["frames"]
+            fps = (counters["frames"] - window_frames) / max(1e-9, now - window_start)
+            row = {**counters, **logs, "fps": fps, "episode_return": mean_return,
+                   "inference_batch": inference.mean_batch_size, "actor_restarts": backend.total_restarts}
+            if on_update is not None:
+                on_update(row)
+            if now - last_log >= cfg.log.every_s:
+                last_log = now
+                metrics.log(row)
+                window_start, window_frames = now, counters["frames"]
+                progress.set_postfix(fps=f"{fps:,.0f}", ret=f"{mean_return:.1f}" if mean_return is not None else "-",
+                                     lag=f"{logs['policy_lag']:.1f}", refresh=False)
+            if counters["updates"] % cfg.log.checkpoint_every == 0:
+                ckpt = checkpoint()
+            if cfg.log.solved_return is not None and len(returns) == returns.maxlen and mean_return >= cfg.log.solved_return:
+                solved = True
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+        progress.write("interrupted: stopping actors and saving a checkpoint")
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        backend.stop()
+        progress.close()
+        if logs:
+            metrics.log({**counters, **logs, "episode_return": float(np.mean(returns)) if returns else None,
+                         "fps": (counters["frames"] - frames_at_start) / max(1e-9, time.perf_counter() - start)})
+        metrics.close()
+    if errors:
+        raise errors[0]
+    ckpt = checkpoint()
+    try:
+        plot_curves(metrics.path, run_dir / "curves.png", title=cfg.name)
+    except Exception as err:  # a plot must never lose a run
+        log.warning("could not plot curves: %s", err)
+    return RunResult(run_dir, counters["frames"], counters["updates"], counters["episodes"],
+                     float(np.mean(returns)) if returns else None, time.perf_counter() - start, interrupted, solved, ckpt)

@@ -1,0 +1,110 @@
+"""Unroll buffers: per-actor trajectories of fixed length, built by central inference.
+
+Each actor's N environments advance together, so an actor's buffer holds
+``T + 1`` entries of ``[N, ...]`` arrays. Entry t holds the observation the
+policy saw, the reward and flags of the transition that led to it, the action
+chosen, its behaviour log-probability and the weights version that chose it.
+When ``T + 1`` entries are full, the unroll is emitted and entry T becomes
+entry 0 of the next one: consecutive unrolls overlap by one step, so every
+transition (t -> t+1) is learned from exactly once and the last observation
+of one unroll is the bootstrap of the learner's targets.
+
+For the learner, transition t (0 <= t < T) has action ``action[t]``, reward
+``reward[t+1]``, ends in a terminal if ``terminated[t+1]`` and in a time-limit
+truncation if ``truncated[t+1]``; a truncated transition bootstraps from
+``final_obs[(t + 1, env)]`` (sparse: truncations are rare).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from seedrl.runtime.transport import SlotLayout
+
+ENTRY_FIELDS = ("obs", "first", "reward", "terminated", "truncated", "action", "logp", "prev_action", "prev_reward", "version")
+
+
+@dataclass
+class Unroll:
+    """One emitted unroll: arrays ``[T + 1, N, ...]`` plus the recurrent state at entry 0."""
+
+    arrays: dict[str, np.ndarray]
+    state0: tuple[torch.Tensor, ...]
+    final_obs: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    actor_id: int = 0
+
+    @property
+    def num_envs(self) -> int:
+        return self.arrays["obs"].shape[1]
+
+
+def stack_unrolls(unrolls: list[Unroll]) -> Unroll:
+    """Concatenate unrolls along the environment axis into one learner batch."""
+    arrays = {k: np.concatenate([u.arrays[k] for u in unrolls], axis=1) for k in unrolls[0].arrays}
+    state0 = tuple(torch.cat(parts, dim=0) for parts in zip(*(u.state0 for u in unrolls)))
+    finals: dict[tuple[int, int], np.ndarray] = {}
+    offset = 0
+    for u in unrolls:
+        for (t, n), obs in u.final_obs.items():
+            finals[(t, offset + n)] = obs
+        offset += u.num_envs
+    return Unroll(arrays, state0, finals)
+
+
+class UnrollBuffer:
+    """The in-progress unroll of one actor."""
+
+    def __init__(self, layout: SlotLayout, unroll_length: int):
+        t1, n = unroll_length + 1, layout.num_envs
+        self.length = unroll_length
+        self.arrays = {
+            "obs": np.zeros((t1, n, *layout.obs_shape), dtype=layout.obs_dtype),
+            "first": np.zeros((t1, n), dtype=bool),
+            "reward": np.zeros((t1, n), dtype=np.float32),
+            "terminated": np.zeros((t1, n), dtype=bool),
+            "truncated": np.zeros((t1, n), dtype=bool),
+            "action": np.zeros((t1, n, *layout.action_shape), dtype=layout.action_dtype),
+            "logp": np.zeros((t1, n), dtype=np.float32),
+            "prev_action": np.zeros((t1, n, *layout.action_shape), dtype=layout.action_dtype),
+            "prev_reward": np.zeros((t1, n), dtype=np.float32),
+            "version": np.zeros((t1, n), dtype=np.int64),
+        }
+        self.pos = 0
+        self.state0: tuple[torch.Tensor, ...] = ()
+        self.final_obs: dict[tuple[int, int], np.ndarray] = {}
+
+    def reset(self) -> None:
+        """Drop the partial unroll (its actor restarted)."""
+        self.pos = 0
+        self.final_obs = {}
+
+    def add(self, entry: dict[str, np.ndarray], final_obs: dict[int, np.ndarray], state_in: tuple, version: int, actor_id: int) -> "Unroll | None":
+        """Record one step; returns the finished unroll when T + 1 entries are full.
+
+        ``entry`` holds this actor's ``[N, ...]`` rows of every entry field but
+        ``version``; ``final_obs`` maps env index -> last observation of an
+        episode truncated by the transition into this entry.
+        """
+        t = self.pos
+        for name, value in entry.items():
+            self.arrays[name][t] = value
+        self.arrays["version"][t] = version
+        if t == 0:
+            self.state0 = tuple(s.clone() for s in state_in)
+        else:
+            for n, obs in final_obs.items():
+                self.final_obs[(t, n)] = obs
+        self.pos += 1
+        if self.pos <= self.length:
+            return None
+        unroll = Unroll({k: v.copy() for k, v in self.arrays.items()}, self.state0, self.final_obs, actor_id)
+        for v in self.arrays.values():  # overlap by one: entry T is the next entry 0
+            v[0] = v[self.length]
+        self.state0 = tuple(s.clone() for s in state_in)
+        self.final_obs = {}
+        self.pos = 1
+        return unroll
