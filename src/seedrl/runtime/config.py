@@ -15,6 +15,7 @@ from seedrl.runtime.learner import OptimConfig
 class RuntimeConfig:
     """How actors, central inference and the learner are laid out."""
 
+    backend: str = field(default="processes", metadata={"help": "processes (embedded, shared memory) or threads (one process, for debugging)", "choices": ["processes", "threads"]})
     num_actors: int = field(default=2, metadata={"help": "actor processes", "min": 1})
     unroll_length: int = field(default=20, metadata={"help": "T: transitions per unroll (unrolls overlap by one step)", "min": 1})
     batch_size: int = field(default=16, metadata={"help": "environments' unrolls per learner batch (a multiple of env.num_envs)", "min": 1})

@@ -34,6 +34,7 @@ from seedrl.runtime.config import TrainConfig
 from seedrl.runtime.embedded import EmbeddedBackend
 from seedrl.runtime.inference import InferenceServer
 from seedrl.runtime.learner import Learner, make_optimizer
+from seedrl.runtime.threaded import ThreadedBackend
 from seedrl.runtime.transport import SlotLayout
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def train(
     *,
     resume: bool = False,
     max_updates: int | None = None,
-    on_update: Callable[[dict[str, Any]], None] | None = None,
+    on_update: Callable[[dict[str, Any], Any], None] | None = None,
 ) -> RunResult:
     """Train ``cfg``; returns when ``total_frames`` (or ``max_updates``) are done,
     the solved return is reached, or on Ctrl-C (a checkpoint is saved in every case)."""
@@ -144,7 +145,10 @@ def train(
         seed = int(np.random.SeedSequence([cfg.seed, actor_id, restarts, counters["resumes"]]).generate_state(1)[0]) % 2**30
         return ActorSpec(actor_id, cfg.env, cfg.env.num_envs, seed, record_path, cfg.record.rate)
 
-    backend = EmbeddedBackend(layout, rt.num_actors, actor_spec, on_restart=inference.reset_actor, max_restarts=rt.max_restarts)
+    if rt.backend == "threads":
+        backend = ThreadedBackend(layout, rt.num_actors, actor_spec)
+    else:
+        backend = EmbeddedBackend(layout, rt.num_actors, actor_spec, on_restart=inference.reset_actor, max_restarts=rt.max_restarts)
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -159,7 +163,6 @@ def train(
     returns: collections.deque = collections.deque(maxlen=100)
     interrupted = solved = False
     start = time.perf_counter()
-    frames_at_start = counters["frames"]
     last_log = start
     window_start: float | None = None
     window_frames = counters["frames"]
@@ -169,6 +172,7 @@ def train(
     thread = threading.Thread(target=serve, name="seedrl-inference", daemon=True)
     thread.start()
     logs: dict[str, Any] = {}
+    row: dict[str, Any] = {}
     ckpt = None
 
     def checkpoint() -> Path:
@@ -204,7 +208,7 @@ def train(
             row = {**counters, **logs, "fps": fps, "episode_return": mean_return,
                    "inference_batch": inference.mean_batch_size, "actor_restarts": backend.total_restarts}
             if on_update is not None:
-                on_update(row)
+                on_update(row, backend)
             if now - last_log >= cfg.log.every_s:
                 last_log = now
                 metrics.log(row)
@@ -224,9 +228,8 @@ def train(
         thread.join(timeout=10)
         backend.stop()
         progress.close()
-        if logs:
-            metrics.log({**counters, **logs, "episode_return": float(np.mean(returns)) if returns else None,
-                         "fps": (counters["frames"] - frames_at_start) / max(1e-9, time.perf_counter() - start)})
+        if row:
+            metrics.log({**row, **counters, "episode_return": float(np.mean(returns)) if returns else None})
         metrics.close()
     if errors:
         raise errors[0]

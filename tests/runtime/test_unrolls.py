@@ -1,0 +1,105 @@
+"""Central inference builds unrolls that are exact records of what the actors did."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import numpy as np
+import torch
+
+from seedrl.envs import COUNTING_ID, EnvConfig
+from seedrl.models.actor_critic import ActorCritic
+from seedrl.runtime.actor import ActorSpec
+from seedrl.runtime.inference import InferenceServer
+from seedrl.runtime.threaded import ThreadedBackend
+from seedrl.runtime.transport import SlotLayout
+from seedrl.runtime.unrolls import stack_unrolls
+
+import gymnasium as gym
+
+
+def _collect(num_actors=2, num_envs=3, T=4, max_episode_steps=None, lstm=None, n_unrolls=12, seed=0):
+    env_cfg = EnvConfig(kind="gym", id=COUNTING_ID, num_envs=num_envs, max_episode_steps=max_episode_steps)
+    obs_space = gym.spaces.Box(-1, 2**62, (3,), np.int64)
+    model = ActorCritic.from_spaces(obs_space, gym.spaces.Discrete(2), torso="mlp", lstm_size=lstm)
+    layout = SlotLayout(num_envs, (3,), "int64")
+    q: queue.Queue = queue.Queue(maxsize=4)
+    server = InferenceServer(model, layout, num_actors, T, q, batch_timeout_s=0.01, seed=seed)
+    backend = ThreadedBackend(layout, num_actors, lambda a, r: ActorSpec(a, env_cfg, num_envs, seed=1000 * (a + 1)))
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(backend, stop), daemon=True)
+    backend.start()
+    thread.start()
+    unrolls = [q.get(timeout=30) for _ in range(n_unrolls)]
+    stop.set()
+    thread.join(5)
+    backend.stop()
+    assert not backend.errors
+    return model, server, unrolls
+
+
+def test_unrolls_record_transitions_exactly_and_overlap_by_one():
+    T = 4
+    model, _, unrolls = _collect(T=T)
+    by_actor: dict[int, list] = {}
+    for u in unrolls:
+        by_actor.setdefault(u.actor_id, []).append(u)
+        a = u.arrays
+        assert a["obs"].shape == (T + 1, 3, 3)
+        for t in range(T):
+            obs, nxt = a["obs"][t], a["obs"][t + 1]
+            # reward of transition t arrives with entry t+1: 1 iff the action matched step % 2
+            np.testing.assert_array_equal(a["reward"][t + 1], (a["action"][t] == obs[:, 2] % 2).astype(np.float32))
+            cont = ~a["first"][t + 1]
+            np.testing.assert_array_equal(nxt[cont, 2], obs[cont, 2] + 1)  # same episode: step + 1
+            np.testing.assert_array_equal(nxt[cont, 1], obs[cont, 1])
+            ended = a["first"][t + 1]
+            np.testing.assert_array_equal(a["terminated"][t + 1], ended & (obs[:, 2] == 4))  # CountingEnv: 5 steps
+            np.testing.assert_array_equal(nxt[ended, 2], 0)
+            np.testing.assert_array_equal(nxt[ended, 1], obs[ended, 1] + 1)
+        # behaviour log-probs are the policy's (weights never change here)
+        with torch.no_grad():
+            logits, _, _ = model.step(torch.from_numpy(a["obs"].reshape(-1, 3)), (), None, None, None)
+        logp = torch.log_softmax(logits, -1).gather(-1, torch.from_numpy(a["action"].reshape(-1, 1))).squeeze(-1)
+        np.testing.assert_allclose(a["logp"].reshape(-1), logp.numpy(), rtol=1e-5, atol=1e-6)
+    for us in by_actor.values():
+        for u1, u2 in zip(us, us[1:]):
+            for k in u1.arrays:
+                np.testing.assert_array_equal(u2.arrays[k][0], u1.arrays[k][T], err_msg=k)
+
+
+def test_truncation_keeps_the_final_observation():
+    T = 6
+    _, _, unrolls = _collect(T=T, max_episode_steps=3, n_unrolls=6)
+    seen = 0
+    for u in unrolls:
+        a = u.arrays
+        assert not a["terminated"].any()  # the 3-step limit always comes before the 5-step terminal
+        for t in range(1, T + 1):
+            for n in np.flatnonzero(a["truncated"][t]):
+                final = u.final_obs[(t, int(n))]
+                assert final[2] == 3 and final[1] == a["obs"][t - 1, n, 1]  # last obs of the finished episode
+                assert a["obs"][t, n, 2] == 0 and a["first"][t, n]
+                seen += 1
+        assert set(u.final_obs) == {(t, int(n)) for t in range(1, T + 1) for n in np.flatnonzero(a["truncated"][t])}
+    assert seen > 0
+
+
+def test_stacking_unrolls_offsets_final_obs():
+    _, _, unrolls = _collect(T=6, max_episode_steps=3, n_unrolls=4)
+    batch = stack_unrolls(unrolls)
+    assert batch.arrays["obs"].shape == (7, 12, 3)
+    for (t, n), final in batch.final_obs.items():
+        assert batch.arrays["truncated"][t, n]
+        np.testing.assert_array_equal(final[:2], batch.arrays["obs"][t - 1, n, :2])
+
+
+def test_recurrent_state_is_kept_per_env_and_reset_on_actor_restart():
+    _, server, unrolls = _collect(lstm=8, n_unrolls=4)
+    h = server.state[0]
+    assert h.shape[0] == 6 and h.abs().sum() > 0
+    assert unrolls[0].state0[0].shape == (3, 8)
+    server.reset_actor(1)
+    assert h[3:6].abs().sum() == 0 and h[0:3].abs().sum() > 0
+    assert server.buffers[1].pos == 0
