@@ -69,7 +69,7 @@ class FieldSpec:
         object.__setattr__(self, "shape", tuple(None if d is None else int(d) for d in self.shape))
         if self.dtype in (TEXT, BYTES) and self.shape:
             raise SpecError(f"field '{self.path}': {self.dtype} leaves must be scalars, got shape {self.shape}")
-        if self.dtype not in (TEXT, BYTES) and np.dtype(self.dtype).kind not in "biufc":
+        if self.dtype not in (TEXT, BYTES) and np.dtype(self.dtype).kind not in "biuf":
             raise SpecError(f"field '{self.path}': unsupported dtype {self.dtype!r}")
 
     @property
@@ -153,7 +153,7 @@ def _infer_leaf(path: str, value: Any) -> FieldSpec:
     if _is_python_number(value):
         return FieldSpec(path, _python_kind(value).name, ())
     arr = np.asarray(value)
-    if arr.dtype.kind not in "biufc":
+    if arr.dtype.kind not in "biuf":
         raise SpecError(f"field '{path}': cannot store values of dtype {arr.dtype} ({type(value).__name__})")
     return FieldSpec(path, arr.dtype.name, arr.shape)
 
