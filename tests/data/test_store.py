@@ -386,3 +386,12 @@ def test_processes_write_concurrently(tmp_path):
         assert p.exitcode == 0
     ds = open_dataset(tmp_path)
     assert sorted((e.metadata["k"], e.metadata["i"]) for e in ds) == [(k, i) for k in range(3) for i in range(8)]
+
+
+def test_a_writer_that_committed_nothing_leaves_an_empty_dataset(tmp_path):
+    DatasetWriter(tmp_path / "d").close()
+    ds = open_dataset(tmp_path / "d")
+    assert len(ds) == 0 and ds.num_steps == 0 and list(ds) == []
+    with DatasetWriter(tmp_path / "d") as w:
+        w.write_episode(simple_steps(2))
+    assert len(open_dataset(tmp_path / "d")) == 1

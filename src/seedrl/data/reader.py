@@ -18,6 +18,7 @@ import pyarrow as pa
 from seedrl.data.columns import batch_to_columns, object_column
 from seedrl.data.episode import Episode
 from seedrl.data.segment import (
+    SEGMENTS,
     EpisodeEntry,
     has_live_writer,
     list_segments,
@@ -27,7 +28,7 @@ from seedrl.data.segment import (
     warn_torn,
 )
 from seedrl.data.spec import FieldSpec, StepSpec
-from seedrl.data.writer import read_dataset_json
+from seedrl.data.writer import FORMAT, FORMAT_VERSION, read_dataset_json
 
 
 class Dataset:
@@ -42,12 +43,18 @@ class Dataset:
         self.root = Path(path)
         info = read_dataset_json(self.root)
         if info is None:
-            raise FileNotFoundError(f"{self.root}: no dataset.json here; not an RLDS dataset written by seedrl")
+            if not (self.root / SEGMENTS).is_dir():
+                raise FileNotFoundError(f"{self.root}: no dataset.json here; not an RLDS dataset written by seedrl")
+            # A writer opened it but committed no episode yet: an empty dataset with no spec.
+            info = {"format": FORMAT, "version": FORMAT_VERSION, "name": self.root.name, "step_spec": None}
         self.info = info
-        self.full_spec = StepSpec.from_json(info["step_spec"])
-        self.spec = self.full_spec.select(fields) if fields is not None else self.full_spec
+        self.full_spec = StepSpec.from_json(info["step_spec"]) if info["step_spec"] else None
+        if self.full_spec is None:
+            self.spec = None
+        else:
+            self.spec = self.full_spec.select(fields) if fields is not None else self.full_spec
         self._maps: dict[str, pa.MemoryMappedFile] = {}
-        self._schema = self.full_spec.arrow_schema()
+        self._schema = self.full_spec.arrow_schema() if self.full_spec else None
         self._entries: list[EpisodeEntry] = []
         self._warned: set[str] = set()
         self.refresh()

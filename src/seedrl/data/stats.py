@@ -60,7 +60,7 @@ def compute_stats(ds: Dataset, progress: Iterable | None = None) -> DatasetStats
     """One pass over ``ds``: episode lengths, returns, terminal/truncated counts,
     and per-field statistics of every fixed-shape numeric field over all its
     elements."""
-    numeric = [f for f in ds.spec.fields if not f.is_text and f.is_fixed]
+    numeric = [f for f in ds.spec.fields if not f.is_text and f.is_fixed] if ds.spec else []
     stats = DatasetStats(fields={f.path: FieldStats(f.path) for f in numeric})
     for ep in progress if progress is not None else ds:
         stats.episodes += 1
@@ -112,7 +112,7 @@ def format_info(ds: Dataset) -> str:
         f"format    {info['format']} v{info['version']}",
         f"episodes  {len(ds)}   steps {ds.num_steps}",
         "steps:",
-        ds.full_spec.describe(),
+        ds.full_spec.describe() if ds.full_spec else "  (no episode committed yet)",
     ]
     if info.get("metadata_spec"):
         lines.append("episode metadata:")
