@@ -57,6 +57,8 @@ class Dataset:
         self._schema = self.full_spec.arrow_schema() if self.full_spec else None
         self._entries: list[EpisodeEntry] = []
         self._warned: set[str] = set()
+        #: segment -> bytes of a torn tail left by a killed writer (ignored when reading)
+        self.torn_tails: dict[str, int] = {}
         self.refresh()
 
     # ------------------------------------------------------------ loading
@@ -67,9 +69,13 @@ class Dataset:
             arrow_path, index_path = segment_paths(self.root, seg)
             known = read_index(index_path, seg)
             result = scan_segment(arrow_path, seg, known)
-            if result.torn_bytes > 0 and seg not in self._warned and not has_live_writer(arrow_path):
-                self._warned.add(seg)
-                warn_torn(arrow_path, result)
+            if result.torn_bytes > 0 and not has_live_writer(arrow_path):
+                self.torn_tails[seg] = result.torn_bytes
+                if seg not in self._warned:
+                    self._warned.add(seg)
+                    warn_torn(arrow_path, result)
+            else:
+                self.torn_tails.pop(seg, None)
             entries.extend(result.entries)
             self._maps.pop(seg, None)  # the file may have grown: remap lazily
         self._set_entries(entries)
