@@ -95,3 +95,22 @@ def test_run_then_eval_a_checkpoint(tmp_path, capsys):
     assert out.startswith("3 episodes: mean return") and gif.stat().st_size > 0
     assert main(["run", "--help-config", str(cfg)]) == 0
     assert "runtime.batch_timeout_ms" in capsys.readouterr().out
+
+
+def test_convert_to_hf_and_back_is_exact(dataset, tmp_path):
+    out = tmp_path / "hf"
+    assert main(["data", "convert", str(dataset), str(out), "--to", "hf"]) == 0
+    back = tmp_path / "back"
+    assert main(["data", "convert", str(out), str(back), "--from", "hf"]) == 0
+    a, b = open_dataset(dataset), open_dataset(back)
+    assert len(a) == len(b) and all(x.equals(y) for x, y in zip(a, b))
+
+
+def test_convert_to_minari_refuses_what_minari_cannot_hold(dataset, tmp_path, capsys):
+    pytest.importorskip("minari")
+    pytest.importorskip("PIL")
+    # simple_steps gives the last step a real action and reward: Minari has no place for them
+    assert main(["data", "convert", str(dataset), str(tmp_path / "m" / "ds-v0"), "--to", "minari"]) == 2
+    err = capsys.readouterr().err
+    assert "action" in err or "reward" in err
+    assert main(["data", "convert", str(dataset), str(tmp_path / "m" / "ds-v0"), "--to", "minari", "--allow-lossy"]) == 0

@@ -109,7 +109,7 @@ def _meta_equal(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return type(a) is type(b) and len(a) == len(b) and all(_meta_equal(x, y) for x, y in zip(a, b))
     if isinstance(a, float) and isinstance(b, float):
-        return np.float64(a).tobytes() == np.float64(b).tobytes()
+        return type(a) is type(b) and np.float64(a).tobytes() == np.float64(b).tobytes()
     if isinstance(a, (np.ndarray, np.generic)) or isinstance(b, (np.ndarray, np.generic)):
         return _value_equal(np.asarray(a), np.asarray(b)) and type(a) is type(b)
     return type(a) is type(b) and a == b

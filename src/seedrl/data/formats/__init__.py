@@ -43,7 +43,7 @@ def _import_minari(src, out):
 def _export_hf(dataset, out, allow_lossy=False):
     from seedrl.data.formats.hf import export_hf
 
-    return export_hf(dataset, out)
+    return export_hf(dataset, out, allow_lossy=allow_lossy)
 
 
 def _import_hf(src, out):
@@ -63,7 +63,7 @@ def detect_format(path: str) -> str:
         return "seedrl"
     if (p / "features.json").exists() and (p / "dataset_info.json").exists():
         return "tfds"
-    if (p / "metadata.json").exists() and (p / "data").is_dir():
+    if (p / "data" / "metadata.json").exists() or (p / "metadata.json").exists() and (p / "data").is_dir():
         return "minari"
     if (p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists() or list(p.glob("*.parquet")):
         return "hf"
