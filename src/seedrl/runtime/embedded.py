@@ -122,7 +122,7 @@ class EmbeddedBackend:
             actor_id = by_conn[conn]
             try:
                 payload = conn.recv()
-            except (EOFError, OSError):
+            except Exception:  # EOF, or a message cut short by the kill: the actor is gone
                 self._handle_crash(actor_id)
                 continue
             if payload:
