@@ -12,30 +12,11 @@ import functools
 
 import torch
 
+from seedrl.ops._checks import check_same_shape, check_shape, float_tensor
+
 from seedrl.ops.value_rescaling import DEFAULT_EPS, inverse_value_rescaling, value_rescaling
 
 __all__ = ["n_step_returns", "double_q_n_step_targets", "sequence_priority"]
-
-
-def _float_tensor(name: str, x: object) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must have a floating-point dtype, got {x.dtype} (shape {tuple(x.shape)})")
-    return x
-
-
-def _check_shape(name: str, x: torch.Tensor, expected: torch.Size | tuple[int, ...], layout: str) -> None:
-    if x.shape != torch.Size(expected):
-        raise ValueError(f"{name} must have shape {layout} = {tuple(expected)}, got {tuple(x.shape)}")
-
-
-def _check_same_shape(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
-    if x.shape != ref.shape:
-        raise ValueError(
-            f"{name} must have the same [T, *B] shape as {ref_name}, got "
-            f"{name}.shape = {tuple(x.shape)} and {ref_name}.shape = {tuple(ref.shape)}"
-        )
 
 
 def _check_n(n: object) -> int:
@@ -96,12 +77,12 @@ def n_step_returns(
     """
     floats = {"rewards": rewards, "discounts": discounts, "values": values, "bootstrap_value": bootstrap_value}
     for name, x in floats.items():
-        _float_tensor(name, x)
+        float_tensor(name, x)
     if rewards.ndim < 1:
         raise ValueError(f"rewards must have shape [T, *B] with a leading time axis, got {tuple(rewards.shape)}")
     for name in ("discounts", "values"):
-        _check_same_shape(name, floats[name], "rewards", rewards)
-    _check_shape("bootstrap_value", bootstrap_value, rewards.shape[1:], "[*B] (rewards.shape[1:])")
+        check_same_shape(name, floats[name], "rewards", rewards)
+    check_shape("bootstrap_value", bootstrap_value, rewards.shape[1:], "[*B] (rewards.shape[1:])")
     n = _check_n(n)
     dtype = functools.reduce(torch.promote_types, (x.dtype for x in floats.values()))
     with torch.no_grad():
@@ -160,18 +141,18 @@ def double_q_n_step_targets(
     """
     floats = {"q_online": q_online, "q_target": q_target, "rewards": rewards, "discounts": discounts}
     for name, x in floats.items():
-        _float_tensor(name, x)
+        float_tensor(name, x)
     if rewards.ndim < 1:
         raise ValueError(f"rewards must have shape [T, *B] with a leading time axis, got {tuple(rewards.shape)}")
-    _check_same_shape("discounts", discounts, "rewards", rewards)
+    check_same_shape("discounts", discounts, "rewards", rewards)
     if q_online.ndim != rewards.ndim + 1 or q_online.shape[-1] < 1:
         raise ValueError(
             f"q_online must have shape [T + 1, *B, A] with rewards [T, *B] = {tuple(rewards.shape)}, "
             f"got {tuple(q_online.shape)}"
         )
     q_shape = (rewards.shape[0] + 1, *rewards.shape[1:], q_online.shape[-1])
-    _check_shape("q_online", q_online, q_shape, "[T + 1, *B, A]")
-    _check_shape("q_target", q_target, q_shape, "[T + 1, *B, A] (same as q_online)")
+    check_shape("q_online", q_online, q_shape, "[T + 1, *B, A]")
+    check_shape("q_target", q_target, q_shape, "[T + 1, *B, A] (same as q_online)")
     n = _check_n(n)
     if not eps >= 0.0:
         raise ValueError(f"eps must be >= 0, got {eps!r}")
@@ -218,7 +199,7 @@ def sequence_priority(
       ValueError: a shape, ``eta`` or ``dim`` is wrong (the message names it).
       TypeError: ``td_abs`` is not a floating-point tensor.
     """
-    _float_tensor("td_abs", td_abs)
+    float_tensor("td_abs", td_abs)
     if td_abs.ndim < 1:
         raise ValueError(f"td_abs must have at least a time axis, got shape {tuple(td_abs.shape)}")
     if not -td_abs.ndim <= dim < td_abs.ndim:

@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 import torch
 
+from seedrl.ops._checks import check_same_shape, check_shape, float_tensor
+
 __all__ = ["VTraceReturns", "vtrace"]
 
 
@@ -21,27 +23,6 @@ class VTraceReturns(NamedTuple):
     vs: torch.Tensor
     #: Importance-weighted policy-gradient advantages.
     pg_advantages: torch.Tensor
-
-
-def _float_tensor(name: str, x: object) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must have a floating-point dtype, got {x.dtype} (shape {tuple(x.shape)})")
-    return x
-
-
-def _check_shape(name: str, x: torch.Tensor, expected: torch.Size, layout: str) -> None:
-    if x.shape != expected:
-        raise ValueError(f"{name} must have shape {layout} = {tuple(expected)}, got {tuple(x.shape)}")
-
-
-def _check_same_shape(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
-    if x.shape != ref.shape:
-        raise ValueError(
-            f"{name} must have the same [T, *B] shape as {ref_name}, got "
-            f"{name}.shape = {tuple(x.shape)} and {ref_name}.shape = {tuple(ref.shape)}"
-        )
 
 
 def _check_threshold(name: str, value: float | None) -> None:
@@ -154,13 +135,13 @@ def vtrace(
         "bootstrap_value": bootstrap_value,
     }
     for name, x in floats.items():
-        _float_tensor(name, x)
+        float_tensor(name, x)
     if values.ndim < 1:
         raise ValueError(f"values must have shape [T, *B] with a leading time axis, got {tuple(values.shape)}")
     seq_shape = values.shape
     for name in ("target_log_probs", "behaviour_log_probs", "rewards", "discounts"):
-        _check_same_shape(name, floats[name], "values", values)
-    _check_shape("bootstrap_value", bootstrap_value, seq_shape[1:], "[*B] (values.shape[1:])")
+        check_same_shape(name, floats[name], "values", values)
+    check_shape("bootstrap_value", bootstrap_value, seq_shape[1:], "[*B] (values.shape[1:])")
     if (truncated is None) != (truncation_bootstrap_values is None):
         given, missing = (
             ("truncated", "truncation_bootstrap_values")
@@ -173,11 +154,11 @@ def vtrace(
     if truncated is not None:
         if not isinstance(truncated, torch.Tensor):
             raise TypeError(f"truncated must be a torch.Tensor, got {type(truncated).__name__}")
-        _check_same_shape("truncated", truncated, "values", values)
-        floats["truncation_bootstrap_values"] = _float_tensor(
+        check_same_shape("truncated", truncated, "values", values)
+        floats["truncation_bootstrap_values"] = float_tensor(
             "truncation_bootstrap_values", truncation_bootstrap_values
         )
-        _check_same_shape("truncation_bootstrap_values", truncation_bootstrap_values, "values", values)
+        check_same_shape("truncation_bootstrap_values", truncation_bootstrap_values, "values", values)
     _check_threshold("clip_rho_threshold", clip_rho_threshold)
     _check_threshold("clip_c_threshold", clip_c_threshold)
     _check_threshold("clip_pg_rho_threshold", clip_pg_rho_threshold)
