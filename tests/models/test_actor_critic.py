@@ -305,3 +305,13 @@ def test_channels_last_model_gives_the_same_outputs(torso):
     assert seen == [True, True]  # the uint8 input was made channels-last to match the weights
     for a, b in zip(ref[:2] + step_ref[:2], got[:2] + step_got[:2]):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("lstm_size", [None, 8])
+def test_empty_batch(lstm_size):
+    model = ActorCritic(MLPTorso(6), A, lstm_size, use_prev_action_reward=True)
+    empty = torch.zeros(0, dtype=torch.long)
+    with torch.no_grad():
+        logits, value, state = model.step(torch.zeros(0, 6), model.initial_state(0), empty.bool(), empty, empty.float())
+    assert logits.shape == (0, A) and value.shape == (0,)
+    assert all(s.shape == (0, lstm_size) for s in state)

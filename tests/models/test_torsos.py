@@ -46,7 +46,7 @@ def test_mlp_bad_arguments():
         MLPTorso(4, (8,), "gelu")
     with pytest.raises(ValueError, match="hidden"):
         MLPTorso(4, (8, 0))
-    with pytest.raises(ValueError, match="input features"):
+    with pytest.raises(ValueError, match="features per row"):
         MLPTorso(4)(torch.randn(2, 5))
 
 

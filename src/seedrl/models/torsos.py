@@ -64,10 +64,9 @@ class MLPTorso(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         dtype = self.net[0].weight.dtype if len(self.net) else torch.get_default_dtype()
-        x = obs.reshape(obs.shape[0], -1).to(dtype)
-        if x.shape[1] != self.in_dim:
-            raise ValueError(f"MLPTorso: expected {self.in_dim} input features, got {tuple(obs.shape[1:])}")
-        return self.net(x)
+        if obs.dim() == 0 or obs.numel() != obs.shape[0] * self.in_dim:
+            raise ValueError(f"MLPTorso: expected [N, ...] with {self.in_dim} features per row, got {tuple(obs.shape)}")
+        return self.net(obs.reshape(obs.shape[0], self.in_dim).to(dtype))
 
 
 class _ScaledImageTorso(nn.Module):

@@ -13,7 +13,6 @@ import functools
 import torch
 
 from seedrl.ops._checks import check_same_shape, check_shape, float_tensor
-
 from seedrl.ops.value_rescaling import DEFAULT_EPS, inverse_value_rescaling, value_rescaling
 
 __all__ = ["n_step_returns", "double_q_n_step_targets", "sequence_priority"]
