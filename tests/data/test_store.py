@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import numpy as np
@@ -103,10 +104,21 @@ def test_infer_marks_dimensions_that_vary():
 
 
 def test_numeric_columns_are_zero_copy_views_of_the_map(tmp_path):
+    steps = simple_steps(5, frame=(84, 84))
+    steps[0]["observation"]["frame"][:] = 7
     with DatasetWriter(tmp_path) as w:
-        w.write_episode(simple_steps(5, frame=(84, 84)))
+        w.write_episode(steps)
     frames = open_dataset(tmp_path)[0].columns["observation/frame"]
-    assert not frames.flags.owndata and not frames.flags.writeable  # a read-only view of the mmap
+    assert not frames.flags.owndata and not frames.flags.writeable
+    # Change the bytes on disk under the reader: a view of the shared map sees it, a copy would not.
+    (segment,) = (tmp_path / "segments").glob("*.arrow")
+    where = segment.read_bytes().find(b"\x07" * 84 * 84)
+    fd = os.open(segment, os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"\x09", where)
+    finally:
+        os.close(fd)
+    assert frames[0, 0, 0] == 9 and frames[0, 0, 1] == 7
 
 
 def test_select_reads_only_chosen_fields(tmp_path):

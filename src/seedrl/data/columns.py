@@ -57,7 +57,7 @@ def check_columns(spec: StepSpec, columns: Mapping[str, Any]) -> tuple[dict[str,
                 f.check(v)
         else:
             col = np.asarray(col)
-            if col.dtype.name != f.dtype:
+            if col.dtype != f.numpy_dtype:
                 raise SpecError(f"field '{f.path}': dtype changed within the dataset: expected {f.dtype}, got {col.dtype.name}")
             if col.shape[1:] != f.shape:
                 raise SpecError(f"field '{f.path}': shape changed within the dataset: expected {f.shape}, got {col.shape[1:]} per step")
@@ -113,12 +113,14 @@ def _arrow_column(f: FieldSpec, col: np.ndarray, n: int) -> list[pa.Array]:
     return arrays
 
 
-def columns_to_batch(spec: StepSpec, columns: Mapping[str, np.ndarray], num_steps: int) -> pa.RecordBatch:
+def columns_to_batch(
+    spec: StepSpec, columns: Mapping[str, np.ndarray], num_steps: int, schema: pa.Schema | None = None
+) -> pa.RecordBatch:
     """Columns (already checked) -> one Arrow record batch, one row per step."""
     arrays: list[pa.Array] = []
     for f in spec.fields:
         arrays.extend(_arrow_column(f, columns[f.path], num_steps))
-    return pa.RecordBatch.from_arrays(arrays, schema=spec.arrow_schema())
+    return pa.RecordBatch.from_arrays(arrays, schema=schema or spec.arrow_schema())
 
 
 def _numpy_values(values: pa.Array, dtype: str) -> np.ndarray:

@@ -53,7 +53,7 @@ class Dataset:
             self.spec = None
         else:
             self.spec = self.full_spec.select(fields) if fields is not None else self.full_spec
-        self._maps: dict[str, pa.MemoryMappedFile] = {}
+        self._maps: dict[str, pa.Buffer] = {}
         self._schema = self.full_spec.arrow_schema() if self.full_spec else None
         self._entries: list[EpisodeEntry] = []
         self._warned: set[str] = set()
@@ -93,11 +93,13 @@ class Dataset:
         view._set_entries(entries)
         return view
 
-    def _map(self, segment: str) -> pa.MemoryMappedFile:
-        mm = self._maps.get(segment)
-        if mm is None:
-            mm = self._maps[segment] = pa.memory_map(str(segment_paths(self.root, segment)[0]))
-        return mm
+    def _map(self, segment: str) -> pa.Buffer:
+        """The whole segment as one zero-copy buffer over its memory map."""
+        buf = self._maps.get(segment)
+        if buf is None:
+            mm = pa.memory_map(str(segment_paths(self.root, segment)[0]))
+            buf = self._maps[segment] = mm.read_buffer()  # a view of the map: slicing it copies nothing
+        return buf
 
     # ------------------------------------------------------------- access
     def __len__(self) -> int:
@@ -118,7 +120,7 @@ class Dataset:
     def read_batch(self, index: int) -> pa.RecordBatch:
         """The raw Arrow record batch of episode ``index`` (zero copy)."""
         e = self._entries[index]
-        buf = self._map(e.segment).read_at(e.length, e.offset)
+        buf = self._map(e.segment).slice(e.offset, e.length)
         return pa.ipc.read_record_batch(pa.ipc.read_message(buf), self._schema)
 
     def __getitem__(self, index: int) -> Episode:

@@ -25,6 +25,7 @@ Values are stored bit for bit (NaN payloads, -0.0, uint64 extremes).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -80,10 +81,11 @@ class FieldSpec:
     def is_fixed(self) -> bool:
         return None not in self.shape
 
-    @property
+    @functools.cached_property
     def numpy_dtype(self) -> np.dtype:
         return np.dtype(object) if self.is_text else np.dtype(self.dtype)
 
+    @functools.lru_cache(maxsize=None)  # noqa: B019 - specs are few and immutable
     def arrow_type(self) -> pa.DataType:
         """The Arrow type of this field's column (see the module table)."""
         if self.dtype == TEXT:

@@ -55,12 +55,24 @@ def read_dataset_json(root: Path) -> dict | None:
     return info
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _publish_dataset_json(root: Path, info: dict) -> dict:
     """Create dataset.json atomically; if another writer won the race, return theirs."""
     tmp = root / f".{DATASET_JSON}.{secrets.token_hex(4)}"
-    tmp.write_text(json.dumps(info, indent=1))
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(info, indent=1))
+        fh.flush()
+        os.fsync(fh.fileno())  # never an empty dataset.json after a power loss
     try:
         os.link(tmp, root / DATASET_JSON)
+        _fsync_dir(root)
         return info
     except FileExistsError:
         return read_dataset_json(root)  # type: ignore[return-value]
@@ -146,7 +158,7 @@ class DatasetWriter:
         return self._commit(episode)
 
     def close(self) -> None:
-        """Finish the segment (end-of-stream marker, fsync). Idempotent."""
+        """Finish the segment (end-of-stream marker; fsync if ``durable``). Idempotent."""
         with self._lock:
             if self._closed:
                 return
@@ -154,9 +166,10 @@ class DatasetWriter:
             if self._stream is not None:
                 self._stream.close()
                 self._file.flush()
-                os.fsync(self._file.fileno())
                 self._index.flush()
-                os.fsync(self._index.fileno())
+                if self.durable:
+                    os.fsync(self._file.fileno())
+                    os.fsync(self._index.fileno())
                 self._index.close()
                 self._file.close()  # releases the flock
 
@@ -196,7 +209,7 @@ class DatasetWriter:
                 raise SpecError(f"spec differs from the dataset ({self.root}): {self.spec.diff(episode.spec)}")
             if "episode_id" not in metadata:
                 metadata = {"episode_id": f"{self._uid}-{self._count}", **metadata}
-            batch = columns_to_batch(self.spec, episode.columns, len(episode))
+            batch = columns_to_batch(self.spec, episode.columns, len(episode), self._stream_schema)
             # pyarrow writes the schema message lazily, with the first batch.
             start = self._file.tell() or len(self._stream_schema.serialize())
             self._stream.write_batch(batch, custom_metadata={METADATA_KEY: meta.dumps(metadata)})
@@ -238,6 +251,8 @@ class DatasetWriter:
         self._stream_schema = self.spec.arrow_schema()
         self._stream = pa.ipc.new_stream(self._file, self._stream_schema)
         self._file.flush()
+        if self.durable:
+            _fsync_dir(self.root / SEGMENTS)
 
 
 class EpisodeWriter:
