@@ -257,7 +257,7 @@ class StepSpec:
             fields.append(FieldSpec(path, spec.dtype, tuple(shape)))
         return cls(treedef, tuple(fields))
 
-    @property
+    @functools.cached_property
     def paths(self) -> list[str]:
         return [f.path for f in self.fields]
 

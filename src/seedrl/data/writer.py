@@ -110,7 +110,8 @@ class DatasetWriter:
         self._lock = threading.Lock()
         self._closed = False
         self._stream: pa.ipc.RecordBatchStreamWriter | None = None
-        self._file = None
+        self._file: pa.NativeFile | None = None  # unbuffered: each batch goes straight to the OS
+        self._lock_fd: int | None = None
         self._index = None
         self._count = 0
         self.name = name or self.root.name
@@ -165,13 +166,13 @@ class DatasetWriter:
             self._closed = True
             if self._stream is not None:
                 self._stream.close()
-                self._file.flush()
                 self._index.flush()
                 if self.durable:
-                    os.fsync(self._file.fileno())
+                    os.fsync(self._lock_fd)
                     os.fsync(self._index.fileno())
                 self._index.close()
-                self._file.close()  # releases the flock
+                self._file.close()
+                os.close(self._lock_fd)  # releases the flock
 
     @property
     def closed(self) -> bool:
@@ -213,13 +214,12 @@ class DatasetWriter:
             # pyarrow writes the schema message lazily, with the first batch.
             start = self._file.tell() or len(self._stream_schema.serialize())
             self._stream.write_batch(batch, custom_metadata={METADATA_KEY: meta.dumps(metadata)})
-            self._file.flush()
             stop = self._file.tell()
             entry = EpisodeEntry(self.segment, start, stop - start, len(episode), metadata["episode_id"], metadata)
             self._index.write(entry.index_line() + "\n")
             self._index.flush()
             if self.durable:
-                os.fsync(self._file.fileno())
+                os.fsync(self._lock_fd)
                 os.fsync(self._index.fileno())
             self._count += 1
             return metadata["episode_id"]
@@ -244,13 +244,13 @@ class DatasetWriter:
         self.metadata_spec = info["metadata_spec"]
         meta.check_metadata(metadata, self.metadata_spec)
         arrow_path, index_path = segment_paths(self.root, self.segment)
-        self._file = open(arrow_path, "xb")
-        if not lock_exclusive(self._file.fileno()):  # pragma: no cover - fresh unique file
+        self._lock_fd = os.open(arrow_path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        if not lock_exclusive(self._lock_fd):  # pragma: no cover - fresh unique file
             raise RuntimeError(f"could not lock new segment {arrow_path}")
         self._index = open(index_path, "x", encoding="utf-8")
         self._stream_schema = self.spec.arrow_schema()
+        self._file = pa.OSFile(str(arrow_path), "wb")  # same (empty) file; the flock stays on _lock_fd
         self._stream = pa.ipc.new_stream(self._file, self._stream_schema)
-        self._file.flush()
         if self.durable:
             _fsync_dir(self.root / SEGMENTS)
 
