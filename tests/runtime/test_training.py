@@ -112,7 +112,7 @@ def test_threads_backend_trains_too(tmp_path):
 
 def test_config_errors_name_the_key_before_anything_starts(tmp_path):
     with pytest.raises(ConfigError, match="runtime.batch_size"):
-        _cfg(tmp_path, **{"runtime.batch_size": 12})
+        _cfg(tmp_path, **{"runtime.batch_size": 0})
     with pytest.raises(ConfigError, match="runtime.num_actorz"):
         _cfg(tmp_path, **{"runtime.num_actorz": 2})
     with pytest.raises(ConfigError, match="optim.lr"):

@@ -103,3 +103,25 @@ def test_recurrent_state_is_kept_per_env_and_reset_on_actor_restart():
     server.reset_actor(1)
     assert h[3:6].abs().sum() == 0 and h[0:3].abs().sum() > 0
     assert server.buffers[1].pos == 0
+
+
+def test_learner_batches_split_and_join_actor_unrolls():
+    import threading as th
+
+    from seedrl.runtime.learner import Learner
+
+    _, _, unrolls = _collect(T=6, max_episode_steps=3, n_unrolls=4)  # 4 unrolls x 3 envs
+    q: queue.Queue = queue.Queue()
+    for u in unrolls:
+        q.put(u)
+    learner = Learner(None, None, None, None, q, 5, th.Lock())
+    a, b = learner.next_batch(th.Event()), learner.next_batch(th.Event())
+    assert a.num_envs == b.num_envs == 5
+    whole = stack_unrolls(unrolls)
+    got = stack_unrolls([a, b])
+    for k in whole.arrays:
+        np.testing.assert_array_equal(got.arrays[k], whole.arrays[k][:, :10], err_msg=k)
+    expected = {key: obs for key, obs in whole.final_obs.items() if key[1] < 10}
+    assert set(got.final_obs) == set(expected)
+    for key in expected:
+        np.testing.assert_array_equal(got.final_obs[key], expected[key])

@@ -18,10 +18,10 @@ class RuntimeConfig:
     backend: str = field(default="processes", metadata={"help": "processes (embedded, shared memory) or threads (one process, for debugging)", "choices": ["processes", "threads"]})
     num_actors: int = field(default=2, metadata={"help": "actor processes", "min": 1})
     unroll_length: int = field(default=20, metadata={"help": "T: transitions per unroll (unrolls overlap by one step)", "min": 1})
-    batch_size: int = field(default=16, metadata={"help": "environments' unrolls per learner batch (a multiple of env.num_envs)", "min": 1})
-    batch_timeout_ms: float = field(default=2.0, metadata={"help": "how long an inference batch waits for more actors", "min": 0.0})
+    batch_size: int = field(default=16, metadata={"help": "environments' unrolls per learner batch (actor unrolls are split or joined to make it)", "min": 1})
+    batch_timeout_ms: float = field(default=0.0, metadata={"help": "how long an inference batch waits for more actors", "min": 0.0})
     queue_unrolls: int = field(default=8, metadata={"help": "bound of the inference->learner queue, in actor unrolls", "min": 1})
-    torch_threads: int = field(default=2, metadata={"help": "torch intra-op threads of the learner process", "min": 1})
+    torch_threads: int = field(default=1, metadata={"help": "torch intra-op threads of the learner process (1 is fastest on a small shared machine: OpenMP threads spin)", "min": 1})
     max_restarts: int = field(default=20, metadata={"help": "actor crashes tolerated before the run fails", "min": 0})
 
 
@@ -60,14 +60,6 @@ class TrainConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     log: LogConfig = field(default_factory=LogConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
-
-    def validate(self) -> None:
-        r = self.runtime
-        if r.batch_size % self.env.num_envs:
-            raise ValueError(
-                f"runtime.batch_size = {r.batch_size} must be a multiple of env.num_envs = {self.env.num_envs} "
-                "(a learner batch is made of whole actor unrolls)"
-            )
 
     @property
     def run_dir(self) -> Path:

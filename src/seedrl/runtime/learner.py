@@ -41,7 +41,7 @@ def make_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
 
 
 class Learner:
-    """Pulls ``unrolls_per_batch`` unrolls, updates ``model``, publishes to ``inference_model``."""
+    """Pulls ``batch_envs`` environments' unrolls, updates ``model``, publishes to ``inference_model``."""
 
     def __init__(
         self,
@@ -50,7 +50,7 @@ class Learner:
         optimizer: torch.optim.Optimizer,
         loss_fn: Callable[[torch.nn.Module, Unroll], tuple[torch.Tensor, dict]],
         unrolls: "queue.Queue[Unroll]",
-        unrolls_per_batch: int,
+        batch_envs: int,
         weights_lock: threading.Lock,
         *,
         grad_clip: float | None = 40.0,
@@ -61,7 +61,8 @@ class Learner:
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.unrolls = unrolls
-        self.unrolls_per_batch = unrolls_per_batch
+        self.batch_envs = batch_envs
+        self._leftover: Unroll | None = None
         self.weights_lock = weights_lock
         self.grad_clip = grad_clip
         self.lr_schedule = lr_schedule
@@ -70,16 +71,27 @@ class Learner:
         self.train_seconds = 0.0
 
     def next_batch(self, stop: threading.Event) -> Unroll | None:
-        parts = []
+        """``batch_envs`` environments' unrolls: whole actor unrolls are split or joined
+        along the environment axis, so an actor may step more environments than a batch holds."""
+        parts, have = [], 0
         start = time.perf_counter()
-        while len(parts) < self.unrolls_per_batch:
-            try:
-                parts.append(self.unrolls.get(timeout=0.1))
-            except queue.Empty:
-                if stop.is_set():
-                    return None
+        while have < self.batch_envs:
+            if self._leftover is not None:
+                u, self._leftover = self._leftover, None
+            else:
+                try:
+                    u = self.unrolls.get(timeout=0.1)
+                except queue.Empty:
+                    if stop.is_set():
+                        return None
+                    continue
+            need = self.batch_envs - have
+            if u.num_envs > need:
+                u, self._leftover = u.slice(0, need), u.slice(need, u.num_envs)
+            parts.append(u)
+            have += u.num_envs
         self.wait_seconds += time.perf_counter() - start
-        return stack_unrolls(parts)
+        return parts[0] if len(parts) == 1 else stack_unrolls(parts)
 
     def update(self, batch: Unroll, frames: int) -> dict[str, float]:
         """One gradient step on ``batch``; returns the logged terms."""

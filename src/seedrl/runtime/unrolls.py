@@ -41,6 +41,16 @@ class Unroll:
     def num_envs(self) -> int:
         return self.arrays["obs"].shape[1]
 
+    def slice(self, start: int, stop: int) -> "Unroll":
+        """Environments ``start:stop`` of this unroll (views, no copy)."""
+        finals = {(t, n - start): o for (t, n), o in self.final_obs.items() if start <= n < stop}
+        return Unroll(
+            {k: v[:, start:stop] for k, v in self.arrays.items()},
+            tuple(s[start:stop] for s in self.state0),
+            finals,
+            self.actor_id,
+        )
+
 
 def stack_unrolls(unrolls: list[Unroll]) -> Unroll:
     """Concatenate unrolls along the environment axis into one learner batch."""
@@ -101,9 +111,11 @@ class UnrollBuffer:
         self.pos += 1
         if self.pos <= self.length:
             return None
-        unroll = Unroll({k: v.copy() for k, v in self.arrays.items()}, self.state0, self.final_obs, actor_id)
-        for v in self.arrays.values():  # overlap by one: entry T is the next entry 0
-            v[0] = v[self.length]
+        # Hand the filled arrays over (no copy) and continue in fresh ones; entry T is the next entry 0.
+        unroll = Unroll(self.arrays, self.state0, self.final_obs, actor_id)
+        self.arrays = {k: np.empty_like(v) for k, v in unroll.arrays.items()}
+        for k, v in self.arrays.items():
+            v[0] = unroll.arrays[k][self.length]
         self.state0 = tuple(s.clone() for s in state_in)
         self.final_obs = {}
         self.pos = 1
