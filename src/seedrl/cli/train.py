@@ -27,6 +27,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from seedrl.config import format_config_help, load_config
     from seedrl.runtime.config import TrainConfig
 
+    algo = _algo(args.config, args.overrides)
+    if algo == "pg":
+        from seedrl.runtime.lm_loop import LMPGConfig, train_lm_pg
+
+        if args.help_config:
+            print(format_config_help(LMPGConfig))
+            return 0
+        final = train_lm_pg(load_config(LMPGConfig, args.config, args.overrides))
+        print(f"done: {final['updates']} updates, reward {final['reward']:.3f}, KL {final['kl']:.3f}, "
+              f"{final['samples_per_s']:.1f} samples/s\nmodel:   {final['final']}\ncurves:  {final['run_dir']}/curves.png")
+        return 0
     if args.help_config:
         print(format_config_help(TrainConfig))
         return 0
@@ -44,6 +55,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"checkpoint: {result.checkpoint}\ncurves:     {result.run_dir / 'curves.png'}\nmetrics:    {result.run_dir / 'metrics.jsonl'}")
     return 0
+
+
+def _algo(config: str, overrides: list[str]) -> str:
+    """Which trainer a config is for: its ``algo`` key (default impala, the game agent)."""
+    import yaml
+
+    algo = "impala"
+    with open(config, encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh) or {}
+    if isinstance(raw, dict) and "algo" in raw:
+        algo = str(raw["algo"])
+    for item in overrides:
+        if item.startswith("algo="):
+            algo = item.split("=", 1)[1]
+    if algo not in ("impala", "pg"):
+        raise ValueError(f"config error at 'algo': {algo!r} is not one of ['impala', 'pg']")
+    return algo
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -49,6 +49,7 @@ class RecordConfig:
 class TrainConfig:
     """A whole IMPALA training job (``configs/*_impala.yaml``)."""
 
+    algo: str = field(default="impala", metadata={"help": "impala (V-trace actor-critic on games)", "choices": ["impala"]})
     name: str = field(default="run", metadata={"help": "run name; the run directory is <out_dir>/<name>"})
     out_dir: Path = field(default=Path("runs"), metadata={"help": "parent of run directories"})
     seed: int = field(default=0, metadata={"help": "seed of models, samplers and environments"})
