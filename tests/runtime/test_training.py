@@ -118,3 +118,18 @@ def test_config_errors_name_the_key_before_anything_starts(tmp_path):
     with pytest.raises(ConfigError, match="optim.lr"):
         _cfg(tmp_path, **{"optim.lr": -1.0})
     assert not (tmp_path / "t").exists()
+
+
+def test_actor_episodes_are_recorded_as_rlds(tmp_path):
+    from seedrl.data import open_dataset
+
+    cfg = _cfg(tmp_path, **{"record.rate": 1.0, "env.num_envs": 2, "runtime.batch_size": 4})
+    train(cfg, max_updates=30)
+    ds = open_dataset(cfg.run_dir / "episodes")
+    assert len(ds) > 0
+    for ep in ds:
+        assert ep.columns["is_first"][0] and ep.columns["is_last"][-1]
+        assert ep.columns["observation"].shape[1:] == (4,)
+        # CartPole pays 1 per transition; the final RLDS step holds the last observation and no reward
+        assert (ep.columns["reward"][:-1] == 1).all() and ep.columns["reward"][-1] == 0
+        assert ep.metadata["agent_id"].startswith("actor-")
