@@ -14,7 +14,7 @@ from seedrl import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from seedrl.cli import data, demo, train
+    from seedrl.cli import data, demo, lm, train
 
     parser = argparse.ArgumentParser(
         prog="seedrl",
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"seedrl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train.register(sub)
+    lm.register(sub)
     data.register(sub)
     demo.register(sub)
     return parser

@@ -1,0 +1,151 @@
+"""Toy language-model setup: tokenizer, tiny models and SFT-trained policies for a toy world.
+
+``setup_toy(world, out)`` (CLI: ``seedrl lm setup-toy --world arith --out runs/toy/arith``)
+builds, all from scratch and offline:
+
+* ``out/init/reference`` and ``out/init/teacher``: the world's tokenizer
+  (:func:`~seedrl.envs.text.build_toy_assets`; deterministic, so both share one
+  vocabulary) with a randomly initialised tiny GPT-2 of the ``reference`` and the
+  bigger ``teacher`` size (:data:`SIZES`);
+* ``out/reference`` and ``out/teacher``: those models after SFT on the world's
+  examples (:func:`seedrl.agents.sft.train_sft`; runs, metrics and curves in
+  ``out/sft/<role>``), loadable with ``LMPolicy.from_pretrained``; each holds a
+  ``seedrl_toy.json`` naming the world and its options (``seedrl bon`` reads it);
+* ``out/toy.json``: world, options, seed, sizes, paths and the final held-out
+  loss / greedy reward of each model.
+
+The reference is meant to be decent but imperfect (room for Best-of-N and RL); the
+teacher has more capacity and more steps (for distillation). Default world options
+(:data:`DEFAULT_OPTIONS`) keep the tasks within reach of a tiny model trained for a
+few minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ALIASES = {"arith": "arithmetic", "arithmetic": "arithmetic", "facts": "facts"}
+TOY_FILE = "seedrl_toy.json"
+
+#: GPT-2 sizes of the two roles (keyword arguments of build_toy_assets).
+SIZES: dict[str, dict[str, int]] = {
+    "reference": {"n_embd": 64, "n_layer": 2, "n_head": 4},
+    "teacher": {"n_embd": 128, "n_layer": 4, "n_head": 4},
+}
+#: World options used by setup-toy (the world's own defaults where empty).
+DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
+    "arithmetic": {"ops": ["add", "sub", "copy", "reverse", "sort"], "max_digits": 2, "min_len": 2, "max_len": 5},
+    "facts": {"min_facts": 1, "max_facts": 3, "max_fillers": 1},
+}
+#: SFT settings per world and role (steps, batch size, learning rate).
+TRAINING: dict[str, dict[str, dict[str, Any]]] = {
+    "arithmetic": {"reference": {"steps": 1500, "batch_size": 32, "lr": 3e-3},
+                   "teacher": {"steps": 2500, "batch_size": 32, "lr": 2e-3}},
+    "facts": {"reference": {"steps": 1500, "batch_size": 16, "lr": 3e-3},
+              "teacher": {"steps": 2500, "batch_size": 16, "lr": 2e-3}},
+}
+REWARD = {"arithmetic": "exact", "facts": "f1"}
+
+
+def world_name(name: str) -> str:
+    """Canonical world name of ``name`` (``arith`` -> ``arithmetic``)."""
+    if name not in ALIASES:
+        raise ValueError(f"world={name!r}: expected one of {sorted(ALIASES)}")
+    return ALIASES[name]
+
+
+def make_world(name: str, options: Mapping[str, Any] | None = None):
+    """A toy world instance from its name (or alias) and constructor options."""
+    from seedrl.envs.text.toy import WORLDS
+
+    cls = WORLDS[world_name(name)]
+    try:
+        return cls(**dict(options or {}))
+    except TypeError as err:
+        raise ValueError(f"world {name!r}: bad world_options {dict(options or {})!r}: {err}") from None
+
+
+def read_toy_info(model_dir: str | Path) -> dict | None:
+    """The ``seedrl_toy.json`` of a model directory (world and options), or None."""
+    path = Path(model_dir) / TOY_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@dataclass
+class ToySetup:
+    """Paths and results of :func:`setup_toy`."""
+
+    out: str
+    world: str
+    world_options: dict
+    tokenizer: str
+    reference: str
+    teacher: str | None
+    init: dict = field(default_factory=dict)  # role -> untrained model dir
+    runs: dict = field(default_factory=dict)  # role -> SFT run dir
+    evals: dict = field(default_factory=dict)  # role -> last eval row
+
+    def describe(self) -> str:
+        lines = [f"toy world {self.world!r} in {self.out}", f"  tokenizer:  {self.tokenizer}"]
+        for role in ("reference", "teacher"):
+            path = getattr(self, role)
+            if path:
+                ev = self.evals.get(role, {})
+                score = ", ".join(f"{k} {v:.3f}" for k, v in ev.items() if k.startswith("eval_"))
+                lines.append(f"  {role + ':':<11} {path}  ({score})  SFT run: {self.runs[role]}")
+        return "\n".join(lines)
+
+
+def setup_toy(
+    world: str, out: str | Path, *, seed: int = 0, teacher: bool = True, world_options: Mapping | None = None,
+    sizes: Mapping[str, Mapping[str, int]] | None = None, training: Mapping[str, Mapping[str, Any]] | None = None,
+    num_examples: int = 20000, eval_examples: int = 200, eval_prompts: int = 100, corpus_size: int = 2000,
+    progress: bool = True, overwrite: bool = False,
+) -> ToySetup:
+    """Build the tokenizer and tiny models for ``world`` and SFT a reference (and a teacher).
+
+    ``sizes`` / ``training`` override :data:`SIZES` / :data:`TRAINING` per role (any
+    :class:`~seedrl.agents.sft.SFTConfig` field in ``training``).
+    """
+    from seedrl.agents.sft import SFTConfig, SFTDataConfig, train_sft
+    from seedrl.envs.text import build_toy_assets
+
+    name = world_name(world)
+    options = dict(DEFAULT_OPTIONS[name] if world_options is None else world_options)
+    make_world(name, options)  # validate early
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} is not empty; pass overwrite=True (--overwrite) or choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    roles = ["reference"] + (["teacher"] if teacher else [])
+    result = ToySetup(str(out), name, options, "", "", None)
+    for role in roles:
+        size = {**SIZES[role], **dict((sizes or {}).get(role, {}))}
+        init = out / "init" / role
+        assets = build_toy_assets(init, name, seed=seed, corpus_size=corpus_size, **size)
+        result.tokenizer = result.tokenizer or assets.tokenizer_path
+        train = {**TRAINING[name][role], **dict((training or {}).get(role, {}))}
+        cfg = SFTConfig(
+            model=str(init), name=role, out_dir=out / "sft", seed=seed, progress=progress,
+            data=SFTDataConfig(world=name, world_options=options, num_examples=num_examples,
+                               eval_examples=eval_examples, seed=seed, reward=REWARD[name]),
+            eval_prompts=eval_prompts, **{"eval_every": 500, "warmup_steps": 50, "max_completion_tokens": 64, **train},
+        )
+        res = train_sft(cfg)
+        final = out / role
+        shutil.copytree(res.final_dir, final)
+        info = {"world": name, "world_options": options, "role": role, "seed": seed, "size": size,
+                "reward": REWARD[name]}
+        (final / TOY_FILE).write_text(json.dumps(info, indent=1))
+        setattr(result, role, str(final))
+        result.init[role], result.runs[role] = str(init), str(res.run_dir)
+        result.evals[role] = res.last_eval or {}
+    (out / "toy.json").write_text(json.dumps(asdict(result), indent=1))
+    return result

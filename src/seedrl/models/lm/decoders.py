@@ -1,0 +1,364 @@
+"""KV-cached forward passes used by the sampler ("backends").
+
+Cache layout: per layer, keys and values live in zero-initialised buffers
+``[rows, kv_heads, capacity, head_dim]``. Row ``r`` holds one sequence and its token at
+position ``t`` sits in column ``t`` (left-aligned: every row has its own position clock,
+so rows of different lengths share one buffer without padding the short ones on the
+left). The sampler keeps the active rows compact in ``0..n-1`` (``copy_rows`` moves a
+surviving row into the hole a finished one left).
+
+* ``prefill(row0, prompts)``: causal models write the K/V of ``prompt[:-1]`` into rows
+  ``row0..row0+k-1`` (right-padded; pad columns hold finite values that a decode step
+  overwrites before they are ever unmasked); encoder-decoder models run the encoder once
+  and store the cross-attention K/V.
+* ``decode(n, tokens, positions)``: one forward of the current token of rows ``0..n-1``
+  (row ``b``'s token at position ``positions[b]``), writing its K/V at column
+  ``positions[b]`` and attending to columns ``<= positions[b]`` (boolean mask
+  ``[n, 1, 1, T]``); returns logits ``[n, V]`` of the next token.
+
+The fast paths call the model's own submodules (embeddings, norms, projections, MLPs;
+LoRA-wrapped ones included) and replace only the attention/cache plumbing, so their
+log-probs agree with a full ``model(...)`` forward to float rounding. Dropout is never
+applied. Other architectures use :class:`UncachedBackend` (full re-forward per step).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+import torch.nn.functional as F
+from transformers.activations import NewGELUActivation
+from transformers.pytorch_utils import Conv1D
+
+LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")
+
+
+class _KV:
+    """Per-layer key/value buffers that grow (by copy) to the capacity asked for."""
+
+    def __init__(self, layers: int, rows: int, heads: int, head_dim: int, dtype, device):
+        self.shape = (rows, heads, 0, head_dim)
+        self.dtype, self.device = dtype, device
+        self.k = [torch.zeros(self.shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.v = [torch.zeros(self.shape, dtype=dtype, device=device) for _ in range(layers)]
+
+    @property
+    def capacity(self) -> int:
+        return self.k[0].shape[2] if self.k else 0
+
+    def reserve(self, capacity: int) -> None:
+        if capacity <= self.capacity:
+            return
+        new = max(capacity, 2 * self.capacity)
+        new = -(-new // 16) * 16
+        rows, heads, _, dim = self.shape
+        for buf in (self.k, self.v):
+            for i, old in enumerate(buf):
+                grown = torch.zeros((rows, heads, new, dim), dtype=self.dtype, device=self.device)
+                grown[:, :, : old.shape[2]] = old
+                buf[i] = grown
+
+    def copy_rows(self, dst: torch.Tensor, src: torch.Tensor) -> None:
+        for buf in (self.k, self.v):
+            for t in buf:
+                t[dst] = t[src]
+
+
+def _prefill_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """``[k, 1, width, width]``: causal and key < length; key 0 always visible (no empty rows)."""
+    ar = torch.arange(width, device=lengths.device)
+    mask = (ar[None, :] <= ar[:, None])[None] & (ar[None, None, :] < lengths[:, None, None])
+    mask[:, :, 0] = True
+    return mask[:, None]
+
+
+def _pad(seqs, width: int, value: int, device) -> torch.Tensor:
+    out = torch.full((len(seqs), width), value, dtype=torch.long)
+    for b, s in enumerate(seqs):
+        if len(s):
+            out[b, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+    return out.to(device)
+
+
+def _linear(mod, x: torch.Tensor) -> torch.Tensor:
+    """``mod(x)`` for a 2-D ``x``, skipping module dispatch for plain Linear / GPT-2 Conv1D
+    (LoRA-wrapped or other modules are called as they are)."""
+    t = type(mod)
+    if t is torch.nn.Linear:
+        return F.linear(x, mod.weight, mod.bias)
+    if t is Conv1D:
+        return torch.addmm(mod.bias, x, mod.weight)
+    return mod(x)
+
+
+def _act(mod):
+    """The MLP activation as a function; GPT-2's ``gelu_new`` is exactly tanh-GELU (one fused op)."""
+    if type(mod) is NewGELUActivation:
+        return lambda h: F.gelu(h, approximate="tanh")
+    return mod
+
+
+def _norm(mod):
+    """Layer norm as a function; the Llama-family RMSNorm ``w * x / sqrt(mean(x^2) + eps)`` fused."""
+    if type(mod).__name__ in ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"):
+        return lambda h: F.rms_norm(h, (h.shape[-1],), mod.weight, mod.variance_epsilon)
+    return mod
+
+
+class CausalBackend:
+    """GPT-2 and Llama-style (llama, mistral, qwen2, qwen3) decoder-only models."""
+
+    is_encoder_decoder = False
+
+    def __init__(self, policy, max_batch: int):
+        base = policy.base_model
+        cfg = base.config
+        self.core = getattr(base, base.base_model_prefix)
+        self.lm_head = base.get_output_embeddings()
+        self.gpt2 = cfg.model_type == "gpt2"
+        p = next(base.parameters())
+        if self.gpt2:
+            self.layers = self.core.h
+            heads = kv_heads = cfg.n_head
+            self.head_dim = cfg.n_embd // cfg.n_head
+            self.norm = self.core.ln_f
+            self.acts = [_act(b.mlp.act) for b in self.layers]
+            self.norms = [(_norm(b.ln_1), _norm(b.ln_2)) for b in self.layers]
+        else:
+            self.layers = self.core.layers
+            heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
+            self.head_dim = self.layers[0].self_attn.head_dim
+            self.norm = self.core.norm
+            self.rope_fn = importlib.import_module(type(self.layers[0].self_attn).__module__).apply_rotary_pos_emb
+            self.acts = [b.mlp.act_fn for b in self.layers]
+            self.norms = [(_norm(b.input_layernorm), _norm(b.post_attention_layernorm)) for b in self.layers]
+        self.final_norm = _norm(self.norm)
+        self.heads, self.kv_heads, self.gqa = heads, kv_heads, kv_heads != heads
+        self.cache = _KV(len(self.layers), max_batch, kv_heads, self.head_dim, p.dtype, p.device)
+        self.device = p.device
+        self._ar = torch.arange(max_batch, device=p.device)
+        self._cols = torch.arange(0, device=p.device)
+
+    def reserve(self, length: int, source_length: int = 0) -> None:
+        self.cache.reserve(length)
+        if self._cols.numel() < self.cache.capacity:
+            self._cols = torch.arange(self.cache.capacity, device=self.device)
+
+    def copy_rows(self, dst: torch.Tensor, src: torch.Tensor) -> None:
+        self.cache.copy_rows(dst, src)
+
+    def _attend(self, i: int, h: torch.Tensor, kv, mask: torch.Tensor, rope) -> torch.Tensor:
+        """Self-attention of ``h`` ``[n, L, E]`` (prefill) or ``[n, E]`` (decode, L = 1)."""
+        blk = self.layers[i]
+        lead = h.shape[:-1]
+        if self.gpt2:
+            a = blk.attn
+            qkv = _linear(a.c_attn, h.reshape(-1, h.shape[-1])).view(*lead, 3, self.heads, self.head_dim)
+            q, k, v = qkv.unbind(-3)
+        else:
+            a = blk.self_attn
+            h2 = h.reshape(-1, h.shape[-1])
+            q = _linear(a.q_proj, h2).view(*lead, self.heads, self.head_dim)
+            k = _linear(a.k_proj, h2).view(*lead, self.kv_heads, self.head_dim)
+            v = _linear(a.v_proj, h2).view(*lead, self.kv_heads, self.head_dim)
+            if hasattr(a, "q_norm"):
+                q, k = a.q_norm(q), a.k_norm(k)
+        if len(lead) == 1:  # decode: [n, H, D] -> [n, H, 1, D]
+            q, k, v = q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2)
+        else:  # prefill: [n, L, H, D] -> [n, H, L, D]
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if not self.gpt2:
+            q, k = self.rope_fn(q, k, *rope)
+        K, V = kv(i, k, v)
+        o = F.scaled_dot_product_attention(q, K, V, attn_mask=mask, scale=a.scaling, enable_gqa=self.gqa)
+        o = o.squeeze(2) if len(lead) == 1 else o.transpose(1, 2)
+        o = o.reshape(-1, self.heads * self.head_dim)
+        return _linear(a.c_proj if self.gpt2 else a.o_proj, o).view(*lead, -1)
+
+    def _mlp(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        m, act = self.layers[i].mlp, self.acts[i]
+        lead, h = h.shape[:-1], h.reshape(-1, h.shape[-1])
+        if self.gpt2:
+            out = _linear(m.c_proj, act(_linear(m.c_fc, h)))
+        else:
+            out = _linear(m.down_proj, act(_linear(m.gate_proj, h)) * _linear(m.up_proj, h))
+        return out.view(*lead, -1)
+
+    def _run(self, ids: torch.Tensor, pos: torch.Tensor, kv, mask: torch.Tensor) -> torch.Tensor:
+        """The decoder stack on token ids ``[n]`` at positions ``[n]`` (decode) or ``[n, L]``."""
+        if self.gpt2:
+            x, rope = self.core.wte(ids) + self.core.wpe(pos), None
+        else:
+            x = self.core.embed_tokens(ids)
+            cos, sin = self.core.rotary_emb(x, pos if pos.dim() == 2 else pos[:, None])
+            rope = (cos, sin) if pos.dim() == 2 else (cos[:, :1], sin[:, :1])
+        for i in range(len(self.layers)):
+            n1, n2 = self.norms[i]
+            x = x + self._attend(i, n1(x), kv, mask, rope)
+            x = x + self._mlp(i, n2(x))
+        return x
+
+    def prefill(self, row0: int, prompts) -> None:
+        lengths = [len(p) - 1 for p in prompts]
+        width = max(lengths)
+        if width == 0:
+            return
+        k = len(prompts)
+        ids = _pad([p[:-1] for p in prompts], width, 0, self.device)
+        pos = torch.arange(width, device=self.device).expand(k, width)
+        mask = _prefill_mask(torch.tensor(lengths, device=self.device), width)
+        rows = slice(row0, row0 + k)
+
+        def kv(i, key, val):
+            self.cache.k[i][rows, :, :width] = key
+            self.cache.v[i][rows, :, :width] = val
+            return key, val
+
+        self._run(ids, pos, kv, mask)
+
+    def decode(self, n: int, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        T = int(positions.max()) + 1
+        rows = self._ar[:n]
+        future = (self._cols[:T][None, :] > positions[:, None])[:, None, None, :]
+        mask = torch.zeros(future.shape, dtype=self.cache.dtype, device=self.device).masked_fill_(future, -torch.inf)
+
+        def kv(i, key, val):
+            ck, cv = self.cache.k[i], self.cache.v[i]
+            ck[rows, :, positions] = key[:, :, 0]
+            cv[rows, :, positions] = val[:, :, 0]
+            return ck[:n, :, :T], cv[:n, :, :T]
+
+        x = self._run(tokens, positions, kv, mask)
+        return self.lm_head(self.final_norm(x)).float()
+
+
+class T5Backend:
+    """T5-family encoder-decoder: encoder once per request, decoder self-attention KV cache,
+    cross-attention K/V computed once; relative position bias per row from its own position."""
+
+    is_encoder_decoder = True
+
+    def __init__(self, policy, max_batch: int):
+        base = policy.base_model
+        cfg = base.config
+        self.base, self.enc, self.dec = base, base.get_encoder(), base.get_decoder()
+        self.blocks = self.dec.block
+        self.attn0 = self.blocks[0].layer[0].SelfAttention
+        self.heads, self.head_dim = cfg.num_heads, cfg.d_kv
+        self.scale_out = cfg.d_model ** -0.5 if getattr(cfg, "scale_decoder_outputs", cfg.tie_word_embeddings) else None
+        p = next(base.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        L = len(self.blocks)
+        self.cache = _KV(L, max_batch, self.heads, self.head_dim, p.dtype, p.device)
+        self.cross = _KV(L, max_batch, self.heads, self.head_dim, p.dtype, p.device)
+        self.src_len = torch.zeros(max_batch, dtype=torch.long, device=p.device)
+        self.pad_id = policy.pad_token_id
+
+    def reserve(self, length: int, source_length: int = 0) -> None:
+        self.cache.reserve(length)
+        self.cross.reserve(source_length)
+
+    def copy_rows(self, dst: torch.Tensor, src: torch.Tensor) -> None:
+        self.cache.copy_rows(dst, src)
+        self.cross.copy_rows(dst, src)
+        self.src_len[dst] = self.src_len[src]
+
+    def prefill(self, row0: int, prompts) -> None:
+        k, S = len(prompts), max(len(p) for p in prompts)
+        ids = _pad(prompts, S, self.pad_id, self.device)
+        lengths = torch.tensor([len(p) for p in prompts], device=self.device)
+        att = (torch.arange(S, device=self.device)[None, :] < lengths[:, None]).long()
+        h = self.enc(input_ids=ids, attention_mask=att).last_hidden_state
+        for i, blk in enumerate(self.blocks):
+            ca = blk.layer[1].EncDecAttention
+            self.cross.k[i][row0 : row0 + k, :, :S] = ca.k(h).view(k, S, self.heads, -1).transpose(1, 2)
+            self.cross.v[i][row0 : row0 + k, :, :S] = ca.v(h).view(k, S, self.heads, -1).transpose(1, 2)
+        self.src_len[row0 : row0 + k] = lengths
+
+    def decode(self, n: int, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        dev, neg = self.device, torch.finfo(self.dtype).min
+        T = int(positions.max()) + 1
+        S = int(self.src_len[:n].max())
+        cols = torch.arange(T, device=dev)
+        a0 = self.attn0
+        buckets = a0._relative_position_bucket(cols[None, :] - positions[:, None], bidirectional=False,
+                                               num_buckets=a0.relative_attention_num_buckets,
+                                               max_distance=a0.relative_attention_max_distance)
+        bias = a0.relative_attention_bias(buckets).permute(0, 2, 1)[:, :, None, :]  # [n, H, 1, T]
+        self_mask = bias.masked_fill((cols[None, :] > positions[:, None])[:, None, None, :], neg).to(self.dtype)
+        cross_mask = torch.zeros((n, 1, 1, S), dtype=self.dtype, device=dev).masked_fill(
+            (torch.arange(S, device=dev)[None, :] >= self.src_len[:n, None])[:, None, None, :], neg)
+        rows = torch.arange(n, device=dev)
+        x = self.dec.embed_tokens(tokens[:, None])
+        shape = (n, 1, self.heads, self.head_dim)
+        for i, blk in enumerate(self.blocks):
+            sa_layer, ca_layer, ff = blk.layer[0], blk.layer[1], blk.layer[2]
+            sa = sa_layer.SelfAttention
+            h = sa_layer.layer_norm(x)
+            q, k, v = (m(h).view(shape).transpose(1, 2) for m in (sa.q, sa.k, sa.v))
+            ck, cv = self.cache.k[i], self.cache.v[i]
+            ck[rows, :, positions] = k[:, :, 0]
+            cv[rows, :, positions] = v[:, :, 0]
+            o = F.scaled_dot_product_attention(q, ck[:n, :, :T], cv[:n, :, :T], attn_mask=self_mask, scale=1.0)
+            x = x + sa.o(o.transpose(1, 2).reshape(n, 1, -1))
+            ca = ca_layer.EncDecAttention
+            q = ca.q(ca_layer.layer_norm(x)).view(shape).transpose(1, 2)
+            o = F.scaled_dot_product_attention(q, self.cross.k[i][:n, :, :S], self.cross.v[i][:n, :, :S],
+                                               attn_mask=cross_mask, scale=1.0)
+            x = x + ca.o(o.transpose(1, 2).reshape(n, 1, -1))
+            x = ff(x)
+        x = self.dec.final_layer_norm(x[:, -1])
+        if self.scale_out is not None:
+            x = x * self.scale_out
+        return self.base.lm_head(x).float()
+
+
+class UncachedBackend:
+    """Any architecture: re-runs the full forward (``policy.completion_logits``) every step.
+    Correct but quadratic in length; used when no cached fast path fits the model."""
+
+    def __init__(self, policy, max_batch: int):
+        self.policy = policy
+        self.is_encoder_decoder = policy.is_encoder_decoder
+        self.prompts: list[list[int]] = [[] for _ in range(max_batch)]
+        self.fed: list[list[int]] = [[] for _ in range(max_batch)]
+
+    def reserve(self, length: int, source_length: int = 0) -> None:
+        pass
+
+    def copy_rows(self, dst: torch.Tensor, src: torch.Tensor) -> None:
+        moved = [(list(self.prompts[s]), list(self.fed[s])) for s in src.tolist()]
+        for d, (p, f) in zip(dst.tolist(), moved):
+            self.prompts[d], self.fed[d] = p, f
+
+    def prefill(self, row0: int, prompts) -> None:
+        for j, p in enumerate(prompts):
+            self.prompts[row0 + j] = list(p)
+            self.fed[row0 + j] = []
+
+    def decode(self, n: int, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        for b, t in enumerate(tokens.tolist()):
+            self.fed[b].append(t)
+        # fed = [x_P, y_1..y_t] (causal; the prompt already ends with x_P) or [start, y_1..y_t]
+        # (seq2seq); a dummy last token makes completion_logits return the row predicting y_{t+1}
+        prompts, comps = self.prompts[:n], [f[1:] + [0] for f in self.fed[:n]]
+        logits = self.policy.completion_logits(prompts, comps)
+        last = torch.tensor([len(c) - 1 for c in comps], device=logits.device)
+        return logits[torch.arange(n, device=logits.device), last].float()
+
+
+def make_backend(policy, max_batch: int, max_len: int, *, fast: bool = True):
+    """The cached fast path for the architecture when there is one, else :class:`UncachedBackend`."""
+    cfg = policy.config
+    mt = getattr(cfg, "model_type", "")
+    if fast and mt == "gpt2" and not getattr(cfg, "add_cross_attention", False):
+        return CausalBackend(policy, max_batch)
+    if fast and mt in LLAMA_LIKE:
+        sliding = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
+        types = set(getattr(cfg, "layer_types", None) or ["full_attention"])
+        if (sliding is None or sliding >= max_len) and types == {"full_attention"}:
+            return CausalBackend(policy, max_batch)
+    if fast and mt in ("t5", "mt5") and hasattr(policy.base_model, "get_decoder"):
+        return T5Backend(policy, max_batch)
+    return UncachedBackend(policy, max_batch)
