@@ -43,6 +43,7 @@ class LMTaskConfig:
     """Prompts and rewards: a toy world, or a JSONL/Parquet file with a reward callable."""
 
     world: str | None = field(default="arithmetic", metadata={"help": "toy world (arithmetic, facts): prompts and exact reward"})
+    world_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "keyword arguments of the world (as in its SFT config)"})
     world_reward: str = field(default="exact", metadata={"help": "the world's reward (arithmetic: exact|partial; facts: faithfulness|coverage|f1)"})
     num_examples: int = field(default=2000, metadata={"help": "examples drawn from the world", "min": 1})
     data_path: Path | None = field(default=None, metadata={"help": "JSONL/Parquet prompts instead of a world"})
@@ -101,11 +102,11 @@ class Group:
 
 def _task_and_reward(cfg: LMPGConfig, tokenizer):
     from seedrl.envs.text import TextTask
-    from seedrl.envs.text.toy import get_world
+    from seedrl.lm.toy_setup import make_world
 
     t = cfg.task
     if t.world is not None:
-        world = get_world(t.world)
+        world = make_world(t.world, t.world_options)
         examples = world.examples(t.num_examples, seed=t.seed)
         return TextTask(examples, t.template, tokenizer=tokenizer, seed=t.seed), world.reward_fn(t.world_reward)
     if t.reward is None:
