@@ -29,6 +29,7 @@ def test_pg_reward_rises_and_kl_is_tracked(tmp_path):
             "sampling": {"max_new_tokens": 6},
             "pg": {"samples_per_prompt": 4, "kl_coef": 0.01},
             "steps": 40, "prompts_per_step": 8, "lr": 3e-3, "num_actors": 2, "progress": False, "log_every": 1,
+            "record_rate": 0.5,
         },
     )
     rows = []
@@ -41,6 +42,14 @@ def test_pg_reward_rises_and_kl_is_tracked(tmp_path):
     logged = [json.loads(l) for l in open(tmp_path / "pg" / "metrics.jsonl")]
     assert len(logged) == 40 and (tmp_path / "pg" / "final" / "config.json").exists()
     assert result["updates"] == 40
+    # completions are RLDS steps in the trajectory store, with their behaviour log-probs
+    from seedrl.data import open_dataset
+
+    ds = open_dataset(tmp_path / "pg" / "episodes")
+    assert len(ds) > 0
+    step = ds[0][0]
+    assert len(step["behaviour_logprobs"]) == len(step["action"]["completion_tokens"])
+    assert step["is_first"] and step["is_last"] and isinstance(step["action"]["completion"], str)
 
 
 def test_missing_policy_is_a_config_error(tmp_path):

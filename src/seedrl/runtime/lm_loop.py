@@ -120,7 +120,44 @@ def _task_and_reward(cfg: LMPGConfig, tokenizer):
     return TextTask(str(t.data_path), t.template, tokenizer=tokenizer, seed=t.seed), reward
 
 
-def run_actor(task, task_lock, server, reward_fn, params, out: "queue.Queue[Group]", stop: threading.Event, errors: list) -> None:
+class CompletionRecorder:
+    """Records sampled completions as single-step RLDS episodes (shared by the actor threads).
+
+    Each step holds the prompt (text, tokens), the completion (text, tokens),
+    the reward and, as step metadata, the behaviour log-probabilities and the
+    weights version that produced it."""
+
+    def __init__(self, path: Path, rate: float, seed: int):
+        from seedrl.data import DatasetWriter
+
+        self.writer = DatasetWriter(path)
+        self.rate = rate
+        self.rng = np.random.default_rng([seed, 0x7EC])
+        self.lock = threading.Lock()
+
+    def record(self, prompt, completions, rewards) -> None:
+        from seedrl.envs.text.steps import completion_spec, completion_step
+
+        for c, r in zip(completions, rewards):
+            with self.lock:
+                if self.rng.random() >= self.rate:
+                    continue
+            step = completion_step(
+                prompt.text, np.asarray(prompt.tokens, np.int32), c.text, np.asarray(c.tokens, np.int32), float(r),
+                {"behaviour_logprobs": np.asarray(c.logprobs, np.float32), "weights_version": np.int64(c.weights_version)},
+            )
+            if self.writer.spec is None:
+                with self.lock:
+                    if self.writer.spec is None:
+                        self.writer.spec = completion_spec(step)
+            self.writer.write_episode([step], metadata={"prompt_index": int(prompt.index)})
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def run_actor(task, task_lock, server, reward_fn, params, out: "queue.Queue[Group]", stop: threading.Event, errors: list,
+              recorder: CompletionRecorder | None = None) -> None:
     """One actor thread: prompt -> K completions (central inference) -> rewards -> learner queue."""
     try:
         while not stop.is_set():
@@ -134,6 +171,8 @@ def run_actor(task, task_lock, server, reward_fn, params, out: "queue.Queue[Grou
             completions = future.result()
             rewards = reward_fn([prompt.text] * len(completions), [c.text for c in completions], [prompt.example] * len(completions))
             group = Group(prompt.tokens, completions, np.asarray(rewards, dtype=np.float32))
+            if recorder is not None:
+                recorder.record(prompt, completions, group.rewards)
             while not stop.is_set():
                 try:
                     out.put(group, timeout=0.1)
@@ -177,9 +216,11 @@ def train_lm_pg(
     groups: queue.Queue = queue.Queue(maxsize=cfg.queue_groups)
     stop, errors, task_lock = threading.Event(), [], threading.Lock()
     metrics = MetricsLogger(run_dir, tensorboard=False)
+    recorder = CompletionRecorder(run_dir / "episodes", cfg.record_rate, cfg.seed) if cfg.record_rate > 0 else None
     server = GenerationServer({"policy": served, "reference": reference}, max_batch=s.max_batch).start()
     actors = [
-        threading.Thread(target=run_actor, args=(task, task_lock, server, reward_fn, params, groups, stop, errors), daemon=True)
+        threading.Thread(target=run_actor, args=(task, task_lock, server, reward_fn, params, groups, stop, errors, recorder),
+                         daemon=True)
         for _ in range(cfg.num_actors)
     ]
     for a in actors:
@@ -225,6 +266,8 @@ def train_lm_pg(
             a.join(5)
         server.stop()
         metrics.close()
+        if recorder is not None:
+            recorder.close()
     final = run_dir / "final"
     learner_policy.model.save_pretrained(final)
     learner_policy.tokenizer.save_pretrained(final)
