@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, KeyError, ImportError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError) as err:
         # Configuration and data errors name the field and value: show them plainly.
         print(f"seedrl: error: {err}", file=sys.stderr)
         return 2

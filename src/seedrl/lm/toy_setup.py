@@ -14,10 +14,18 @@ builds, all from scratch and offline:
 * ``out/toy.json``: world, options, seed, sizes, paths and the final held-out
   loss / greedy reward of each model.
 
-The reference is meant to be decent but imperfect (room for Best-of-N and RL); the
-teacher has more capacity and more steps (for distillation). Default world options
-(:data:`DEFAULT_OPTIONS`) keep the tasks within reach of a tiny model trained for a
-few minutes on a CPU.
+The reference is meant to be imperfect (room for Best-of-N and RL); the teacher has
+more capacity and steps and scores clearly higher (for distillation). Default world
+options (:data:`DEFAULT_OPTIONS`) keep the tasks within reach of a tiny model trained
+for a few minutes on a CPU. Measured with seed 0 (greedy, 100 held-out prompts):
+
+* arithmetic (exact match): reference 0.28, teacher 0.47 (about 3 CPU-minutes in all);
+* facts (fact F1): reference 0.02 (fluent fact-grammar summaries with mostly wrong
+  facts), teacher 0.36-0.40 (copies ``eats X`` facts, often not ``likes the X``).
+  Copying facts needs an induction-like circuit that appears abruptly and depends on
+  the seed: a 3-layer 96-wide model reached F1 0.97 after 1500 steps with one seed and
+  stayed at 0.03 with another. Pass ``sizes`` / ``training`` (CLI ``--size``,
+  ``--steps``) to trade time for quality.
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ TRAINING: dict[str, dict[str, dict[str, Any]]] = {
     "arithmetic": {"reference": {"steps": 1500, "batch_size": 32, "lr": 3e-3},
                    "teacher": {"steps": 2500, "batch_size": 32, "lr": 2e-3}},
     "facts": {"reference": {"steps": 1500, "batch_size": 16, "lr": 3e-3},
-              "teacher": {"steps": 2500, "batch_size": 16, "lr": 2e-3}},
+              "teacher": {"steps": 1500, "batch_size": 16, "lr": 2e-3}},
 }
 REWARD = {"arithmetic": "exact", "facts": "f1"}
 
