@@ -14,13 +14,7 @@ PROBS = (0.5, 0.3, 0.2)
 TEXTS = ("a", "b", "c")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls: more torch threads only add contention (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class CategoricalPolicy:

@@ -15,13 +15,7 @@ from seedrl.lm import make_world, read_toy_info, setup_toy, world_name
 TINY = {"reference": {"n_embd": 32, "n_layer": 1, "n_head": 2}, "teacher": {"n_embd": 48, "n_layer": 2, "n_head": 2}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls: more torch threads only add contention (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run_cli(argv):
