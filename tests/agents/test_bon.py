@@ -6,7 +6,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from seedrl.agents.bon import best_of_n, evaluate_bon, exact_bon, kl_upper_bound, log_ratio
 

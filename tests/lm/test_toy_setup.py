@@ -7,7 +7,6 @@ import json
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from seedrl.cli import lm as lm_cli
 from seedrl.lm import make_world, read_toy_info, setup_toy, world_name

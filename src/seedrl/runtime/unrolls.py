@@ -18,7 +18,6 @@ truncation if ``truncated[t+1]``; a truncated transition bootstraps from
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
