@@ -13,8 +13,8 @@ surviving row into the hole a finished one left).
   and store the cross-attention K/V.
 * ``decode(n, tokens, positions)``: one forward of the current token of rows ``0..n-1``
   (row ``b``'s token at position ``positions[b]``), writing its K/V at column
-  ``positions[b]`` and attending to columns ``<= positions[b]`` (boolean mask
-  ``[n, 1, 1, T]``); returns logits ``[n, V]`` of the next token.
+  ``positions[b]`` and attending to columns ``<= positions[b]`` (additive mask
+  ``[n, 1, 1, T]`` of 0 / -inf, ``T = max(positions) + 1``); returns logits ``[n, V]``.
 
 The fast paths call the model's own submodules (embeddings, norms, projections, MLPs;
 LoRA-wrapped ones included) and replace only the attention/cache plumbing, so their
@@ -35,10 +35,11 @@ LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")
 
 
 class _KV:
-    """Per-layer key/value buffers that grow (by copy) to the capacity asked for."""
+    """Per-layer key/value buffers that grow (by copy, doubling up to ``limit``) to the
+    capacity asked for."""
 
-    def __init__(self, layers: int, rows: int, heads: int, head_dim: int, dtype, device):
-        self.shape = (rows, heads, 0, head_dim)
+    def __init__(self, layers: int, rows: int, heads: int, head_dim: int, dtype, device, limit: int = 1 << 62):
+        self.shape, self.limit = (rows, heads, 0, head_dim), limit
         self.dtype, self.device = dtype, device
         self.k = [torch.zeros(self.shape, dtype=dtype, device=device) for _ in range(layers)]
         self.v = [torch.zeros(self.shape, dtype=dtype, device=device) for _ in range(layers)]
@@ -50,8 +51,7 @@ class _KV:
     def reserve(self, capacity: int) -> None:
         if capacity <= self.capacity:
             return
-        new = max(capacity, 2 * self.capacity)
-        new = -(-new // 16) * 16
+        new = max(capacity, min(-(-2 * self.capacity // 16) * 16, self.limit))
         rows, heads, _, dim = self.shape
         for buf in (self.k, self.v):
             for i, old in enumerate(buf):
@@ -111,7 +111,7 @@ class CausalBackend:
 
     is_encoder_decoder = False
 
-    def __init__(self, policy, max_batch: int):
+    def __init__(self, policy, max_batch: int, max_len: int):
         base = policy.base_model
         cfg = base.config
         self.core = getattr(base, base.base_model_prefix)
@@ -135,7 +135,7 @@ class CausalBackend:
             self.norms = [(_norm(b.input_layernorm), _norm(b.post_attention_layernorm)) for b in self.layers]
         self.final_norm = _norm(self.norm)
         self.heads, self.kv_heads, self.gqa = heads, kv_heads, kv_heads != heads
-        self.cache = _KV(len(self.layers), max_batch, kv_heads, self.head_dim, p.dtype, p.device)
+        self.cache = _KV(len(self.layers), max_batch, kv_heads, self.head_dim, p.dtype, p.device, max_len)
         self.device = p.device
         self._ar = torch.arange(max_batch, device=p.device)
         self._cols = torch.arange(0, device=p.device)
@@ -239,7 +239,7 @@ class T5Backend:
 
     is_encoder_decoder = True
 
-    def __init__(self, policy, max_batch: int):
+    def __init__(self, policy, max_batch: int, max_len: int):
         base = policy.base_model
         cfg = base.config
         self.base, self.enc, self.dec = base, base.get_encoder(), base.get_decoder()
@@ -250,7 +250,7 @@ class T5Backend:
         p = next(base.parameters())
         self.device, self.dtype = p.device, p.dtype
         L = len(self.blocks)
-        self.cache = _KV(L, max_batch, self.heads, self.head_dim, p.dtype, p.device)
+        self.cache = _KV(L, max_batch, self.heads, self.head_dim, p.dtype, p.device, max_len)
         self.cross = _KV(L, max_batch, self.heads, self.head_dim, p.dtype, p.device)
         self.src_len = torch.zeros(max_batch, dtype=torch.long, device=p.device)
         self.pad_id = policy.pad_token_id
@@ -318,7 +318,7 @@ class UncachedBackend:
     """Any architecture: re-runs the full forward (``policy.completion_logits``) every step.
     Correct but quadratic in length; used when no cached fast path fits the model."""
 
-    def __init__(self, policy, max_batch: int):
+    def __init__(self, policy, max_batch: int, max_len: int):
         self.policy = policy
         self.is_encoder_decoder = policy.is_encoder_decoder
         self.prompts: list[list[int]] = [[] for _ in range(max_batch)]
@@ -353,12 +353,12 @@ def make_backend(policy, max_batch: int, max_len: int, *, fast: bool = True):
     cfg = policy.config
     mt = getattr(cfg, "model_type", "")
     if fast and mt == "gpt2" and not getattr(cfg, "add_cross_attention", False):
-        return CausalBackend(policy, max_batch)
+        return CausalBackend(policy, max_batch, max_len)
     if fast and mt in LLAMA_LIKE:
         sliding = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
         types = set(getattr(cfg, "layer_types", None) or ["full_attention"])
         if (sliding is None or sliding >= max_len) and types == {"full_attention"}:
-            return CausalBackend(policy, max_batch)
+            return CausalBackend(policy, max_batch, max_len)
     if fast and mt in ("t5", "mt5") and hasattr(policy.base_model, "get_decoder"):
-        return T5Backend(policy, max_batch)
-    return UncachedBackend(policy, max_batch)
+        return T5Backend(policy, max_batch, max_len)
+    return UncachedBackend(policy, max_batch, max_len)
