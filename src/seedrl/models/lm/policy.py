@@ -340,10 +340,12 @@ class LMPolicy:
 def apply_lora(model, lora: LoraSettings, *, seq2seq: bool):
     """Wrap ``model`` with peft LoRA adapters (only adapter weights trainable)."""
     from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
 
     if lora.r <= 0:
         raise ValueError(f"lora.r={lora.r} must be positive")
+    conv1d = any(isinstance(m, Conv1D) for m in model.modules())  # GPT-2 stores weights as [in, out]
     cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                      target_modules=list(lora.target_modules) if lora.target_modules else None,
-                     task_type="SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM")
+                     fan_in_fan_out=conv1d, task_type="SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM")
     return get_peft_model(model, cfg)
