@@ -50,6 +50,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from seedrl.ops.bond import best_of_n_probs, bon_kl_upper_bound, bon_log_ratio, quantiles
 
 __all__ = ["BoNEvaluation", "BoNResult", "best_of_n", "evaluate_bon", "exact_bon", "kl_upper_bound",
            "log_ratio", "plot_frontier"]
@@ -57,25 +60,15 @@ __all__ = ["BoNEvaluation", "BoNResult", "best_of_n", "evaluate_bon", "exact_bon
 
 def kl_upper_bound(n: int) -> float:
     """``log N - (N - 1) / N``: KL(BoN || ref) for continuous rewards, an upper bound otherwise."""
-    return math.log(n) - (n - 1) / n
+    return bon_kl_upper_bound(n)
 
 
 def log_ratio(p_le, p_lt, n: int) -> np.ndarray:
-    """``g_N = log((p_<=^N - p_<^N) / (p_<= - p_<))`` computed stably, elementwise.
-
-    Written as ``(N-1) log p_<= + log sum_{j<N} s^j`` with ``s = p_< / p_<=``; the
-    geometric sum is ``-expm1(N log1p(-d)) / d`` with ``d = (p_<= - p_<) / p_<=`` (``N`` at ``d = 0``).
-    """
-    a, b = np.asarray(p_le, np.float64), np.asarray(p_lt, np.float64)
-    if np.any(a <= 0) or np.any(b < 0) or np.any(b > a):
-        raise ValueError("log_ratio needs 0 <= p_< <= p_<= and p_<= > 0")
-    if n == 1:
-        return np.zeros(np.broadcast(a, b).shape)
-    d = (a - b) / a
-    with np.errstate(divide="ignore", invalid="ignore"):
-        geo = np.where(d > 0, -np.expm1(n * np.log1p(-np.minimum(d, 1.0))) / np.where(d > 0, d, 1.0), float(n))
-    geo = np.where(d >= 1.0, 1.0, geo)  # p_< = 0: the sum is 1
-    return (n - 1) * np.log(a) + np.log(geo)
+    """``log((p_<=^N - p_<^N) / (p_<= - p_<))`` elementwise (numpy front of :func:`seedrl.ops.bond.bon_log_ratio`)."""
+    a = torch.as_tensor(np.asarray(p_le, np.float64))
+    b = torch.as_tensor(np.asarray(p_lt, np.float64))
+    a, b = torch.broadcast_tensors(a, b)
+    return bon_log_ratio(a, b, n).numpy()
 
 
 # ------------------------------------------------------------------ closed form (categorical)
@@ -88,10 +81,10 @@ def exact_bon(probs: Sequence[float], rewards: Sequence[float], n: int) -> dict[
     p, r = np.asarray(probs, np.float64), np.asarray(rewards, np.float64)
     if p.shape != r.shape or p.ndim != 1 or np.any(p < 0) or not math.isclose(p.sum(), 1.0, rel_tol=1e-9):
         raise ValueError(f"probs must be a distribution with one reward each (got {p.shape}, {r.shape})")
-    le = (p[None, :] * (r[None, :] <= r[:, None])).sum(1)
-    lt = (p[None, :] * (r[None, :] < r[:, None])).sum(1)
+    le_t, lt_t = quantiles(torch.as_tensor(p), torch.as_tensor(r))
+    le, lt = le_t.numpy(), lt_t.numpy()
     eq = le - lt
-    pi = np.where(p > 0, p * (le**n - lt**n) / np.where(eq > 0, eq, 1.0), 0.0)
+    pi = best_of_n_probs(torch.as_tensor(p), torch.as_tensor(r), n).numpy()
     kl = float(np.sum(np.where(pi > 0, pi * np.log(np.where(pi > 0, pi, 1.0) / np.where(p > 0, p, 1.0)), 0.0)))
     win = float(np.sum(pi * (lt + 0.5 * eq)))
     return {"probs": pi, "kl": kl, "reward": float(pi @ r), "win_rate": win, "kl_bound": kl_upper_bound(n)}

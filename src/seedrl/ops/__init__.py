@@ -8,8 +8,19 @@ works). Functions that produce learning targets return detached tensors.
   :func:`sequence_priority` -- R2D2's targets and replay priorities.
 * :func:`value_rescaling`, :func:`inverse_value_rescaling` -- R2D2's ``h``
   and ``h^{-1}``.
+* :mod:`seedrl.ops.bond` -- Best-of-N distribution (ties handled), quantiles,
+  the BOND and J-BOND rewards, the KL bound.
 """
 
+from seedrl.ops.bond import (
+    best_of_n_probs,
+    bon_kl_upper_bound,
+    bon_log_ratio,
+    bond_reward,
+    jbond_reward,
+    quantile_estimate,
+    quantiles,
+)
 from seedrl.ops.returns import double_q_n_step_targets, n_step_returns, sequence_priority
 from seedrl.ops.value_rescaling import DEFAULT_EPS, inverse_value_rescaling, value_rescaling
 from seedrl.ops.vtrace import VTraceReturns, vtrace
@@ -17,9 +28,16 @@ from seedrl.ops.vtrace import VTraceReturns, vtrace
 __all__ = [
     "DEFAULT_EPS",
     "VTraceReturns",
+    "best_of_n_probs",
+    "bon_kl_upper_bound",
+    "bon_log_ratio",
+    "bond_reward",
     "double_q_n_step_targets",
     "inverse_value_rescaling",
+    "jbond_reward",
     "n_step_returns",
+    "quantile_estimate",
+    "quantiles",
     "sequence_priority",
     "value_rescaling",
     "vtrace",
