@@ -1,6 +1,7 @@
 """EnvpoolBatch: EnvPool's next-step auto-reset turned into same-step auto-reset."""
 
 import numpy as np
+from batch_checks import assert_batch_matches_rollouts
 import pytest
 
 envpool = pytest.importorskip("envpool")
@@ -35,30 +36,7 @@ def test_cartpole_same_step_reset_matches_raw_envpool():
     actions = np.random.default_rng(1).integers(0, 2, size=(steps, n))
     refs = [raw_envpool_rollout(seed + j, actions[:, j], limit) for j in range(n)]
     batch = EnvpoolBatch("CartPole-v1", n, seed=seed, num_threads=1, max_episode_steps=limit)
-    obs = batch.reset()
-    for j in range(n):
-        np.testing.assert_array_equal(obs[j], refs[j][0])
-    lengths = np.zeros(n, int)
-    saw = {"terminated": 0, "truncated": 0}
-    for t in range(steps):
-        res = batch.step(actions[t])
-        assert res.obs.shape == (n, 4) and res.reward.dtype == np.float32
-        assert res.terminated.dtype == bool and res.truncated.dtype == bool
-        lengths += 1
-        finished = {e.env_index: e for e in res.episodes}
-        for j in range(n):
-            ref_obs, ref_r, ref_term, ref_trunc, ref_final = refs[j][t + 1]
-            np.testing.assert_array_equal(res.obs[j], ref_obs)
-            assert res.reward[j] == ref_r
-            assert (res.terminated[j], res.truncated[j]) == (ref_term, ref_trunc and not ref_term)
-            if ref_final is None:
-                assert j not in res.final_obs and j not in finished
-            else:
-                np.testing.assert_array_equal(res.final_obs[j], ref_final)
-                assert finished[j] == (j, float(lengths[j]), lengths[j])
-                saw["terminated" if ref_term else "truncated"] += 1
-                lengths[j] = 0
-    assert saw["terminated"] > 5 and saw["truncated"] > 5
+    assert_batch_matches_rollouts(batch, refs, actions)
     batch.close()
 
 

@@ -2,6 +2,7 @@
 
 import gymnasium as gym
 import numpy as np
+from batch_checks import assert_batch_matches_rollouts
 import pytest
 
 from seedrl.envs import COUNTING_ID, CountingEnv, EnvConfig, GymnasiumBatch, make_env_batch
@@ -29,31 +30,7 @@ def test_cartpole_matches_plain_loop_with_same_step_reset():
     actions = np.random.default_rng(0).integers(0, 2, size=(steps, n))
     refs = [plain_rollout(make, seed + j, actions[:, j]) for j in range(n)]
     batch = GymnasiumBatch([make] * n, seed=seed)
-    obs = batch.reset()
-    for j in range(n):
-        np.testing.assert_array_equal(obs[j], refs[j][0])
-    lengths = np.zeros(n, int)
-    saw = {"terminated": 0, "truncated": 0}
-    for t in range(steps):
-        res = batch.step(actions[t])
-        assert res.obs.shape == (n, 4) and res.reward.dtype == np.float32
-        assert res.terminated.dtype == bool and res.truncated.dtype == bool
-        lengths += 1
-        finished = {e.env_index: e for e in res.episodes}
-        for j in range(n):
-            ref_obs, ref_r, ref_term, ref_trunc, ref_final = refs[j][t + 1]
-            np.testing.assert_array_equal(res.obs[j], ref_obs)
-            assert res.reward[j] == ref_r
-            assert res.terminated[j] == ref_term
-            assert res.truncated[j] == (ref_trunc and not ref_term)
-            if ref_final is None:
-                assert j not in res.final_obs and j not in finished
-            else:
-                np.testing.assert_array_equal(res.final_obs[j], ref_final)
-                assert finished[j].length == lengths[j] and finished[j].episode_return == lengths[j]
-                saw["terminated" if ref_term else "truncated"] += 1
-                lengths[j] = 0
-    assert saw["terminated"] > 5 and saw["truncated"] > 5
+    assert_batch_matches_rollouts(batch, refs, actions)
 
 
 def test_counting_env_encodes_episode_and_step():
