@@ -55,3 +55,28 @@ def test_pg_reward_rises_and_kl_is_tracked(tmp_path):
 def test_missing_policy_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="policy"):
         load_config(LMPGConfig, {"out_dir": str(tmp_path)})
+
+
+def test_pg_resume_continues_steps_optimizer_and_prompt_order(tmp_path):
+    import torch
+
+    assets = build_toy_assets(tmp_path / "toy", world="arithmetic", seed=0, n_embd=32, n_layer=1, n_head=2)
+    base = {
+        "name": "pg", "out_dir": str(tmp_path), "policy": str(assets.path),
+        "task": {"world": "arithmetic", "num_examples": 100}, "sampling": {"max_new_tokens": 4},
+        "pg": {"samples_per_prompt": 2}, "prompts_per_step": 4, "num_actors": 1, "progress": False,
+        "log_every": 1, "checkpoint_every": 3,
+    }
+    train_lm_pg(load_config(LMPGConfig, {**base, "steps": 6}), reward_fn=sevens)
+    state = torch.load(tmp_path / "pg" / "checkpoint-6" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 6 and state["samples"] == 6 * 4 * 2 and state["task"]
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_lm_pg(load_config(LMPGConfig, {**base, "steps": 9}), reward_fn=sevens)
+    rows = []
+    train_lm_pg(load_config(LMPGConfig, {**base, "steps": 9}), resume=True, reward_fn=sevens, on_step=rows.append)
+    assert [r["updates"] for r in rows] == [7, 8, 9]
+    assert rows[0]["frames"] == 6 * 4 * 2 + 4 * 2  # sample counter continues
+    resumed = torch.load(tmp_path / "pg" / "checkpoint-9" / "trainer_state.pt", weights_only=False)
+    first_param_state = next(iter(resumed["optimizer"]["state"].values()))
+    assert float(first_param_state["step"]) == 9  # Adam moments carried over: 6 + 3 steps
+    assert sorted(p.name for p in (tmp_path / "pg").glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-9"]

@@ -34,7 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.help_config:
             print(format_config_help(LMPGConfig))
             return 0
-        final = train_lm_pg(load_config(LMPGConfig, args.config, args.overrides))
+        final = train_lm_pg(load_config(LMPGConfig, args.config, args.overrides), resume=args.resume)
         print(f"done: {final['updates']} updates, reward {final['reward']:.3f}, KL {final['kl']:.3f}, "
               f"{final['samples_per_s']:.1f} samples/s\nmodel:   {final['final']}\ncurves:  {final['run_dir']}/curves.png")
         return 0

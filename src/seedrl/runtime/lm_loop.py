@@ -82,6 +82,8 @@ class LMPGConfig:
     queue_groups: int = field(default=16, metadata={"help": "bound of the actor->learner queue", "min": 1})
     record_rate: float = field(default=0.0, metadata={"help": "fraction of completions recorded as RLDS steps", "min": 0.0, "max": 1.0})
     log_every: int = field(default=5, metadata={"help": "updates between metric rows", "min": 1})
+    checkpoint_every: int = field(default=50, metadata={"help": "updates between checkpoints (model, optimizer, prompt order, RNG)", "min": 1})
+    keep_checkpoints: int = field(default=2, metadata={"help": "newest checkpoints kept", "min": 1})
     progress: bool = field(default=True, metadata={"help": "progress bar"})
 
     def validate(self) -> None:
@@ -184,23 +186,55 @@ def run_actor(task, task_lock, server, reward_fn, params, out: "queue.Queue[Grou
         stop.set()
 
 
+def _checkpoints(run_dir: Path) -> list[Path]:
+    found = [p for p in run_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _save_checkpoint(run_dir: Path, policy, optimizer, task, step: int, samples: int, keep: int) -> Path:
+    """``checkpoint-<step>/``: model + tokenizer (save_pretrained) and ``trainer_state.pt``."""
+    import shutil
+
+    path = run_dir / f"checkpoint-{step}"
+    tmp = run_dir / f".checkpoint-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    policy.model.save_pretrained(tmp)
+    policy.tokenizer.save_pretrained(tmp)
+    torch.save({"step": step, "samples": samples, "optimizer": optimizer.state_dict(), "task": task.state_dict(),
+                "torch_rng": torch.get_rng_state()}, tmp / "trainer_state.pt")
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+    for old in _checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
 def train_lm_pg(
-    cfg: LMPGConfig, *, reward_fn: Callable | None = None, on_step: Callable[[dict], None] | None = None
+    cfg: LMPGConfig, *, resume: bool = False, reward_fn: Callable | None = None,
+    on_step: Callable[[dict], None] | None = None,
 ) -> dict[str, Any]:
     """Train with REINFORCE-LOO + KL on the runtime; returns the final metrics row.
 
-    ``reward_fn`` (a :class:`~seedrl.rewards.RewardFn` or plain batched callable)
-    replaces the task's reward."""
+    ``resume`` continues from the newest ``<run>/checkpoint-<step>``: weights,
+    optimizer moments, step and sample counters, the prompt order (it continues
+    after the last prompt drawn; groups still in flight at the checkpoint are
+    not replayed) and the torch RNG. ``reward_fn`` (a
+    :class:`~seedrl.rewards.RewardFn` or plain batched callable) replaces the
+    task's reward."""
     from seedrl.models.lm.policy import LMPolicy
     from seedrl.models.lm.sampler import SamplingParams
     from seedrl.models.lm.server import GenerationServer
 
     run_dir = Path(cfg.out_dir) / cfg.name
+    found = _checkpoints(run_dir)
+    if found and not resume:
+        raise FileExistsError(f"{run_dir} already has checkpoints; pass --resume to continue it, or choose another name=")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     torch.manual_seed(cfg.seed)
-    learner_policy = LMPolicy.from_pretrained(cfg.policy)
-    served = LMPolicy.from_pretrained(cfg.policy).eval()
+    start_from = str(found[-1]) if found and resume else cfg.policy
+    learner_policy = LMPolicy.from_pretrained(start_from)
+    served = LMPolicy.from_pretrained(start_from).eval()
     reference = LMPolicy.from_pretrained(cfg.reference or cfg.policy).eval()
     task, task_reward = _task_and_reward(cfg, learner_policy.tokenizer)
     if reward_fn is None:
@@ -213,6 +247,13 @@ def train_lm_pg(
     s = cfg.sampling
     params = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, max_new_tokens=s.max_new_tokens, n=k)
     optimizer = torch.optim.Adam(learner_policy.parameters(), lr=cfg.lr)
+    first_step, samples = 1, 0
+    if found and resume:
+        state = torch.load(found[-1] / "trainer_state.pt", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        task.load_state_dict(state["task"])
+        torch.set_rng_state(state["torch_rng"])
+        first_step, samples = state["step"] + 1, state["samples"]
     groups: queue.Queue = queue.Queue(maxsize=cfg.queue_groups)
     stop, errors, task_lock = threading.Event(), [], threading.Lock()
     metrics = MetricsLogger(run_dir, tensorboard=False)
@@ -226,10 +267,10 @@ def train_lm_pg(
     for a in actors:
         a.start()
     row: dict[str, Any] = {}
-    start = time.perf_counter()
-    samples = 0
+    start, samples_at_start = time.perf_counter(), samples
     try:
-        for step in tqdm(range(1, cfg.steps + 1), desc=cfg.name, disable=not cfg.progress, unit="update"):
+        for step in tqdm(range(first_step, cfg.steps + 1), desc=cfg.name, disable=not cfg.progress, unit="update",
+                         initial=first_step - 1, total=cfg.steps):
             batch: list[Group] = []
             while len(batch) < cfg.prompts_per_step:
                 if errors:
@@ -254,12 +295,15 @@ def train_lm_pg(
             samples += len(completions)
             lag = version - 1 - min(c.weights_version_start for g in batch for c in g.completions)
             row = {"updates": step, "frames": samples, **logs, "grad_norm": float(grad_norm), "policy_lag": lag,
-                   "samples_per_s": samples / (time.perf_counter() - start),
+                   "samples_per_s": (samples - samples_at_start) / (time.perf_counter() - start),
                    "entropy": ((scores.entropies.detach() * scores.mask).sum() / scores.mask.sum()).item()}
             if on_step is not None:
                 on_step(row)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 metrics.log(row)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                with task_lock:  # actors have drawn prompts ahead: resume continues after the last one drawn
+                    _save_checkpoint(run_dir, learner_policy, optimizer, task, step, samples, cfg.keep_checkpoints)
     finally:
         stop.set()
         for a in actors:
