@@ -243,10 +243,14 @@ class DatasetWriter:
         self.metadata_spec = info["metadata_spec"]
         meta.check_metadata(metadata, self.metadata_spec)
         arrow_path, index_path = segment_paths(self.root, self.segment)
-        self._lock_fd = os.open(arrow_path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        # Lock the file before it appears under its .arrow name: another writer's repair
+        # pass must never see an unlocked live segment (it would take it for a dead one).
+        hidden = arrow_path.with_name(f".{arrow_path.name}.new")
+        self._lock_fd = os.open(hidden, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
         if not lock_exclusive(self._lock_fd):  # pragma: no cover - fresh unique file
             raise RuntimeError(f"could not lock new segment {arrow_path}")
         self._index = open(index_path, "x", encoding="utf-8")
+        os.rename(hidden, arrow_path)
         self._stream_schema = self.spec.arrow_schema()
         self._file = pa.OSFile(str(arrow_path), "wb")  # same (empty) file; the flock stays on _lock_fd
         self._stream = pa.ipc.new_stream(self._file, self._stream_schema)
