@@ -19,7 +19,7 @@ def cartpole(limit: int = 10) -> gymnasium.Env:
 
 def replay(env: gymnasium.Env, seed, actions):
     """Brute force: reset with ``seed`` and play ``actions``; returns the env's raw outputs."""
-    obs, info = env.reset(seed=None if seed is None else int(seed))
+    obs, info = env.reset(seed=None if seed is None or seed < 0 else int(seed))  # -1: unseeded
     observations, rewards, terms, truncs = [obs], [], [], []
     for a in actions:
         obs, r, term, trunc, info = env.step(a)
@@ -187,7 +187,7 @@ def test_nested_observations_step_fn_episode_fn_and_infos(tmp_path):
         np.testing.assert_array_equal(steps["info"]["t"], np.arange(5))
         np.testing.assert_array_equal(steps["info"]["x"], steps["observation"]["pos"][:, 0].astype(np.float64))
         assert ep.metadata["return"] == 10.0 and ep.metadata["horizon"] == 4
-        assert ep.metadata["agent_id"] == "fixed" and ep.metadata["seed"] == 5 + k and ep.metadata["env_id"] is None
+        assert ep.metadata["agent_id"] == "fixed" and ep.metadata["seed"] == 5 + k and ep.metadata["env_id"] == ""
 
 
 def test_step_fn_may_not_shadow_step_fields(tmp_path):
@@ -244,7 +244,7 @@ def test_vector_episodes_match_sequential_replays(tmp_path, mode):
     ds = open_dataset(tmp_path / "ds")
     for i in range(n):
         eps = [ep for ep in ds if ep.metadata["env_index"] == i]
-        assert [ep.metadata["seed"] for ep in eps] == [seed + i] + [None] * (len(eps) - 1)
+        assert [ep.metadata["seed"] for ep in eps] == [seed + i] + [-1] * (len(eps) - 1)
         recorded = np.concatenate([ep.columns["action"][:-1] for ep in eps])
         np.testing.assert_array_equal(recorded, acted[i])  # every executed action, no ignored one
         reference = cartpole(8)  # one env, as the sub-env: seeded once, then reset() continues its RNG

@@ -31,8 +31,9 @@ reward keeps its dtype. Gymnasium discounts are float32 (0.0 once terminated,
 else 1.0); dm_env discounts are stored as the environment gives them (Python
 numbers as float64). Every step of a dataset must keep the same dtypes.
 
-Metadata. Gymnasium episodes get ``env_id`` (``env.spec.id``, or None) and
-``seed`` (the ``reset(seed=...)`` that started the episode, or None); vector
+Metadata. Gymnasium episodes get ``env_id`` (``env.spec.id``, or ``""``) and
+``seed`` (the ``reset(seed=...)`` that started the episode, or ``-1``; never
+None, so every export format can hold them with one type); vector
 sub-episodes also get ``env_index``. ``metadata=`` adds constant entries
 (``agent_id``...), ``episode_fn(episode, env) -> dict`` adds entries computed
 from the finished :class:`Episode` (it may override the automatic ones).
@@ -223,13 +224,14 @@ def _step_extra(step_fn: StepFn | None, track: _Track, *args: Any) -> Mapping[st
     return extra
 
 
-def _env_id(env: Any) -> str | None:
+def _env_id(env: Any) -> str:
     spec = getattr(env, "spec", None)
-    return getattr(spec, "id", None)
+    return getattr(spec, "id", None) or ""
 
 
-def _seed_value(seed: Any) -> int | None:
-    return None if seed is None else int(seed)
+def _seed_value(seed: Any) -> int:
+    """The reset's seed, or -1 for an unseeded reset (one type in every episode)."""
+    return -1 if seed is None else int(seed)
 
 
 # --------------------------------------------------------------- gymnasium
@@ -313,7 +315,7 @@ class RecordVectorEpisodes(_Recorder, gymnasium.vector.VectorWrapper):
     Same arguments as :class:`RecordEpisodes`; ``step_fn`` gets one
     sub-environment's values and ``info`` is that sub-environment's info.
     Episodes also get ``env_index`` metadata, and ``seed`` is the seed its
-    sub-environment was reset with (``seed + i`` for an int ``seed``; None
+    sub-environment was reset with (``seed + i`` for an int ``seed``; -1
     for autoresets). Autoreset modes (``env.metadata['autoreset_mode']``):
 
     - ``NextStep`` (default): the step after a sub-env's episode ended is its
