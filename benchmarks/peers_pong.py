@@ -181,6 +181,8 @@ SEEDRL_VARIANTS: dict[str, list[str]] = {
     "b32": ["runtime.batch_size=32"],
     "e16_b32": ["env.num_envs=16", "runtime.batch_size=32"],
     "a3_e16_b32": ["runtime.num_actors=3", "env.num_envs=16", "runtime.batch_size=32"],
+    # the comparison's 2 torch threads, whatever the config file says (it moved to 1 on 2026-11-27)
+    "tt2": ["runtime.torch_threads=2"],
     # outside the 2-thread rule of the comparison: shows what OpenMP spinning costs on a loaded machine
     "t1": ["runtime.torch_threads=1"],
 }
@@ -235,7 +237,7 @@ def seedrl_launch(variant: str, run_dir: pathlib.Path) -> Launch:
         return rows
 
     settings = "IMPALA/V-trace; " + (", ".join(overrides) if overrides else "configs/pong_impala.yaml as is") + \
-        " (defaults: 2 actors x 8 envs, batch 16 x T=20, envpool, torch_threads 2)"
+        " (config: 2 actors x 8 envs, batch 16 x T=20, envpool; torch_threads as the config file says)"
     return Launch(f"seedrl:{variant}", "seedrl", seedrl_version(), settings, argv, REPO,
                   {**os.environ, "PYTHONUNBUFFERED": "1"}, poll=poll, own_key="own_fps")
 
