@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from seedrl.agents.pg import PGConfig, rloo_loss
+from seedrl.agents.sft import STATE_FILE, list_sft_checkpoints
 from seedrl.config import save_config
 from seedrl.report.metrics import MetricsLogger, plot_curves
 
@@ -186,11 +187,6 @@ def run_actor(task, task_lock, server, reward_fn, params, out: "queue.Queue[Grou
         stop.set()
 
 
-def _checkpoints(run_dir: Path) -> list[Path]:
-    found = [p for p in run_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
 def _save_checkpoint(run_dir: Path, policy, optimizer, task, step: int, samples: int, keep: int) -> Path:
     """``checkpoint-<step>/``: model + tokenizer (save_pretrained) and ``trainer_state.pt``."""
     import shutil
@@ -201,10 +197,10 @@ def _save_checkpoint(run_dir: Path, policy, optimizer, task, step: int, samples:
     policy.model.save_pretrained(tmp)
     policy.tokenizer.save_pretrained(tmp)
     torch.save({"step": step, "samples": samples, "optimizer": optimizer.state_dict(), "task": task.state_dict(),
-                "torch_rng": torch.get_rng_state()}, tmp / "trainer_state.pt")
+                "torch_rng": torch.get_rng_state()}, tmp / STATE_FILE)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
-    for old in _checkpoints(run_dir)[:-keep]:
+    for old in list_sft_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return path
 
@@ -226,7 +222,7 @@ def train_lm_pg(
     from seedrl.models.lm.server import GenerationServer
 
     run_dir = Path(cfg.out_dir) / cfg.name
-    found = _checkpoints(run_dir)
+    found = list_sft_checkpoints(run_dir)
     if found and not resume:
         raise FileExistsError(f"{run_dir} already has checkpoints; pass --resume to continue it, or choose another name=")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -249,7 +245,7 @@ def train_lm_pg(
     optimizer = torch.optim.Adam(learner_policy.parameters(), lr=cfg.lr)
     first_step, samples = 1, 0
     if found and resume:
-        state = torch.load(found[-1] / "trainer_state.pt", weights_only=False)
+        state = torch.load(found[-1] / STATE_FILE, weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         task.load_state_dict(state["task"])
         torch.set_rng_state(state["torch_rng"])
