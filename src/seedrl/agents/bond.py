@@ -1,0 +1,174 @@
+"""BOND and J-BOND: distil Best-of-N of an anchor policy into the policy
+(Sessa et al., 2024, arXiv 2407.14622).
+
+Let ``π_a`` be the anchor (the fixed reference for plain BOND), ``r`` the reward
+and ``π_BoN = Bo_n(π_a)`` the distribution of the best of ``n`` anchor samples
+(:mod:`seedrl.ops.bond`). BOND minimises the Jeffreys divergence
+
+    J_β(π) = (1 − β)·KL(π_BoN ‖ π) + β·KL(π ‖ π_BoN).
+
+* **Forward term** ``KL(π_BoN ‖ π)``: its gradient is ``−E_{y~π_BoN}[∇ log π(y)]``,
+  so it is maximum likelihood of the best of ``n`` anchor samples (ties broken
+  uniformly at random among the tied samples, which is exactly ``π_BoN``).
+* **Backward term** ``KL(π ‖ π_BoN) = E_{y~π}[log π(y) − log π_a(y) − log π_BoN(y)/π_a(y)]``:
+  a policy gradient on ``y ~ π`` with the reward
+  ``R(y) = r_B(y) − (log π(y) − log π_a(y))`` where ``r_B`` estimates
+  ``log π_BoN(y)/π_a(y)``:
+
+  - ``log_quantile``: ``(n − 1)·log p̂_≤(y)`` from ``k`` anchor samples (floored);
+    its backward optimum is ``π_a·E[p̂_≤^{n−1}]``-like, close to ``π_a·p_≤^{n−1}/Z``;
+  - ``jbond``: J-BOND's ``−log 16`` if ``y`` is worse than *both* of two anchor
+    samples, else 0 (``n = 2``); in expectation ``−log 16·(1 − p_≤(y))²``, so the
+    backward optimum is ``π ∝ π_a·16^{−(1−p_≤)²}``;
+  - ``exact`` (tabular only): ``log((p_≤^n − p_<^n)/(p_≤ − p_<))``, whose backward
+    optimum is exactly ``π_BoN``.
+
+  A baseline is subtracted: the mean of the other policy samples of the same prompt
+  (leave one out) when there are several per prompt, else of the other prompts'.
+* **Anchor regulariser** ``γ·KL(π ‖ π_a)`` (J-BOND): a further policy-gradient
+  penalty ``−γ·(log π(y) − log π_a(y))`` in the advantage. Its gradient is that of
+  ``+γ·KL`` in the loss, so it *reduces* the KL to the anchor (tested).
+
+The loss, per batch of ``P`` prompts with ``S`` policy samples each::
+
+    L = −(1 − β)·mean_p log π(y*_p) − mean_{p,s} A_{p,s}·log π(y_{p,s})
+    A = β·(r_B − Δ) − γ·Δ − baseline,   Δ = log π(y) − log π_a(y)  (no gradient)
+
+**Anchors.** ``fixed`` keeps ``π_a = π_ref`` (BOND). ``periodic`` copies the policy
+into the anchor every ``anchor_every`` updates (iterative BOND: after ``M`` moves
+the policy approaches ``Bo_{n^(M+1)}(π_ref)``). ``ema`` moves the anchor's
+parameters ``θ_a ← (1 − η)·θ_a + η·θ`` after every update (J-BOND).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import torch
+
+from seedrl.ops.bond import bond_reward, jbond_reward, quantile_estimate
+
+__all__ = ["BondConfig", "anchor_samples_needed", "backward_reward", "best_anchor_index", "bond_loss", "move_anchor"]
+
+
+@dataclass
+class BondConfig:
+    """BOND / J-BOND settings (``bond:`` in a config)."""
+
+    n: int = field(default=4, metadata={"help": "Best-of-n of the anchor that is distilled (J-BOND: 2)", "min": 1})
+    quantile_samples: int = field(default=16, metadata={"help": "k anchor samples per prompt for p̂_≤ (log_quantile)", "min": 1})
+    beta: float = field(default=0.5, metadata={"help": "Jeffreys weight: 0 = forward KL only, 1 = backward KL only", "min": 0.0, "max": 1.0})
+    backward_reward: str = field(default="log_quantile", metadata={
+        "help": "log_quantile: (n-1) log p̂_≤; jbond: -log 16 if worse than both anchor samples (n = 2); exact: tabular only",
+        "choices": ["log_quantile", "jbond", "exact"]})
+    quantile_floor: float | None = field(default=None, metadata={"help": "floor of p̂_≤ before the log (default 1/(k+1))", "min_exclusive": 0.0})
+    policy_samples: int = field(default=2, metadata={"help": "policy samples per prompt for the backward term", "min": 1})
+    anchor: str = field(default="fixed", metadata={"help": "fixed (BOND), periodic (iterative BOND) or ema (J-BOND)",
+                                                   "choices": ["fixed", "periodic", "ema"]})
+    anchor_every: int = field(default=100, metadata={"help": "updates between anchor moves (periodic)", "min": 1})
+    anchor_ema: float = field(default=0.02, metadata={"help": "η of the EMA anchor", "min_exclusive": 0.0, "max": 1.0})
+    anchor_kl_coef: float = field(default=0.0, metadata={"help": "γ, weight of KL(π ‖ π_anchor) (J-BOND regulariser)", "min": 0.0})
+
+    def validate(self) -> None:
+        if self.backward_reward == "jbond" and self.n != 2:
+            raise ValueError(f"n: J-BOND's reward compares with two anchor samples, so n must be 2, got {self.n}")
+
+
+def anchor_samples_needed(cfg: BondConfig) -> int:
+    """Anchor samples per prompt: the best-of-n pool and the quantile samples share them."""
+    if cfg.backward_reward == "jbond":
+        return 2
+    if cfg.backward_reward == "log_quantile" and cfg.beta > 0:
+        return max(cfg.n, cfg.quantile_samples)
+    return cfg.n
+
+
+def backward_reward(policy_rewards: torch.Tensor, anchor_rewards: torch.Tensor, cfg: BondConfig) -> torch.Tensor:
+    """``r_B`` of policy samples ``[P, S]`` from the rewards of the anchor samples ``[P, M]``."""
+    if policy_rewards.dim() != 2 or anchor_rewards.dim() != 2 or policy_rewards.shape[0] != anchor_rewards.shape[0]:
+        raise ValueError(f"policy_rewards [P, S] and anchor_rewards [P, M] must share P, got "
+                         f"{tuple(policy_rewards.shape)} and {tuple(anchor_rewards.shape)}")
+    if cfg.backward_reward == "jbond":
+        return jbond_reward(policy_rewards, anchor_rewards[:, None, 0], anchor_rewards[:, None, 1])
+    if cfg.backward_reward == "exact":
+        raise ValueError("backward_reward: 'exact' needs the reference's exact quantiles (tabular); use log_quantile or jbond")
+    k = min(cfg.quantile_samples, anchor_rewards.shape[1])
+    pool = anchor_rewards[:, None, :k].expand(-1, policy_rewards.shape[1], -1)
+    return bond_reward(quantile_estimate(policy_rewards, pool, cfg.quantile_floor), cfg.n)
+
+
+def best_anchor_index(anchor_rewards: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Index ``[P]`` of the best of the first ``n`` anchor samples, ties broken uniformly at random."""
+    pool = anchor_rewards[:, :n].double()
+    best = pool.max(dim=1, keepdim=True).values
+    noise = torch.rand(pool.shape, generator=generator, dtype=torch.float64)
+    return torch.where(pool == best, noise, torch.full_like(noise, -1.0)).argmax(dim=1)
+
+
+def _baseline(x: torch.Tensor) -> torch.Tensor:
+    """Leave-one-out mean within each prompt ``[P, S]`` (S >= 2), else across prompts."""
+    p, s = x.shape
+    if s >= 2:
+        return (x.sum(1, keepdim=True) - x) / (s - 1)
+    if p >= 2:
+        return (x.sum() - x) / (p - 1)
+    return torch.zeros_like(x)
+
+
+def bond_loss(
+    policy_logprobs: torch.Tensor,
+    anchor_logprobs: torch.Tensor,
+    rewards_b: torch.Tensor,
+    best_logprobs: torch.Tensor,
+    cfg: BondConfig,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The Jeffreys BOND loss (module docstring).
+
+    Args:
+        policy_logprobs: ``[P, S]`` log π(y) of the policy samples (differentiable).
+        anchor_logprobs: ``[P, S]`` log π_a(y) of the same samples (no gradient).
+        rewards_b: ``[P, S]`` backward rewards ``r_B`` (:func:`backward_reward`).
+        best_logprobs: ``[P]`` log π(y*) of the best of n anchor samples (differentiable).
+    """
+    if policy_logprobs.shape != anchor_logprobs.shape or policy_logprobs.shape != rewards_b.shape or policy_logprobs.dim() != 2:
+        raise ValueError(f"policy_logprobs {tuple(policy_logprobs.shape)}, anchor_logprobs {tuple(anchor_logprobs.shape)} "
+                         f"and rewards_b {tuple(rewards_b.shape)} must all be [P, S]")
+    if best_logprobs.shape != policy_logprobs.shape[:1]:
+        raise ValueError(f"best_logprobs must be [P] = [{policy_logprobs.shape[0]}], got {tuple(best_logprobs.shape)}")
+    beta, gamma = cfg.beta, cfg.anchor_kl_coef
+    delta = (policy_logprobs.detach() - anchor_logprobs).float()
+    shaped = beta * (rewards_b.float() - delta) - gamma * delta
+    adv = (shaped - _baseline(shaped)).detach()
+    forward = -best_logprobs.mean()
+    backward = -(adv * policy_logprobs).mean()
+    loss = (1 - beta) * forward + backward
+    return loss, {
+        "loss": float(loss.detach()),
+        "forward_nll": float(forward.detach()),
+        "backward_reward": float(rewards_b.float().mean()),
+        "log_quantile": float(rewards_b.float().mean() / max(cfg.n - 1, 1)) if cfg.backward_reward == "log_quantile"
+        else float("nan"),
+        "kl_anchor": float(delta.mean()),
+    }
+
+
+@torch.no_grad()
+def move_anchor(anchor: Iterable[torch.Tensor], policy: Iterable[torch.Tensor], step: int, cfg: BondConfig) -> bool:
+    """Update the anchor's parameters in place after update ``step`` (1-based); True if it moved.
+
+    ``fixed``: never. ``periodic``: copied from the policy every ``anchor_every``
+    updates. ``ema``: ``θ_a ← (1 − η)·θ_a + η·θ`` every update."""
+    if cfg.anchor == "fixed" or (cfg.anchor == "periodic" and step % cfg.anchor_every):
+        return False
+    weight = 1.0 if cfg.anchor == "periodic" else cfg.anchor_ema
+    pairs = list(zip(anchor, policy, strict=True))
+    for a, p in pairs:
+        if a.shape != p.shape:
+            raise ValueError(f"anchor and policy parameters differ in shape: {tuple(a.shape)} vs {tuple(p.shape)}")
+        if a.is_floating_point():
+            a.lerp_(p.detach().to(a.dtype), weight)
+        else:
+            a.copy_(p)
+    return True
+

@@ -1,0 +1,210 @@
+"""BOND / J-BOND learners: the sampled losses, the anchors, and bandits reaching their analytic targets."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seedrl.agents.bond import BondConfig, backward_reward, best_anchor_index, bond_loss, move_anchor
+from seedrl.agents.bond_bandit import (
+    BanditBondConfig,
+    exact_fixed_point,
+    expected_backward_reward,
+    iterated_target,
+    train_bond_bandit,
+)
+from seedrl.config import ConfigError, load_config
+from seedrl.ops.bond import best_of_n_probs, quantiles
+
+REF = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+REW = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+
+
+def kl(p, q):
+    return float((p * (p / q).log()).sum())
+
+
+# ---------------------------------------------------------------- exact targets
+
+
+def test_fixed_points_of_the_worked_example():
+    bo2 = exact_fixed_point(REF, REW, BondConfig(n=2, beta=0.0, backward_reward="jbond"))
+    assert torch.allclose(bo2, torch.tensor([0.25, 0.39, 0.36], dtype=torch.float64), atol=1e-6)
+    j1 = exact_fixed_point(REF, REW, BondConfig(n=2, beta=1.0, backward_reward="jbond"))
+    assert torch.allclose(j1, torch.tensor([0.348, 0.374, 0.278], dtype=torch.float64), atol=6e-4)
+    # the closed form: anchor · 16^{-(1 - p_<=)^2}
+    p_le = torch.tensor([0.5, 0.8, 1.0], dtype=torch.float64)
+    closed = REF * 16.0 ** (-((1 - p_le) ** 2))
+    assert torch.allclose(j1, closed / closed.sum(), atol=1e-8)
+    # beta = 0.5 lies between the two, coordinate by coordinate
+    jh = exact_fixed_point(REF, REW, BondConfig(n=2, beta=0.5, backward_reward="jbond"))
+    assert torch.all(jh >= torch.minimum(bo2, j1) - 1e-9) and torch.all(jh <= torch.maximum(bo2, j1) + 1e-9)
+    # exact r_BOND: the backward optimum is Best-of-N itself; log p_<= alone gives pi_ref p_<=^{N-1}/Z
+    bo4 = best_of_n_probs(REF, REW, 4)
+    assert torch.allclose(exact_fixed_point(REF, REW, BondConfig(n=4, beta=1.0, backward_reward="exact")), bo4, atol=1e-7)
+    lq = exact_fixed_point(REF, REW, BondConfig(n=4, beta=1.0, backward_reward="log_quantile", quantile_samples=100_000))
+    tilted = REF * torch.tensor([0.5, 0.8, 1.0], dtype=torch.float64) ** 3
+    assert torch.allclose(lq, tilted / tilted.sum(), atol=1e-3)
+    assert iterated_target(REF, REW, BondConfig(n=2, beta=0.0), 3).sub(best_of_n_probs(REF, REW, 8)).abs().max() < 1e-7
+
+
+@settings(max_examples=30)
+@given(
+    st.lists(st.floats(0.05, 1.0), min_size=2, max_size=5),
+    st.lists(st.integers(0, 3), min_size=5, max_size=5),
+    st.sampled_from(["jbond", "exact", "log_quantile"]),
+    st.floats(0.0, 3.0),
+)
+def test_fixed_point_closed_forms_with_ties(weights, reward_levels, kind, gamma):
+    ref = torch.tensor(weights, dtype=torch.float64)
+    ref = ref / ref.sum()
+    rew = torch.tensor(reward_levels[: len(weights)], dtype=torch.float64)
+    n = 2 if kind == "jbond" else 3
+    forward = exact_fixed_point(ref, rew, BondConfig(n=n, beta=0.0, backward_reward=kind, anchor_kl_coef=0.0))
+    assert torch.allclose(forward, best_of_n_probs(ref, rew, n), atol=1e-6)
+    cfg = BondConfig(n=n, beta=1.0, backward_reward=kind, quantile_samples=5, anchor_kl_coef=gamma)
+    backward = exact_fixed_point(ref, rew, cfg)
+    tilt = ref * torch.exp(expected_backward_reward(ref, rew, cfg) / (1 + gamma))
+    assert torch.allclose(backward, tilt / tilt.sum(), atol=1e-6)
+
+
+@pytest.mark.parametrize("levels", [[0.0, 1.0, 2.0], [0.0, 1.0, 1.0]])
+def test_expected_log_quantile_reward_matches_enumeration(levels):
+    """E[(n-1) log max(p̂_<=, floor)] by enumerating every tuple of k anchor samples."""
+    rew = torch.tensor(levels, dtype=torch.float64)
+    k, n = 3, 4
+    cfg = BondConfig(n=n, backward_reward="log_quantile", quantile_samples=k)
+    want = torch.zeros(3, dtype=torch.float64)
+    for tup in itertools.product(range(3), repeat=k):
+        prob = float(np.prod([REF[i] for i in tup]))
+        r_b = backward_reward(rew[:, None], rew[list(tup)][None].expand(3, -1), cfg)[:, 0]
+        want += prob * r_b.double()
+    assert torch.allclose(expected_backward_reward(REF, rew, cfg), want, atol=1e-6)
+    # J-BOND's expectation: -log 16 times the chance that both anchor samples are strictly better
+    p_le, _ = quantiles(REF, rew)
+    jb = expected_backward_reward(REF, rew, BondConfig(n=2, backward_reward="jbond"))
+    assert torch.allclose(jb, -math.log(16) * (1 - p_le) ** 2)
+
+
+# ---------------------------------------------------------------- sampled pieces
+
+
+def test_jbond_reward_and_best_anchor_with_ties():
+    cfg = BondConfig(n=2, backward_reward="jbond")
+    pol = torch.tensor([[0.0, 1.0, 2.0]])
+    anchors = torch.tensor([[1.0, 2.0]])
+    assert torch.allclose(backward_reward(pol, anchors, cfg), torch.tensor([[-math.log(16), 0.0, 0.0]]))
+    gen = torch.Generator().manual_seed(0)
+    ar = torch.tensor([[3.0, 1.0, 3.0, 2.0]]).expand(4000, -1)
+    idx = best_anchor_index(ar, 4, gen)
+    counts = torch.bincount(idx, minlength=4)
+    assert counts[1] == 0 and counts[3] == 0  # always a best sample
+    assert abs(counts[0].item() / 4000 - 0.5) < 0.04  # ties broken uniformly
+    assert best_anchor_index(ar, 2, gen).eq(0).all()  # only the first n compete
+
+
+def test_bond_loss_pieces_and_errors():
+    cfg = BondConfig(n=2, beta=0.0, backward_reward="jbond")
+    lp = torch.zeros(3, 2, requires_grad=True)
+    best = torch.tensor([-1.0, -2.0, -3.0], requires_grad=True)
+    loss, logs = bond_loss(lp, torch.zeros(3, 2), torch.zeros(3, 2), best, cfg)
+    assert loss.item() == pytest.approx(2.0) and logs["forward_nll"] == pytest.approx(2.0)
+    # the anchor penalty's advantage lowers samples whose log-ratio to the anchor is high
+    cfg = BondConfig(n=2, beta=0.0, backward_reward="jbond", anchor_kl_coef=1.0)
+    lp = torch.tensor([[0.0, -1.0]], requires_grad=True)
+    loss, _ = bond_loss(lp, torch.tensor([[-1.0, -1.0]]), torch.zeros(1, 2), torch.zeros(1, requires_grad=True), cfg)
+    loss.backward()
+    assert lp.grad[0, 0] > 0 > lp.grad[0, 1]  # gradient descent lowers log pi of the over-weighted sample
+    with pytest.raises(ValueError, match="must all be"):
+        bond_loss(torch.zeros(2, 2), torch.zeros(2, 3), torch.zeros(2, 2), torch.zeros(2), cfg)
+    with pytest.raises(ValueError, match="best_logprobs"):
+        bond_loss(torch.zeros(2, 2), torch.zeros(2, 2), torch.zeros(2, 2), torch.zeros(3), cfg)
+
+
+def test_anchor_moves():
+    policy = [torch.tensor([1.0, 2.0])]
+    anchor = [torch.tensor([0.0, 0.0])]
+    assert not move_anchor(anchor, policy, 7, BondConfig(anchor="fixed"))
+    periodic = BondConfig(anchor="periodic", anchor_every=5)
+    assert not move_anchor(anchor, policy, 4, periodic) and anchor[0].eq(0).all()
+    assert move_anchor(anchor, policy, 5, periodic) and torch.equal(anchor[0], policy[0])
+    anchor = [torch.tensor([0.0, 0.0])]
+    move_anchor(anchor, policy, 1, BondConfig(anchor="ema", anchor_ema=0.25))
+    assert torch.allclose(anchor[0], torch.tensor([0.25, 0.5]))
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="n must be 2"):
+        load_config(BanditBondConfig, {"bond": {"backward_reward": "jbond", "n": 4}})
+    with pytest.raises(ConfigError, match="beta"):
+        load_config(BanditBondConfig, {"bond": {"beta": 1.5}})
+    with pytest.raises(ConfigError, match="reference"):
+        load_config(BanditBondConfig, {"reference": [0.5, 0.6], "rewards": [0, 1]})
+
+
+# ---------------------------------------------------------------- bandit training reaches the targets
+
+
+def _train(tmp_path, name, bond, **kw):
+    cfg = load_config(BanditBondConfig, {"out_dir": str(tmp_path), "name": name, "log_every": 100, "bond": bond,
+                                         "steps": 800, "prompts_per_step": 256, **kw})
+    return train_bond_bandit(cfg)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_bond_reaches_best_of_n(tmp_path):
+    out = _train(tmp_path, "bond", {"n": 4, "beta": 0.5, "backward_reward": "exact"})
+    assert np.allclose(out["target"], best_of_n_probs(REF, REW, 4).numpy(), atol=1e-6)
+    assert out["tv"] < 0.01, out
+    assert out["kl_ref"] == pytest.approx(0.5598, abs=0.02)  # algorithms.md: KL(Bo4 || ref) = 0.5598
+    # with the Monte Carlo log-quantile reward it reaches that reward's own fixed point
+    out = _train(tmp_path, "bond_mc", {"n": 4, "beta": 0.5, "backward_reward": "log_quantile", "quantile_samples": 8})
+    assert out["tv"] < 0.015, out
+    assert (tmp_path / "bond_mc" / "metrics.jsonl").exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_iterative_bond_reaches_best_of_n_to_the_m(tmp_path):
+    out = _train(tmp_path, "iter", {"n": 2, "beta": 0.0, "anchor": "periodic", "anchor_every": 400},
+                 steps=1200, prompts_per_step=512)
+    bo8 = best_of_n_probs(REF, REW, 8).numpy()  # three rounds of Bo2
+    assert np.allclose(out["target"], bo8, atol=1e-6)
+    assert 0.5 * np.abs(np.array(out["probs"]) - bo8).sum() < 0.02, out
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_jbond_fixed_anchor_beta_sweep(tmp_path):
+    got = {}
+    for beta in (0.0, 0.5, 1.0):
+        out = _train(tmp_path, f"jb{beta}", {"n": 2, "beta": beta, "backward_reward": "jbond"})
+        assert out["tv"] < 0.015, (beta, out)
+        got[beta] = np.array(out["probs"])
+    assert np.allclose(got[0.0], [0.25, 0.39, 0.36], atol=0.015)
+    assert np.allclose(got[1.0], [0.348, 0.374, 0.278], atol=0.015)
+    lo, hi = np.minimum(got[0.0], got[1.0]), np.maximum(got[0.0], got[1.0])
+    assert np.all(got[0.5] >= lo - 0.01) and np.all(got[0.5] <= hi + 0.01)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_anchor_regulariser_reduces_kl_to_the_anchor(tmp_path):
+    kls = [_train(tmp_path, f"g{g}", {"n": 2, "beta": 1.0, "backward_reward": "jbond", "anchor_kl_coef": g})["kl_anchor_exact"]
+           for g in (0.0, 2.0)]
+    target = [kl(exact_fixed_point(REF, REW, BondConfig(n=2, beta=1.0, backward_reward="jbond", anchor_kl_coef=g)), REF)
+              for g in (0.0, 2.0)]
+    assert kls[1] < 0.5 * kls[0], kls
+    assert kls == pytest.approx(target, abs=0.006)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_ema_anchor_keeps_improving(tmp_path):
+    """With an EMA anchor J-BOND keeps distilling Bo2 of a moving anchor: it ends past Bo2(pi_ref)."""
+    out = _train(tmp_path, "ema", {"n": 2, "beta": 0.5, "backward_reward": "jbond", "anchor": "ema", "anchor_ema": 0.05})
+    bo2_reward = float((best_of_n_probs(REF, REW, 2) * REW).sum())
+    assert out["reward"] > bo2_reward + 0.1, out
+    assert out["kl_anchor_exact"] < out["kl_ref"]
