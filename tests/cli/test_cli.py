@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -112,3 +113,47 @@ def test_convert_to_minari_refuses_what_minari_cannot_hold(dataset, tmp_path, ca
     err = capsys.readouterr().err
     assert "action" in err or "reward" in err
     assert main(["data", "convert", str(dataset), str(tmp_path / "m" / "ds-v0"), "--to", "minari", "--allow-lossy"]) == 0
+
+
+def test_run_dispatches_an_sft_config_and_resumes_it(tmp_path, capsys, one_torch_thread):
+    """`seedrl run` on a config with algo: sft trains it like `seedrl lm sft`; --resume continues it."""
+    import yaml
+
+    from seedrl.agents.sft import SFTConfig, train_sft
+    from seedrl.cli.train import ALGOS
+    from seedrl.config import load_config
+    from seedrl.envs.text import build_toy_assets
+
+    assert {"impala", "pg", "sft"} <= set(ALGOS)
+    init = tmp_path / "init"
+    build_toy_assets(init, "arithmetic", corpus_size=50, n_embd=16, n_layer=1, n_head=2)
+    raw = yaml.safe_load(Path("configs/arith_sft.yaml").read_text())
+    assert raw["algo"] == "sft"
+    raw.update(model=str(init), out_dir=str(tmp_path), name="s", steps=4, batch_size=4, eval_every=0, eval_prompts=2,
+               checkpoint_every=0, max_completion_tokens=8, progress=False)
+    raw["data"].update(num_examples=40, eval_examples=6)
+    cfg = tmp_path / "sft.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    old = tmp_path / "old.yaml"  # a config from before the algo key, as `seedrl lm sft` took it
+    old.write_text(yaml.safe_dump({k: v for k, v in raw.items() if k != "algo"}))
+    assert load_config(SFTConfig, old).algo == "sft"
+
+    # interrupted at step 2 (as Ctrl-C would: a checkpoint), then continued through `seedrl run --resume`
+    first = train_sft(load_config(SFTConfig, cfg), max_steps=2)
+    assert first.interrupted and first.checkpoint.name == "checkpoint-2"
+    assert main(["run", str(cfg)]) == 2  # the run exists: refuses to start over it
+    assert "--resume" in capsys.readouterr().err
+    assert main(["run", str(cfg), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "done: 4/4 steps" in out and str(tmp_path / "s" / "final") in out
+    rows = [json.loads(x) for x in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["updates"] for r in rows if "loss" in r] == [2, 4]  # log_every=10: rows at the stop and the end
+    assert load_config(SFTConfig, tmp_path / "s" / "config.yaml").algo == "sft"
+
+    # a fresh run of an old config (no algo key) via `seedrl run algo=sft`, and the keys of an SFT config
+    assert main(["run", str(old), "algo=sft", "name=t"]) == 0
+    assert "done: 4/4 steps" in capsys.readouterr().out
+    assert main(["run", "--help-config", str(cfg)]) == 0
+    assert "data.world" in capsys.readouterr().out
+    assert main(["run", str(cfg), "algo=nope"]) == 2
+    assert "'nope' is not one of" in capsys.readouterr().err

@@ -84,8 +84,9 @@ class SFTDataConfig:
 
 @dataclass
 class SFTConfig:
-    """An SFT run (``configs/*_sft.yaml``)."""
+    """An SFT run (``configs/*_sft.yaml``; ``seedrl run`` or ``seedrl lm sft``)."""
 
+    algo: str = field(default="sft", metadata={"help": "sft (what `seedrl run` dispatches on; may be left out)", "choices": ["sft"]})
     model: str = field(default="", metadata={"help": "model directory (save_pretrained) or hub id"})
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
     name: str = field(default="sft", metadata={"help": "run name; the run directory is <out_dir>/<name>"})

@@ -4,7 +4,8 @@
     tokenizer + tiny GPT-2s for a toy world, a reference (and a bigger teacher) trained
     by SFT from scratch (:func:`seedrl.lm.setup_toy`); prints where everything is.
 ``seedrl lm sft CONFIG [key=value ...] [--resume]``
-    SFT from a YAML config (``configs/arith_sft.yaml``; :func:`seedrl.agents.sft.train_sft`).
+    SFT from a YAML config (``configs/arith_sft.yaml``; :func:`seedrl.agents.sft.train_sft`);
+    the same as ``seedrl run CONFIG`` on a config with ``algo: sft``.
 ``seedrl bon --model PATH [--world arith] --n 1,2,4,8,16 --prompts 64``
     Best-of-N evaluation of a model on a toy world: a table of reward, KL (bound and
     estimate) and win rate per N, and the reward-KL frontier plot
@@ -82,26 +83,12 @@ def cmd_setup_toy(args: argparse.Namespace) -> int:
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
-    from seedrl.agents.sft import SFTConfig, train_sft
-    from seedrl.config import format_config_help, load_config
+    from seedrl.cli.train import run_config
 
-    if args.help_config:
-        print(format_config_help(SFTConfig))
-        return 0
-    if args.config is None:
+    if args.config is None and not args.help_config:
         raise ValueError("seedrl lm sft: give a YAML config (e.g. configs/arith_sft.yaml) or --help-config")
-    cfg = load_config(SFTConfig, args.config, args.overrides)
-    res = train_sft(cfg, resume=args.resume)
-    state = "interrupted" if res.interrupted else "done"
-    ev = res.last_eval or {}
-    score = ", ".join(f"{k} {v:.4f}" for k, v in ev.items() if k.startswith("eval_"))
-    print(f"{state}: {res.step}/{res.total_steps} steps in {res.seconds:.0f} s; last eval (step {ev.get('step')}): {score}")
-    if res.final_dir:
-        print(f"model:      {res.final_dir}")
-    if res.interrupted and res.checkpoint:
-        print(f"checkpoint: {res.checkpoint}")
-    print(f"curves:     {res.run_dir / 'curves.png'}\nmetrics:    {res.run_dir / 'metrics.jsonl'}")
-    return 0
+    # the same path as `seedrl run` on a config with algo: sft
+    return run_config("sft", args.config, args.overrides, resume=args.resume, help_config=args.help_config)
 
 
 def cmd_bon(args: argparse.Namespace) -> int:

@@ -1,13 +1,23 @@
-"""``seedrl run CONFIG [key=value ...]`` and ``seedrl eval CHECKPOINT``."""
+"""``seedrl run CONFIG [key=value ...]`` and ``seedrl eval CHECKPOINT``.
+
+``seedrl run`` picks the trainer from the config's ``algo`` key (default ``impala``)
+through :data:`ALGOS`, one :class:`Algo` per algorithm: the config dataclass, the
+training function (``train(cfg, resume=bool)``) and a one-line summary of its
+result. Adding an algorithm is one entry there.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser("run", help="train an agent from a YAML config (e.g. configs/cartpole_impala.yaml)")
+    run = sub.add_parser("run", help="train from a YAML config: games (algo: impala), LM SFT (algo: sft) or LM PG (algo: pg)")
     run.add_argument("config", help="YAML file")
     run.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. runtime.num_actors=4")
     run.add_argument("--resume", action="store_true", help="continue the run in <out_dir>/<name> from its last checkpoint")
@@ -23,37 +33,90 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=cmd_eval)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from seedrl.config import format_config_help, load_config
-    from seedrl.runtime.config import TrainConfig
-
-    algo = _algo(args.config, args.overrides)
-    if algo == "pg":
-        from seedrl.runtime.lm_loop import LMPGConfig, train_lm_pg
-
-        if args.help_config:
-            print(format_config_help(LMPGConfig))
-            return 0
-        final = train_lm_pg(load_config(LMPGConfig, args.config, args.overrides), resume=args.resume)
-        print(f"done: {final['updates']} updates, reward {final['reward']:.3f}, KL {final['kl']:.3f}, "
-              f"{final['samples_per_s']:.1f} samples/s\nmodel:   {final['final']}\ncurves:  {final['run_dir']}/curves.png")
-        return 0
-    if args.help_config:
-        print(format_config_help(TrainConfig))
-        return 0
-    cfg = load_config(TrainConfig, args.config, args.overrides)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from seedrl.runtime.loop import train
-
-    result = train(cfg, resume=args.resume)
+# ----------------------------------------------------------------------------- summaries
+def _report_impala(result) -> str:
     ret = "n/a" if result.mean_return is None else f"{result.mean_return:.1f}"
     state = "interrupted" if result.interrupted else ("solved" if result.solved else "done")
-    print(
+    return (
         f"{state}: {result.frames:,} frames, {result.updates:,} updates, {result.episodes:,} episodes in "
         f"{result.seconds:.0f} s ({result.frames / max(result.seconds, 1e-9):,.0f} frames/s); "
-        f"mean return (last 100) {ret}"
+        f"mean return (last 100) {ret}\n"
+        f"checkpoint: {result.checkpoint}\ncurves:     {result.run_dir / 'curves.png'}\n"
+        f"metrics:    {result.run_dir / 'metrics.jsonl'}"
     )
-    print(f"checkpoint: {result.checkpoint}\ncurves:     {result.run_dir / 'curves.png'}\nmetrics:    {result.run_dir / 'metrics.jsonl'}")
+
+
+def _report_lm_pg(final: dict) -> str:
+    return (f"done: {final['updates']} updates, reward {final['reward']:.3f}, KL {final['kl']:.3f}, "
+            f"{final['samples_per_s']:.1f} samples/s\nmodel:   {final['final']}\ncurves:  {final['run_dir']}/curves.png")
+
+
+def _report_sft(res) -> str:
+    state = "interrupted" if res.interrupted else "done"
+    ev = res.last_eval or {}
+    score = ", ".join(f"{k} {v:.4f}" for k, v in ev.items() if k.startswith("eval_"))
+    lines = [f"{state}: {res.step}/{res.total_steps} steps in {res.seconds:.0f} s; last eval (step {ev.get('step')}): {score}"]
+    if res.final_dir:
+        lines.append(f"model:      {res.final_dir}")
+    if res.interrupted and res.checkpoint:
+        lines.append(f"checkpoint: {res.checkpoint}")
+    lines.append(f"curves:     {res.run_dir / 'curves.png'}\nmetrics:    {res.run_dir / 'metrics.jsonl'}")
+    return "\n".join(lines)
+
+
+def _report_any(result: Any) -> str:
+    """Summary of a trainer without its own: a dict's scalar entries, else the result's repr."""
+    if isinstance(result, dict):
+        return "done: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items())
+    return f"done: {result!r}"
+
+
+# ----------------------------------------------------------------------------- dispatch
+@dataclass(frozen=True)
+class Algo:
+    """How ``seedrl run`` trains one ``algo``: ``"module:name"`` of its config dataclass and of
+    its ``train(cfg, resume=bool)`` function (imported only when used), and its summary."""
+
+    config: str
+    train: str
+    report: Callable[[Any], str] = _report_any
+
+    @staticmethod
+    def _load(spec: str):
+        module, _, name = spec.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def config_class(self) -> type:
+        return self._load(self.config)
+
+    def train_fn(self) -> Callable[..., Any]:
+        return self._load(self.train)
+
+
+#: ``algo`` key of a config -> its trainer (add one line per algorithm).
+ALGOS: dict[str, Algo] = {
+    "impala": Algo("seedrl.runtime.config:TrainConfig", "seedrl.runtime.loop:train", _report_impala),
+    "pg": Algo("seedrl.runtime.lm_loop:LMPGConfig", "seedrl.runtime.lm_loop:train_lm_pg", _report_lm_pg),
+    "sft": Algo("seedrl.agents.sft:SFTConfig", "seedrl.agents.sft:train_sft", _report_sft),
+}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return run_config(_algo(args.config, args.overrides), args.config, args.overrides,
+                      resume=args.resume, help_config=args.help_config)
+
+
+def run_config(algo: str, config: str, overrides: list[str], *, resume: bool = False, help_config: bool = False) -> int:
+    """Load ``config`` (+ ``overrides``) as ``algo``'s config, train (or print its keys), print the summary."""
+    from seedrl.config import format_config_help, load_config
+
+    entry = ALGOS[algo]
+    if help_config:
+        print(format_config_help(entry.config_class()))
+        return 0
+    cfg = load_config(entry.config_class(), config, overrides)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    print(entry.report(entry.train_fn()(cfg, resume=resume)))
     return 0
 
 
@@ -69,8 +132,8 @@ def _algo(config: str, overrides: list[str]) -> str:
     for item in overrides:
         if item.startswith("algo="):
             algo = item.split("=", 1)[1]
-    if algo not in ("impala", "pg"):
-        raise ValueError(f"config error at 'algo': {algo!r} is not one of ['impala', 'pg']")
+    if algo not in ALGOS:
+        raise ValueError(f"config error at 'algo': {algo!r} is not one of {sorted(ALGOS)}")
     return algo
 
 
