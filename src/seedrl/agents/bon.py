@@ -271,9 +271,12 @@ def evaluate_bon(policy, task, reward_fn, ns: Sequence[int] = (1, 2, 4, 8, 16), 
     return out
 
 
-def plot_frontier(evaluation: BoNEvaluation, path: str | Path, title: str | None = None) -> Path:
+def plot_frontier(evaluation: BoNEvaluation, path: str | Path, title: str | None = None,
+                  curves: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None) -> Path:
     """Reward against KL(BoN || ref): the Monte Carlo estimate (with standard errors) and
-    the analytic bound, one point per ``N``."""
+    the analytic bound, one point per ``N``; ``curves`` adds trained policies as
+    ``label -> (KL to the reference, reward)`` sequences (a training trajectory, or one
+    point per run), drawn beside the frontier."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,12 +286,17 @@ def plot_frontier(evaluation: BoNEvaluation, path: str | Path, title: str | None
     y = [r["reward"] for r in rows]
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     ax.errorbar([r["kl_estimate"] for r in rows], y, xerr=[r["kl_se"] for r in rows],
-                yerr=[r["reward_se"] for r in rows], marker="o", lw=1.4, capsize=2, label="KL estimate")
+                yerr=[r["reward_se"] for r in rows], marker="o", lw=1.4, capsize=2,
+                label="Best-of-N, KL estimate" if curves else "KL estimate")
     ax.plot([r["kl_bound"] for r in rows], y, "s--", lw=1.0, alpha=0.7, label="bound log N - (N-1)/N")
     for r in rows:
         ax.annotate(f"N={r['n']}", (r["kl_estimate"], r["reward"]), textcoords="offset points", xytext=(4, -10),
                     fontsize=8)
-    ax.set_xlabel("KL(BoN || reference) [nats]")
+    for label, (kls, rewards) in (curves or {}).items():
+        ax.plot(kls, rewards, ".-", lw=0.9, ms=3, alpha=0.85, label=label)
+        if len(kls):
+            ax.plot(kls[-1:], rewards[-1:], "*", ms=9, color=ax.lines[-1].get_color())
+    ax.set_xlabel("KL(· || reference) [nats]" if curves else "KL(BoN || reference) [nats]")
     ax.set_ylabel("mean reward")
     ax.set_title(title or f"Best-of-N frontier ({evaluation.num_prompts} prompts)")
     ax.grid(alpha=0.3)

@@ -15,9 +15,10 @@ Roles, as for games (docs/architecture.md):
   under its own copy of the policy (with gradient), computes the loss, steps
   the optimizer and pushes the weights into the server in place (no disk).
 
-The loss is pluggable (``loss_fn(policy_scores, ref_scores, rewards) ->
-(loss, logs)``); :func:`train_lm_pg` wires the REINFORCE-LOO loss of
-:mod:`seedrl.agents.pg`.
+The algorithm is an *update* object (:mod:`seedrl.runtime.lm_updates`): it says
+what to sample per prompt (``K`` policy samples for REINFORCE-LOO; policy and
+anchor samples for BOND / J-BOND) and turns a batch into a loss.
+:func:`train_lm` picks it from the config's ``algo`` (``pg`` or ``bond``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,77 +33,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from seedrl.agents.pg import PGConfig, rloo_loss
 from seedrl.agents.sft import STATE_FILE, list_sft_checkpoints
 from seedrl.config import save_config
 from seedrl.report.metrics import MetricsLogger, plot_curves
+from seedrl.runtime.lm_config import LMBondConfig, LMPGConfig, LMRunConfig, LMSamplingConfig, LMTaskConfig
+from seedrl.runtime.lm_updates import BondUpdate, Group, PGUpdate, Request
+
+__all__ = ["LMBondConfig", "LMPGConfig", "LMRunConfig", "LMSamplingConfig", "LMTaskConfig", "train_lm", "train_lm_pg"]
+
+UPDATES = {"pg": PGUpdate, "bond": BondUpdate}
 
 
-@dataclass
-class LMTaskConfig:
-    """Prompts and rewards: a toy world, or a JSONL/Parquet file with a reward callable."""
-
-    world: str | None = field(default="arithmetic", metadata={"help": "toy world (arithmetic, facts): prompts and exact reward"})
-    world_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "keyword arguments of the world (as in its SFT config)"})
-    world_reward: str = field(default="exact", metadata={"help": "the world's reward (arithmetic: exact|partial; facts: faithfulness|coverage|f1)"})
-    num_examples: int = field(default=2000, metadata={"help": "examples drawn from the world", "min": 1})
-    data_path: Path | None = field(default=None, metadata={"help": "JSONL/Parquet prompts instead of a world"})
-    template: str = field(default="{prompt}", metadata={"help": "prompt template over the example's fields"})
-    reward: str | None = field(default=None, metadata={"help": "python 'module:function' reward(prompts, completions, examples) for data_path tasks"})
-    seed: int = field(default=0, metadata={"help": "seed of the prompt order"})
-
-
-@dataclass
-class LMSamplingConfig:
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature", "min": 0.0})
-    top_k: int = field(default=0, metadata={"help": "0 = off", "min": 0})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus mass", "min_exclusive": 0.0, "max": 1.0})
-    max_new_tokens: int = field(default=16, metadata={"help": "completion length cap", "min": 1})
-    max_batch: int = field(default=64, metadata={"help": "sequences the sampler decodes at once", "min": 1})
-
-
-@dataclass
-class LMPGConfig:
-    """KL-regularised REINFORCE-LOO on a language task (``configs/*_pg.yaml``)."""
-
-    algo: str = field(default="pg", metadata={"help": "pg", "choices": ["pg"]})
-    name: str = field(default="lm_pg", metadata={"help": "run name"})
-    out_dir: Path = field(default=Path("runs"), metadata={"help": "parent of run directories"})
-    seed: int = field(default=0, metadata={"help": "seed of sampling and initialisation"})
-    policy: str = field(default="", metadata={"help": "policy model directory (save_pretrained) or hub id"})
-    reference: str | None = field(default=None, metadata={"help": "reference model (default: the initial policy)"})
-    task: LMTaskConfig = field(default_factory=LMTaskConfig)
-    sampling: LMSamplingConfig = field(default_factory=LMSamplingConfig)
-    pg: PGConfig = field(default_factory=PGConfig)
-    steps: int = field(default=200, metadata={"help": "learner updates", "min": 1})
-    prompts_per_step: int = field(default=8, metadata={"help": "prompts (each with K completions) per update", "min": 1})
-    lr: float = field(default=1e-4, metadata={"help": "Adam learning rate", "min_exclusive": 0.0})
-    grad_clip: float = field(default=1.0, metadata={"help": "global grad-norm clip", "min_exclusive": 0.0})
-    num_actors: int = field(default=4, metadata={"help": "actor threads drawing prompts and scoring rewards", "min": 1})
-    queue_groups: int = field(default=16, metadata={"help": "bound of the actor->learner queue", "min": 1})
-    record_rate: float = field(default=0.0, metadata={"help": "fraction of completions recorded as RLDS steps", "min": 0.0, "max": 1.0})
-    log_every: int = field(default=5, metadata={"help": "updates between metric rows", "min": 1})
-    checkpoint_every: int = field(default=50, metadata={"help": "updates between checkpoints (model, optimizer, prompt order, RNG)", "min": 1})
-    keep_checkpoints: int = field(default=2, metadata={"help": "newest checkpoints kept", "min": 1})
-    progress: bool = field(default=True, metadata={"help": "progress bar"})
-
-    def validate(self) -> None:
-        if not self.policy:
-            raise ValueError("policy: give a model directory or hub id (e.g. from `seedrl lm setup-toy`)")
-        if self.task.world is None and self.task.data_path is None:
-            raise ValueError("task: set task.world or task.data_path")
-
-
-@dataclass
-class Group:
-    """K completions of one prompt, with their rewards."""
-
-    prompt_tokens: list[int]
-    completions: list[Any]
-    rewards: np.ndarray
-
-
-def _task_and_reward(cfg: LMPGConfig, tokenizer):
+def _task_and_reward(cfg: LMRunConfig, tokenizer):
     from seedrl.envs.text import TextTask
     from seedrl.lm.toy_setup import make_world
 
@@ -159,23 +100,30 @@ class CompletionRecorder:
         self.writer.close()
 
 
-def run_actor(task, task_lock, server, reward_fn, params, out: "queue.Queue[Group]", stop: threading.Event, errors: list,
-              recorder: CompletionRecorder | None = None) -> None:
-    """One actor thread: prompt -> K completions (central inference) -> rewards -> learner queue."""
+def run_actor(task, task_lock, server, reward_fn, requests: list[tuple[Request, Any]], out: "queue.Queue[Group]",
+              stop: threading.Event, errors: list, recorder: CompletionRecorder | None = None) -> None:
+    """One actor thread: prompt -> completions of each requested model (central inference,
+    submitted together) -> rewards (one batched call) -> learner queue. The first request
+    is the policy's; a second (BOND) is the anchor's."""
     try:
         while not stop.is_set():
             with task_lock:
                 prompt = task.next_prompt()
-            future = server.submit("policy", prompt.tokens, params)
-            while not future.done():
+            futures = [server.submit(req.model, prompt.tokens, params) for req, params in requests]
+            while not all(f.done() for f in futures):
                 if stop.is_set():
                     return
                 time.sleep(0.001)
-            completions = future.result()
-            rewards = reward_fn([prompt.text] * len(completions), [c.text for c in completions], [prompt.example] * len(completions))
-            group = Group(prompt.tokens, completions, np.asarray(rewards, dtype=np.float32))
+            samples = [f.result() for f in futures]
+            flat = [c for group in samples for c in group]
+            rewards = np.asarray(reward_fn([prompt.text] * len(flat), [c.text for c in flat], [prompt.example] * len(flat)),
+                                 dtype=np.float32)
+            n0 = len(samples[0])
+            group = Group(prompt.tokens, samples[0], rewards[:n0])
+            if len(samples) > 1:
+                group.anchor_completions, group.anchor_rewards = samples[1], rewards[n0:]
             if recorder is not None:
-                recorder.record(prompt, completions, group.rewards)
+                recorder.record(prompt, group.completions, group.rewards)
             while not stop.is_set():
                 try:
                     out.put(group, timeout=0.1)
@@ -187,8 +135,9 @@ def run_actor(task, task_lock, server, reward_fn, params, out: "queue.Queue[Grou
         stop.set()
 
 
-def _save_checkpoint(run_dir: Path, policy, optimizer, task, step: int, samples: int, keep: int) -> Path:
-    """``checkpoint-<step>/``: model + tokenizer (save_pretrained) and ``trainer_state.pt``."""
+def _save_checkpoint(run_dir: Path, policy, optimizer, task, update, step: int, samples: int, keep: int) -> Path:
+    """``checkpoint-<step>/``: model + tokenizer (save_pretrained), ``trainer_state.pt`` and
+    whatever the update keeps (BOND's moving anchor)."""
     import shutil
 
     path = run_dir / f"checkpoint-{step}"
@@ -196,6 +145,7 @@ def _save_checkpoint(run_dir: Path, policy, optimizer, task, step: int, samples:
     shutil.rmtree(tmp, ignore_errors=True)
     policy.model.save_pretrained(tmp)
     policy.tokenizer.save_pretrained(tmp)
+    update.save(tmp)
     torch.save({"step": step, "samples": samples, "optimizer": optimizer.state_dict(), "task": task.state_dict(),
                 "torch_rng": torch.get_rng_state()}, tmp / STATE_FILE)
     shutil.rmtree(path, ignore_errors=True)
@@ -205,16 +155,35 @@ def _save_checkpoint(run_dir: Path, policy, optimizer, task, step: int, samples:
     return path
 
 
-def train_lm_pg(
-    cfg: LMPGConfig, *, resume: bool = False, reward_fn: Callable | None = None,
+def _frontier(cfg: LMRunConfig, reference, task, reward_fn, params, run_dir: Path):
+    """Best-of-N frontier of the reference (BOND's plot), computed once per run and cached."""
+    import json
+
+    from seedrl.agents.bon import BoNEvaluation, evaluate_bon
+
+    path = run_dir / "bon_frontier.json"
+    if path.exists():
+        raw = json.loads(path.read_text())
+        return BoNEvaluation(raw["rows"], raw["num_prompts"], raw["pool_size"], raw["quantile_samples"], raw["reference_reward"])
+    from dataclasses import replace
+
+    ev = evaluate_bon(reference, task, reward_fn, ns=cfg.frontier_ns, num_prompts=cfg.frontier_prompts,
+                      params=replace(params, n=1), max_batch=cfg.sampling.max_batch)
+    path.write_text(json.dumps({"rows": ev.rows, "num_prompts": ev.num_prompts, "pool_size": ev.pool_size,
+                                "quantile_samples": ev.quantile_samples, "reference_reward": ev.reference_reward}))
+    return ev
+
+
+def train_lm(
+    cfg: LMRunConfig, *, resume: bool = False, reward_fn: Callable | None = None,
     on_step: Callable[[dict], None] | None = None,
 ) -> dict[str, Any]:
-    """Train with REINFORCE-LOO + KL on the runtime; returns the final metrics row.
+    """Train a language policy on the runtime (``cfg.algo``: pg or bond); returns the final metrics row.
 
     ``resume`` continues from the newest ``<run>/checkpoint-<step>``: weights,
     optimizer moments, step and sample counters, the prompt order (it continues
     after the last prompt drawn; groups still in flight at the checkpoint are
-    not replayed) and the torch RNG. ``reward_fn`` (a
+    not replayed), the torch RNG and BOND's moving anchor. ``reward_fn`` (a
     :class:`~seedrl.rewards.RewardFn` or plain batched callable) replaces the
     task's reward."""
     from seedrl.models.lm.policy import LMPolicy
@@ -228,7 +197,8 @@ def train_lm_pg(
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     torch.manual_seed(cfg.seed)
-    start_from = str(found[-1]) if found and resume else cfg.policy
+    checkpoint = found[-1] if found and resume else None
+    start_from = str(checkpoint) if checkpoint else cfg.policy
     learner_policy = LMPolicy.from_pretrained(start_from)
     served = LMPolicy.from_pretrained(start_from).eval()
     reference = LMPolicy.from_pretrained(cfg.reference or cfg.policy).eval()
@@ -239,13 +209,19 @@ def train_lm_pg(
         from seedrl.rewards import as_reward_fn
 
         reward_fn = as_reward_fn(reward_fn)
-    k = cfg.pg.samples_per_prompt
+    update = UPDATES[cfg.algo](cfg, learner_policy, checkpoint)
     s = cfg.sampling
-    params = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, max_new_tokens=s.max_new_tokens, n=k)
+    base = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, max_new_tokens=s.max_new_tokens)
+    from dataclasses import replace
+
+    requests = [(req, replace(base, n=req.n)) for req in update.requests()]
+    frontier = None
+    if getattr(cfg, "frontier_prompts", 0):
+        frontier = _frontier(cfg, reference, task, reward_fn, base, run_dir)
     optimizer = torch.optim.Adam(learner_policy.parameters(), lr=cfg.lr)
     first_step, samples = 1, 0
-    if found and resume:
-        state = torch.load(found[-1] / STATE_FILE, weights_only=False)
+    if checkpoint is not None:
+        state = torch.load(checkpoint / STATE_FILE, weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         task.load_state_dict(state["task"])
         torch.set_rng_state(state["torch_rng"])
@@ -254,9 +230,10 @@ def train_lm_pg(
     stop, errors, task_lock = threading.Event(), [], threading.Lock()
     metrics = MetricsLogger(run_dir, tensorboard=False)
     recorder = CompletionRecorder(run_dir / "episodes", cfg.record_rate, cfg.seed) if cfg.record_rate > 0 else None
-    server = GenerationServer({"policy": served, "reference": reference}, max_batch=s.max_batch).start()
+    server = GenerationServer({"policy": served, "reference": reference, **update.served_models()}, max_batch=s.max_batch).start()
+    update.server = server
     actors = [
-        threading.Thread(target=run_actor, args=(task, task_lock, server, reward_fn, params, groups, stop, errors, recorder),
+        threading.Thread(target=run_actor, args=(task, task_lock, server, reward_fn, requests, groups, stop, errors, recorder),
                          daemon=True)
         for _ in range(cfg.num_actors)
     ]
@@ -275,31 +252,25 @@ def train_lm_pg(
                     batch.append(groups.get(timeout=0.1))
                 except queue.Empty:
                     continue
-            prompts = [g.prompt_tokens for g in batch for _ in range(k)]
-            completions = [c.tokens for g in batch for c in g.completions]
-            rewards = torch.from_numpy(np.concatenate([g.rewards for g in batch]))
-            ref = server.score("reference", prompts, completions).result()
             learner_policy.train()
-            scores = learner_policy.score(prompts, completions)
-            loss, logs = rloo_loss(scores.sequence_logprobs, scores.token_logprobs, ref.token_logprobs.to(scores.token_logprobs.device),
-                                   scores.mask, rewards, cfg.pg)
+            loss, logs = update.loss(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(list(learner_policy.parameters()), cfg.grad_clip)
             optimizer.step()
             version = server.update_weights("policy", learner_policy)
-            samples += len(completions)
+            update.after_update(step)
+            samples += sum(len(g.completions) + len(g.anchor_completions or ()) for g in batch)
             lag = version - 1 - min(c.weights_version_start for g in batch for c in g.completions)
             row = {"updates": step, "frames": samples, **logs, "grad_norm": float(grad_norm), "policy_lag": lag,
-                   "samples_per_s": (samples - samples_at_start) / (time.perf_counter() - start),
-                   "entropy": ((scores.entropies.detach() * scores.mask).sum() / scores.mask.sum()).item()}
+                   "samples_per_s": (samples - samples_at_start) / (time.perf_counter() - start)}
             if on_step is not None:
                 on_step(row)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 metrics.log(row)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 with task_lock:  # actors have drawn prompts ahead: resume continues after the last one drawn
-                    _save_checkpoint(run_dir, learner_policy, optimizer, task, step, samples, cfg.keep_checkpoints)
+                    _save_checkpoint(run_dir, learner_policy, optimizer, task, update, step, samples, cfg.keep_checkpoints)
     finally:
         stop.set()
         for a in actors:
@@ -311,8 +282,33 @@ def train_lm_pg(
     final = run_dir / "final"
     learner_policy.model.save_pretrained(final)
     learner_policy.tokenizer.save_pretrained(final)
-    try:
-        plot_curves(metrics.path, run_dir / "curves.png", keys=("reward", "kl", "loss", "length", "samples_per_s"), title=cfg.name)
-    except Exception:  # a plot never loses a run
-        pass
+    _plots(cfg, metrics.path, run_dir, frontier)
     return {**row, "run_dir": str(run_dir), "final": str(final)}
+
+
+def _plots(cfg: LMRunConfig, metrics_path: Path, run_dir: Path, frontier) -> None:
+    """Training curves; for BOND also reward against KL(π ‖ π_ref) beside Best-of-N's frontier."""
+    keys = ("reward", "kl", "loss", "length", "samples_per_s")
+    if cfg.algo == "bond":
+        keys = ("reward", "kl", "kl_anchor", "log_quantile", "forward_nll", "entropy")
+    try:  # a plot never loses a run
+        plot_curves(metrics_path, run_dir / "curves.png", keys=keys, title=cfg.name)
+        if frontier is not None:
+            import json
+
+            from seedrl.agents.bon import plot_frontier
+
+            rows = [json.loads(line) for line in open(metrics_path, encoding="utf-8")]
+            window = max(1, len(rows) // 10)  # per-update estimates are noisy: a running mean over ~10% of the run
+            smooth = [np.convolve([r[k] for r in rows], np.ones(window) / window, mode="valid") for k in ("kl", "reward")]
+            plot_frontier(frontier, run_dir / "reward_vs_kl.png", title=f"{cfg.name}: policy vs Best-of-N of the reference",
+                          curves={f"{cfg.name} (running mean of {window})": (smooth[0], smooth[1])})
+    except Exception as err:
+        import warnings
+
+        warnings.warn(f"plots of {run_dir} failed: {err!r}", stacklevel=2)
+
+
+def train_lm_pg(cfg: LMRunConfig, **kwargs) -> dict[str, Any]:
+    """:func:`train_lm` (kept under its first name: it trains any ``algo``)."""
+    return train_lm(cfg, **kwargs)

@@ -1,0 +1,88 @@
+"""BOND / J-BOND on a language task: actors sample policy and anchor completions through
+the generation server, the learner distils Best-of-N."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+import torch  # noqa: E402
+
+from seedrl.config import ConfigError, load_config  # noqa: E402
+from seedrl.envs.text import build_toy_assets  # noqa: E402
+from seedrl.runtime.lm_loop import LMBondConfig, train_lm  # noqa: E402
+
+
+def sevens(prompts, completions, examples):
+    """Fraction of '7' characters: rare under the untrained reference, so Best-of-N lifts it a lot."""
+    return np.array([c.count("7") / max(1, len(c.replace(" ", ""))) for c in completions], dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    return build_toy_assets(tmp_path_factory.mktemp("toy"), world="arithmetic", seed=0, n_embd=32, n_layer=1, n_head=2)
+
+
+def _cfg(tmp_path, assets, bond, **kw):
+    base = {"name": "bond", "out_dir": str(tmp_path), "policy": str(assets.path),
+            "task": {"world": "arithmetic", "num_examples": 200}, "sampling": {"max_new_tokens": 6},
+            "bond": bond, "steps": 30, "prompts_per_step": 8, "lr": 1e-2, "num_actors": 2, "progress": False,
+            "log_every": 1, "frontier_prompts": 16}
+    return load_config(LMBondConfig, {**base, **kw})
+
+
+def test_bond_distils_best_of_n_of_the_reference(tmp_path, assets):
+    cfg = _cfg(tmp_path, assets, {"n": 16, "beta": 0.5, "backward_reward": "log_quantile", "quantile_samples": 16})
+    rows = []
+    train_lm(cfg, reward_fn=sevens, on_step=rows.append)
+    frontier = json.loads((tmp_path / "bond" / "bon_frontier.json").read_text())["rows"]
+    ref_reward = frontier[0]["reward"]
+    bo16 = frontier[-1]
+    assert bo16["n"] == 16 and bo16["reward"] > 3 * ref_reward  # the target is well above the reference
+    last = np.mean([r["reward"] for r in rows[-10:]])
+    assert last > 2.5 * ref_reward, (ref_reward, last)  # the policy moved towards Best-of-16
+    assert np.mean([r["kl"] for r in rows[-10:]]) > 0.1  # and paid KL for it, measured
+    assert all(r["best_anchor_reward"] >= r["anchor_reward"] for r in rows)
+    assert all(r["log_quantile"] <= 0 for r in rows)
+    # policy and anchor samples both counted: 8 prompts x (2 policy + 16 anchor) per update
+    assert rows[-1]["frames"] == 30 * 8 * (2 + 16)
+    for name in ("curves.png", "reward_vs_kl.png", "final/config.json"):
+        assert (tmp_path / "bond" / name).exists(), name
+
+
+def test_jbond_ema_anchor_moves_is_checkpointed_and_resumes(tmp_path, assets):
+    from safetensors.torch import load_file
+
+    from seedrl.models.lm.policy import LMPolicy
+    from seedrl.runtime.lm_updates import BondUpdate
+
+    bond = {"n": 2, "beta": 0.5, "backward_reward": "jbond", "policy_samples": 1, "anchor": "ema", "anchor_ema": 0.2,
+            "anchor_kl_coef": 0.1}
+    rows = []
+    train_lm(_cfg(tmp_path, assets, bond, steps=4, checkpoint_every=4, frontier_prompts=0), reward_fn=sevens,
+             on_step=rows.append)
+    assert all(np.isfinite(r["kl_anchor"]) for r in rows)
+    ckpt = tmp_path / "bond" / "checkpoint-4"
+    saved = load_file(ckpt / "anchor" / "model.safetensors")
+    reference = load_file(f"{assets.path}/model.safetensors")
+    policy = load_file(ckpt / "model.safetensors")
+    key = next(k for k in saved if saved[k].is_floating_point() and saved[k].numel() > 100)
+    # the EMA anchor sits strictly between the reference and the policy after 4 moves
+    assert not torch.equal(saved[key], reference[key]) and not torch.equal(saved[key], policy[key])
+    cfg = _cfg(tmp_path, assets, bond, steps=6, checkpoint_every=2, frontier_prompts=0)
+    update = BondUpdate(cfg, LMPolicy.from_pretrained(str(ckpt)), ckpt)
+    assert torch.equal(dict(update.anchor.model.named_parameters())[key].detach(), saved[key])
+    resumed = []
+    train_lm(cfg, resume=True, reward_fn=sevens, on_step=resumed.append)
+    assert [r["updates"] for r in resumed] == [5, 6]
+
+
+def test_bond_config_errors(tmp_path, assets):
+    with pytest.raises(ConfigError, match="n must be 2"):
+        _cfg(tmp_path, assets, {"n": 4, "backward_reward": "jbond"})
+    with pytest.raises(ConfigError, match="bandits only"):
+        _cfg(tmp_path, assets, {"backward_reward": "exact"})
