@@ -34,7 +34,7 @@ import torch
 from seedrl.agents.bond import BondConfig, anchor_samples_needed, backward_reward, best_anchor_index, bond_loss, move_anchor
 from seedrl.ops.bond import best_of_n_probs, bon_log_ratio, quantiles
 
-__all__ = ["BanditBondConfig", "exact_fixed_point", "expected_backward_reward", "iterated_target", "train_bond_bandit"]
+__all__ = ["BanditBondConfig", "format_bandit_result", "exact_fixed_point", "expected_backward_reward", "iterated_target", "train_bond_bandit"]
 
 
 @dataclass
@@ -120,15 +120,19 @@ def iterated_target(reference: torch.Tensor, rewards: torch.Tensor, cfg: BondCon
     return anchor
 
 
-def train_bond_bandit(cfg: BanditBondConfig, on_step: Callable[[dict], None] | None = None) -> dict[str, Any]:
+def train_bond_bandit(cfg: BanditBondConfig, on_step: Callable[[dict], None] | None = None, *,
+                      resume: bool = False) -> dict[str, Any]:
     """Train a softmax policy with the sampled BOND losses; returns the final probabilities,
-    the exact target, their total-variation distance and the KLs.
+    the exact target, their total-variation distance and the KLs. (A bandit run takes
+    seconds: ``resume`` is refused, rerun instead.)
 
     The policy starts at ``π_ref``. With ``anchor: periodic`` the anchor moves every
     ``anchor_every`` updates and the target is :func:`iterated_target` over the
     number of rounds; with ``ema`` the target of the last anchor is reported."""
     from seedrl.report.metrics import MetricsLogger, plot_curves
 
+    if resume:
+        raise ValueError("resume: bandit runs take seconds and keep no checkpoints; run again instead")
     b = cfg.bond
     gen = torch.Generator().manual_seed(cfg.seed)
     ref = torch.tensor(cfg.reference, dtype=torch.float64)
@@ -193,3 +197,11 @@ def train_bond_bandit(cfg: BanditBondConfig, on_step: Callable[[dict], None] | N
 def _kl(p: torch.Tensor, q: torch.Tensor) -> float:
     mask = p > 0
     return float((p[mask] * (p[mask].log() - q[mask].clamp(min=1e-300).log())).sum())
+
+
+def format_bandit_result(result: dict[str, Any]) -> str:
+    """The ``seedrl run`` summary of a bandit run: trained probabilities beside the exact target."""
+    fmt = lambda xs: " ".join(f"{x:.4f}" for x in xs)  # noqa: E731
+    return (f"done: {result['updates']} updates\npolicy: {fmt(result['probs'])}\ntarget: {fmt(result['target'])}\n"
+            f"total variation {result['tv']:.4f}, KL to the reference {result['kl_ref']:.4f}, reward {result['reward']:.4f}\n"
+            f"curves: {result['run_dir']}/curves.png")
