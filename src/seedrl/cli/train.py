@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _report_impala(result) -> str:
     ret = "n/a" if result.mean_return is None else f"{result.mean_return:.1f}"
     state = "interrupted" if result.interrupted else ("solved" if result.solved else "done")
+    if result.interrupted and result.stop_signal:
+        state += f" ({result.stop_signal})"
     return (
         f"{state}: {result.frames:,} frames, {result.updates:,} updates, {result.episodes:,} episodes in "
         f"{result.seconds:.0f} s ({result.frames / max(result.seconds, 1e-9):,.0f} frames/s); "

@@ -4,6 +4,14 @@ Threads of the learner process: the main thread runs the learner (so Ctrl-C
 lands there), one thread runs central inference; actors are processes. The
 main thread also drains episode statistics, logs, checkpoints and, at the
 end, plots the learning curves.
+
+Stopping: SIGINT (Ctrl-C) and SIGTERM (``kill``, a job scheduler, a container
+stop) both end a run cleanly: the learner finishes the update in hand, the
+actors are stopped, the shared memory is released, a checkpoint is saved and
+the curves are written, so ``--resume`` continues it. :func:`train` installs
+these handlers while it runs (in the main thread only) and restores the
+previous ones afterwards. A second Ctrl-C while the learner is still training
+raises :class:`KeyboardInterrupt` at once (and still saves a checkpoint).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import copy
 import logging
 import queue
 import random
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -51,6 +60,55 @@ class RunResult:
     interrupted: bool
     solved: bool
     checkpoint: Path | None
+    stop_signal: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the run
+
+
+class StopSignals:
+    """SIGINT and SIGTERM as a request to stop (see the module docstring).
+
+    A context manager: on entry (in the main thread only; elsewhere Python allows no
+    handlers and it does nothing) it installs its handler for both signals, on exit it
+    puts the previous handlers back. ``received`` is the name of the first signal, or
+    None; ``is_set()`` says whether one came. While ``in_loop`` is true a second SIGINT
+    raises :class:`KeyboardInterrupt`, as Ctrl-C always did.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self.in_loop = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None and signum == signal.SIGINT and self.in_loop:
+            raise KeyboardInterrupt
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+
+    def is_set(self) -> bool:
+        return self.received is not None
+
+
+class _AnyOf:
+    """``is_set()`` of several events (what ``Learner.next_batch`` polls)."""
+
+    def __init__(self, *events: Any) -> None:
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
 
 
 def frames_per_step(cfg: TrainConfig) -> int:
@@ -84,7 +142,20 @@ def train(
     on_update: Callable[[dict[str, Any], Any], None] | None = None,
 ) -> RunResult:
     """Train ``cfg``; returns when ``total_frames`` (or ``max_updates``) are done,
-    the solved return is reached, or on Ctrl-C (a checkpoint is saved in every case)."""
+    the solved return is reached, or on SIGINT (Ctrl-C) or SIGTERM (a checkpoint is
+    saved in every case; see the module docstring)."""
+    with StopSignals() as signals:
+        return _train(cfg, signals, resume=resume, max_updates=max_updates, on_update=on_update)
+
+
+def _train(
+    cfg: TrainConfig,
+    signals: StopSignals,
+    *,
+    resume: bool,
+    max_updates: int | None,
+    on_update: Callable[[dict[str, Any], Any], None] | None,
+) -> RunResult:
     run_dir = cfg.run_dir
     ckpt_path = latest_checkpoint(run_dir)
     if ckpt_path is not None and not resume:
@@ -188,9 +259,15 @@ def train(
         }
         return save_checkpoint(run_dir, payload, keep=cfg.log.keep_checkpoints)
 
+    halt = _AnyOf(stop, signals)
     try:
+        signals.in_loop = True
         while counters["frames"] < total and (max_updates is None or counters["updates"] < max_updates):
-            batch = learner.next_batch(stop)
+            batch = None if signals.is_set() else learner.next_batch(halt)
+            if signals.is_set():
+                interrupted = True
+                progress.write(f"{signals.received}: stopping actors and saving a checkpoint")
+                break
             if batch is None:
                 break
             logs = learner.update(batch, counters["frames"])
@@ -226,6 +303,7 @@ def train(
         interrupted = True
         progress.write("interrupted: stopping actors and saving a checkpoint")
     finally:
+        signals.in_loop = False
         stop.set()
         thread.join(timeout=10)
         backend.stop()
@@ -241,4 +319,5 @@ def train(
     except Exception as err:  # a plot must never lose a run
         log.warning("could not plot curves: %s", err)
     return RunResult(run_dir, counters["frames"], counters["updates"], counters["episodes"],
-                     float(np.mean(returns)) if returns else None, time.perf_counter() - start, interrupted, solved, ckpt)
+                     float(np.mean(returns)) if returns else None, time.perf_counter() - start, interrupted, solved, ckpt,
+                     signals.received)
