@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from seedrl.config import load_config
+from seedrl.report.metrics import read_metrics
 from seedrl.runtime.checkpoint import latest_checkpoint, load_checkpoint
 from seedrl.runtime.config import TrainConfig
 from seedrl.runtime.loop import train
@@ -31,6 +32,7 @@ CARTPOLE = {
 SCRIPT = """
 import json, sys
 from seedrl.config import load_config
+from seedrl.report.metrics import read_metrics
 from seedrl.runtime.config import TrainConfig
 from seedrl.runtime.loop import train
 
@@ -108,11 +110,15 @@ def test_sigterm_stops_a_background_run_cleanly_and_it_resumes(tmp_path):
     assert not Path("/dev/shm", ready["shm"]).exists()
     assert (tmp_path / "t" / "curves.png").exists()
 
+    before = read_metrics(tmp_path / "t" / "metrics.jsonl")
     threads = {**cfg["runtime"], "backend": "threads", "num_actors": 1}  # the checkpoint is the same for both backends
     resumed = train(load_config(TrainConfig, {**cfg, "runtime": threads}), resume=True, max_updates=result["updates"] + 2)
     assert not resumed.interrupted and resumed.stop_signal is None
     assert resumed.updates == result["updates"] + 2
     assert load_checkpoint(resumed.checkpoint)["counters"]["resumes"] == 1
+    after = read_metrics(tmp_path / "t" / "metrics.jsonl")[len(before):]  # the run's clock goes on
+    assert after and min(r["elapsed_s"] for r in after) >= before[-1]["elapsed_s"] > 0
+    assert all(r["time"] >= before[-1]["time"] for r in after)
 
 
 def test_sigint_in_process_stops_and_the_previous_handlers_come_back(tmp_path):

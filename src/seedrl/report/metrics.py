@@ -1,7 +1,12 @@
 """Run metrics: JSONL (always), TensorBoard (if installed), PNG learning curves.
 
 Every row of ``metrics.jsonl`` is one JSON object with at least ``frames``
-and ``updates``; a resumed run appends to the same file.
+and ``updates``; a resumed run appends to the same file. :meth:`MetricsLogger.log`
+adds to every row ``time`` (wall clock, unix seconds) and ``elapsed_s`` (seconds
+of the run so far: since the logger opened, plus the ``elapsed_s`` of the file's
+last row when it continues an existing file, so a resumed run's clock goes on
+from where the stopped one last logged; the time between that row and the stop
+is not counted). A row that already has either key keeps its own value.
 """
 
 from __future__ import annotations
@@ -9,15 +14,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
 
 class MetricsLogger:
+    """Appends rows to ``<run_dir>/metrics.jsonl`` (and TensorBoard); see the module docstring."""
+
     def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = True):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
+        self._elapsed_before = _last_elapsed(self.path)
+        self._start = time.monotonic()
         self._fh = open(self.path, "a", encoding="utf-8")
         self._tb = None
         if tensorboard:
@@ -28,14 +38,23 @@ class MetricsLogger:
             except ImportError:  # tensorboard is an optional extra
                 self._tb = None
 
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds of the run so far (continuing the file's clock on resume)."""
+        return self._elapsed_before + time.monotonic() - self._start
+
     def log(self, row: dict[str, Any]) -> None:
         clean = {k: _jsonable(v) for k, v in row.items()}
+        clean.setdefault("time", round(time.time(), 3))
+        clean.setdefault("elapsed_s", round(self.elapsed_s, 3))
         self._fh.write(json.dumps(clean) + "\n")
         self._fh.flush()
         if self._tb is not None:
             step = int(row.get("frames", 0))
             for k, v in clean.items():
-                if isinstance(v, (int, float)) and k != "frames" and v is not None and math.isfinite(v):
+                if k in ("frames", "time"):
+                    continue
+                if isinstance(v, (int, float)) and v is not None and math.isfinite(v):
                     self._tb.add_scalar(k, v, step)
 
     def close(self) -> None:
@@ -50,6 +69,27 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
+
+
+def _last_elapsed(path: Path, tail_bytes: int = 1 << 16) -> float:
+    """``elapsed_s`` of the last row of ``path`` that has one (0 if none): read from the
+    file's end, skipping a torn last line."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - tail_bytes))
+            lines = fh.read().splitlines()
+    except FileNotFoundError:
+        return 0.0
+    for line in reversed(lines):
+        try:
+            value = json.loads(line).get("elapsed_s")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+    return 0.0
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
