@@ -199,7 +199,9 @@ def train_lm(
     torch.manual_seed(cfg.seed)
     checkpoint = found[-1] if found and resume else None
     start_from = str(checkpoint) if checkpoint else cfg.policy
-    learner_policy = LMPolicy.from_pretrained(start_from)
+    # eval mode (no dropout) with gradients: the learner's log-probs must be the sampler's, or the
+    # importance of each sample and the KL estimates are biased by dropout noise
+    learner_policy = LMPolicy.from_pretrained(start_from).eval()
     served = LMPolicy.from_pretrained(start_from).eval()
     reference = LMPolicy.from_pretrained(cfg.reference or cfg.policy).eval()
     task, task_reward = _task_and_reward(cfg, learner_policy.tokenizer)
@@ -252,7 +254,6 @@ def train_lm(
                     batch.append(groups.get(timeout=0.1))
                 except queue.Empty:
                     continue
-            learner_policy.train()
             loss, logs = update.loss(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
