@@ -86,3 +86,15 @@ def test_bond_config_errors(tmp_path, assets):
         _cfg(tmp_path, assets, {"n": 4, "backward_reward": "jbond"})
     with pytest.raises(ConfigError, match="bandits only"):
         _cfg(tmp_path, assets, {"backward_reward": "exact"})
+
+
+def test_learner_log_probs_match_the_reference_before_any_update(tmp_path, assets):
+    """The learner scores without dropout: at update 1 the policy is the reference, so the
+    sequence-level KL estimate is zero up to float error (dropout made it about -0.5 here)."""
+    from seedrl.models.lm.policy import LMPolicy
+
+    assert LMPolicy.from_pretrained(str(assets.path)).model.config.resid_pdrop > 0  # the toy models do use dropout
+    rows = []
+    train_lm(_cfg(tmp_path, assets, {"n": 2, "backward_reward": "jbond", "policy_samples": 1}, steps=1, frontier_prompts=0),
+             reward_fn=sevens, on_step=rows.append)
+    assert abs(rows[0]["kl"]) < 1e-4 and abs(rows[0]["kl_anchor"]) < 1e-4
