@@ -66,7 +66,7 @@ def plot(results: dict, path_front: Path, path_iter: Path) -> None:
         if run_["group"] != "front":
             continue
         t = run_["trajectory"]
-        label = "J-BOND" if run_["kind"] == "bond" else "REINFORCE " + " ".join(o.split("=")[1] for o in run_["overrides"])
+        label = "J-BOND" if run_["kind"] == "bond" else f"REINFORCE β={run_['overrides'][0].split('=')[1]}"
         style = "-" if run_["kind"] == "bond" else "--"
         line, = ax.plot(smooth(t["kl"], w), smooth(t["reward"], w), style, lw=1.2, alpha=0.8, label=label)
         ax.plot([run_["kl"]], [run_["reward"]], "*", ms=10, color=line.get_color())
@@ -85,7 +85,8 @@ def plot(results: dict, path_front: Path, path_iter: Path) -> None:
         if run_["group"] != "iterative":
             continue
         t = run_["trajectory"]
-        label = " ".join(run_["overrides"])
+        every = [o.split("=")[1] for o in run_["overrides"] if o.startswith("bond.anchor_every=")]
+        label = f"iterative BOND (anchor moves every {every[0]} updates)" if every else "one-shot BOND (fixed anchor)"
         axes[0].plot(smooth(t["updates"], w), smooth(t["reward"], w), lw=1.2, label=label)
         axes[1].plot(smooth(t["updates"], w), smooth(t["kl"], w), lw=1.2, label=label)
     for n in (2, 4, 8, 16):
@@ -109,15 +110,21 @@ def plot(results: dict, path_front: Path, path_iter: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", default="runs/toy/arith/reference")
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--pg-prompts", type=int, default=16, help="REINFORCE prompts per update (x K = 4 samples)")
+    parser.add_argument("--bond-prompts", type=int, default=32, help="J-BOND prompts per update (x 1 policy + 2 anchor samples)")
+    parser.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate of every run")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tail", type=int, default=20, help="metric rows averaged for a run's final (KL, reward)")
+    parser.add_argument("--tail", type=int, default=50, help="metric rows averaged for a run's final (KL, reward)")
     parser.add_argument("--kl-coefs", type=float, nargs="+", default=[0.01, 0.05, 0.2])
-    parser.add_argument("--anchor-every", type=int, default=40, help="iterative BOND: updates between anchor moves")
+    parser.add_argument("--anchor-every", type=int, default=100, help="iterative BOND: updates between anchor moves")
     parser.add_argument("--only", choices=["front", "iterative"], default=None)
     parser.add_argument("--out", default="benchmarks/results/bond_fronts.json")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plots from --out")
     args = parser.parse_args()
+    if args.plot_only:
+        plot(json.loads(Path(args.out).read_text()), Path("docs/images/bond_front.png"), Path("docs/images/bond_iterative.png"))
+        return
     import torch
 
     torch.set_num_threads(1)
@@ -143,13 +150,16 @@ def main() -> None:
             results["best_of_n"] = ev.rows
             print(ev.table(), flush=True)
         if args.only in (None, "front"):
-            results["runs"].append({"group": "front", **run("bond", "configs/arith_jbond.yaml", [], args, tmp)})
+            results["runs"].append({"group": "front", **run("bond", "configs/arith_jbond.yaml",
+                                                            [f"prompts_per_step={args.bond_prompts}"], args, tmp)})
             for beta in args.kl_coefs:
-                results["runs"].append({"group": "front", **run("pg", "configs/arith_pg.yaml", [f"pg.kl_coef={beta}"], args, tmp)})
+                results["runs"].append({"group": "front", **run("pg", "configs/arith_pg.yaml",
+                                                                [f"pg.kl_coef={beta}", f"prompts_per_step={args.pg_prompts}"], args, tmp)})
         if args.only in (None, "iterative"):
             for over in (["bond.anchor=fixed"], [f"bond.anchor=periodic", f"bond.anchor_every={args.anchor_every}"]):
                 results["runs"].append({"group": "iterative", **run(
-                    "bond", "configs/arith_bond.yaml", ["bond.n=2", "bond.quantile_samples=8", *over], args, tmp)})
+                    "bond", "configs/arith_bond.yaml", ["bond.n=2", "bond.quantile_samples=4", f"prompts_per_step={args.pg_prompts}", *over],
+                    args, tmp)})
     results["load_average"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
