@@ -9,7 +9,14 @@ tokens per sequence (EOS ignored by both so every row produces exactly 64), fp32
 
 HF: ``model.generate(do_sample=True, top_k=0, max_new_tokens=64, use_cache=True)``.
 Ours: ``Sampler(policy, max_batch=B).generate(prompts, SamplingParams(temperature=1,
-max_new_tokens=64, ignore_eos=True))`` (decoded text and both log-prob lists included).
+max_new_tokens=64, ignore_eos=True))`` (decoded text and both log-prob lists included);
+``seedrl`` is the default sampler (fp32 weights packed into oneDNN's blocked layout, one
+extra copy of the projection weights, counted in its peak memory), ``seedrl-nopack`` the
+same with ``pack_weights=False`` (no weight copy). Every system runs in every round.
+
+The run also measures the machine's streaming read bandwidth (``x.sum()`` over a 512 MiB
+fp32 tensor with the same threads, best of 5) and reports the weight bytes each decode
+step must stream, so the tokens/s can be set against a memory-bound ceiling.
 
 Every measurement runs in its own subprocess (model load, one warm-up call with 8 new
 tokens, one timed call); ``peak MiB`` is that subprocess's peak resident memory over the
@@ -26,7 +33,7 @@ thread needs and 2-thread timings swing by 10x from run to run. Writes
 ``benchmarks/results/lm_generation.json`` (``lm_generation_{N}thread.json`` for
 ``--threads N`` other than 2).
 
-    .venv/bin/python benchmarks/lm_generation.py [--repeats 3] [--threads 2] [--only tiny]
+    .venv/bin/python benchmarks/lm_generation.py [--repeats 3] [--threads 2] [--only tiny] [--systems hf,seedrl]
 """
 
 from __future__ import annotations
@@ -98,7 +105,7 @@ def child(system: str, model_dir: str, batch: int, threads: int) -> dict:
         from seedrl.models.lm.sampler import Sampler, SamplingParams
 
         policy = LMPolicy(model, _IdsTokenizer(), pad_token_id=0, eos_token_ids=[])
-        sampler = Sampler(policy, max_batch=batch)
+        sampler = Sampler(policy, max_batch=batch, pack_weights=False if system == "seedrl-nopack" else None)
         ids = prompts.tolist()
 
         def run(new=NEW_TOKENS):
@@ -113,6 +120,20 @@ def child(system: str, model_dir: str, batch: int, threads: int) -> dict:
     tokens = batch * NEW_TOKENS
     return {"tokens_per_s": tokens / dt, "seconds": dt, "cpu_ms_per_token": 1e3 * cpu / tokens,
             "peak_mib": _status_mib("VmHWM") - base}
+
+
+def stream_read_gbps(threads: int, mib: int = 512) -> float:
+    """Best-of-5 bandwidth of ``x.sum()`` over a ``mib`` MiB fp32 tensor (GB/s)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    x = torch.ones(mib * (1 << 20) // 4)
+    best = float("inf")
+    for _ in range(6):
+        t0 = time.perf_counter()
+        float(x.sum())
+        best = min(best, time.perf_counter() - t0)
+    return x.numel() * 4 / best / 1e9
 
 
 def _spawn(system: str, model_dir: str, batch: int, threads: int, omp_wait_policy: str) -> dict:
@@ -131,6 +152,8 @@ def main() -> None:
     ap.add_argument("--only", choices=sorted(CONFIGS))
     ap.add_argument("--omp-wait-policy", default="PASSIVE",
                     help="OMP_WAIT_POLICY of both systems' subprocesses ('' = library default, which spins)")
+    ap.add_argument("--systems", default="hf,seedrl,seedrl-nopack",
+                    help="comma-separated: hf, seedrl, seedrl-nopack (hf is always run: ratios are against it)")
     ap.add_argument("--child", nargs=4)
     args = ap.parse_args()
     if args.child:
@@ -140,50 +163,60 @@ def main() -> None:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    systems = ["hf"] + [x for x in args.systems.split(",") if x and x != "hf"]
+    ours_all = systems[1:]
+    gbps = stream_read_gbps(args.threads)
+    print(f"stream read bandwidth ({args.threads} threads): {gbps:.1f} GB/s", flush=True)
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                            "torch": torch.__version__, "threads": args.threads,
-                           "omp_wait_policy": args.omp_wait_policy}, "configs": {}}
+                           "omp_wait_policy": args.omp_wait_policy, "stream_read_gbps": gbps},
+               "command": " ".join([Path(sys.executable).name] + sys.argv), "configs": {}}
     for name, (over, batch) in CONFIGS.items():
         if args.only and name != args.only:
             continue
         torch.manual_seed(0)
         model = GPT2LMHeadModel(GPT2Config(**over))
         params = sum(p.numel() for p in model.parameters())
+        # fp32 bytes one decode step streams: every projection weight once, plus lm_head (tied to wte)
+        step_bytes = 4 * (sum(m.weight.numel() for m in model.transformer.h.modules() if hasattr(m, "nf"))
+                          + model.lm_head.weight.numel())
         with tempfile.TemporaryDirectory() as tmp:
             model.save_pretrained(tmp)
             del model
             rounds = []
             for r in range(args.repeats):
-                if r % 2 == 0:
-                    hf = _spawn("hf", tmp, batch, args.threads, args.omp_wait_policy)
-                    ours = _spawn("seedrl", tmp, batch, args.threads, args.omp_wait_policy)
-                else:
-                    ours = _spawn("seedrl", tmp, batch, args.threads, args.omp_wait_policy)
-                    hf = _spawn("hf", tmp, batch, args.threads, args.omp_wait_policy)
-                rounds.append({"hf": hf, "seedrl": ours, "ratio": ours["tokens_per_s"] / hf["tokens_per_s"]})
-                print(f"{name} round {r}: hf {hf['tokens_per_s']:.0f} tok/s ({hf['cpu_ms_per_token']:.2f} cpu ms/tok), "
-                      f"seedrl {ours['tokens_per_s']:.0f} tok/s ({ours['cpu_ms_per_token']:.2f} cpu ms/tok), "
-                      f"x{rounds[-1]['ratio']:.2f}", flush=True)
+                order = systems[r % len(systems):] + systems[: r % len(systems)]
+                res = {x: _spawn(x, tmp, batch, args.threads, args.omp_wait_policy) for x in order}
+                res["ratio"] = {x: res[x]["tokens_per_s"] / res["hf"]["tokens_per_s"] for x in ours_all}
+                rounds.append(res)
+                print(f"{name} round {r}: " + ", ".join(
+                    f"{x} {res[x]['tokens_per_s']:.0f} tok/s ({res[x]['cpu_ms_per_token']:.2f} cpu ms/tok"
+                    + ("" if x == "hf" else f", x{res['ratio'][x]:.2f}") + ")" for x in systems), flush=True)
         med = lambda sys_, key: statistics.median(x[sys_][key] for x in rounds)  # noqa: E731
-        results["configs"][name] = {
-            "params": params, "batch": batch, "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS, "rounds": rounds,
-            "hf_tokens_per_s": med("hf", "tokens_per_s"), "seedrl_tokens_per_s": med("seedrl", "tokens_per_s"),
-            "hf_cpu_ms_per_token": med("hf", "cpu_ms_per_token"),
-            "seedrl_cpu_ms_per_token": med("seedrl", "cpu_ms_per_token"),
-            "hf_peak_mib": med("hf", "peak_mib"), "seedrl_peak_mib": med("seedrl", "peak_mib"),
-            "speedup": statistics.median(x["ratio"] for x in rounds),
-            "hf_best_tokens_per_s": max(x["hf"]["tokens_per_s"] for x in rounds),
-            "seedrl_best_tokens_per_s": max(x["seedrl"]["tokens_per_s"] for x in rounds),
-        }
-        c = results["configs"][name]
-        c["speedup_best"] = c["seedrl_best_tokens_per_s"] / c["hf_best_tokens_per_s"]
-    print("\n| model | params | batch | threads | HF generate tok/s | seedrl tok/s | speed-up (wall) | HF cpu ms/tok | "
-          "seedrl cpu ms/tok | HF peak MiB | seedrl peak MiB | best-of HF / seedrl tok/s |\n" + "|---" * 12 + "|")
+        c = results["configs"][name] = {
+            "params": params, "batch": batch, "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS,
+            "weight_bytes_per_step": step_bytes,
+            "memory_bound_tokens_per_s": batch * gbps * 1e9 / step_bytes, "rounds": rounds}
+        for x in systems:
+            key = x.replace("-", "_")
+            c[f"{key}_tokens_per_s"] = med(x, "tokens_per_s")
+            c[f"{key}_cpu_ms_per_token"] = med(x, "cpu_ms_per_token")
+            c[f"{key}_peak_mib"] = med(x, "peak_mib")
+            c[f"{key}_best_tokens_per_s"] = max(r_[x]["tokens_per_s"] for r_ in rounds)
+            if x != "hf":
+                c[f"speedup_{key}" if x != "seedrl" else "speedup"] = statistics.median(r_["ratio"][x] for r_ in rounds)
+                c[f"speedup_best_{key}" if x != "seedrl" else "speedup_best"] = (
+                    c[f"{key}_best_tokens_per_s"] / c["hf_best_tokens_per_s"])
+    print("\n| model | params | batch | threads | system | tok/s | speed-up vs HF (median of rounds) | cpu ms/tok | "
+          "peak MiB | best-round tok/s | memory-bound ceiling tok/s |\n" + "|---" * 11 + "|")
     for name, c in results["configs"].items():
-        print(f"| {name} | {c['params'] / 1e6:.1f}M | {c['batch']} | {args.threads} | {c['hf_tokens_per_s']:.0f} | "
-              f"{c['seedrl_tokens_per_s']:.0f} | {c['speedup']:.2f}x | {c['hf_cpu_ms_per_token']:.2f} | "
-              f"{c['seedrl_cpu_ms_per_token']:.2f} | {c['hf_peak_mib']:.0f} | {c['seedrl_peak_mib']:.0f} | "
-              f"{c['hf_best_tokens_per_s']:.0f} / {c['seedrl_best_tokens_per_s']:.0f} ({c['speedup_best']:.2f}x) |")
+        for x in systems:
+            key = x.replace("-", "_")
+            sp = "1" if x == "hf" else f"{c['speedup' if x == 'seedrl' else 'speedup_' + key]:.2f}x"
+            print(f"| {name} | {c['params'] / 1e6:.1f}M | {c['batch']} | {args.threads} | {x} | "
+                  f"{c[key + '_tokens_per_s']:.0f} | {sp} | {c[key + '_cpu_ms_per_token']:.2f} | "
+                  f"{c[key + '_peak_mib']:.0f} | {c[key + '_best_tokens_per_s']:.0f} | "
+                  f"{c['memory_bound_tokens_per_s']:.0f} |")
     out = RESULTS if args.threads == 2 else RESULTS.with_name(f"lm_generation_{args.threads}thread.json")
     if args.only:
         out = out.with_name(out.stem + f"_{args.only}.json")

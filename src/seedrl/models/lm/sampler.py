@@ -153,15 +153,22 @@ class Sampler:
     causal row (default: the model context, else 2048) and the decoder length of a
     seq2seq row. Not thread-safe: one thread drives ``submit``/``step`` (the
     :class:`~seedrl.models.lm.server.GenerationServer` does this for many clients).
+
+    ``pack_weights`` (GPT-2 / Llama-family fast path, fp32 on CPU): keep a oneDNN-blocked
+    copy of the projection and ``lm_head`` weights, refreshed when a weight changes in
+    place (GPT-2 small, batch 8: ~25% faster decode for ~0.5 GB more memory). ``None``
+    (default) packs when that copy needs at most 1 GiB; ``False`` never packs (the
+    projections still run through oneDNN, on the weights themselves).
     """
 
-    def __init__(self, policy, *, max_batch: int = 32, max_len: int | None = None, fast: bool = True):
+    def __init__(self, policy, *, max_batch: int = 32, max_len: int | None = None, fast: bool = True,
+                 pack_weights: bool | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch={max_batch} must be >= 1")
         ctx = policy.context_length
         self.policy, self.max_batch = policy, max_batch
         self.max_len = min(max_len or ctx or 2048, ctx or 1 << 62)
-        self.backend = make_backend(policy, max_batch, self.max_len, fast=fast)
+        self.backend = make_backend(policy, max_batch, self.max_len, fast=fast, pack_weights=pack_weights)
         self.waiting: deque[_Seq] = deque()
         self.rows: list[_Seq] = []
         self._ids = itertools.count()
