@@ -11,7 +11,7 @@ import pytest
 from seedrl.cli import lm as lm_cli
 from seedrl.lm import make_world, read_toy_info, setup_toy, world_name
 
-TINY = {"reference": {"n_embd": 32, "n_layer": 1, "n_head": 2}, "teacher": {"n_embd": 48, "n_layer": 2, "n_head": 2}}
+TINY = {"reference": {"n_embd": 32, "n_layer": 1, "n_head": 2}, "teacher": {"n_embd": 48, "n_layer": 2, "n_head": 2, "dropout": 0.0}}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -58,6 +58,10 @@ def test_setup_toy_cli(arith_toy):
     assert sum(p.numel() for p in teacher.parameters()) > 1.5 * n_ref
     assert read_toy_info(out / "reference")["world_options"] == summary["world_options"]
     assert read_toy_info(out / "teacher")["role"] == "teacher"
+    for role, p in (("reference", 0.1), ("teacher", 0.0)):  # arithmetic keeps GPT-2's dropout unless --size sets it
+        config = json.loads((out / role / "config.json").read_text())
+        assert config["resid_pdrop"] == config["embd_pdrop"] == config["attn_pdrop"] == p
+        assert read_toy_info(out / role)["size"]["dropout"] == p
     for role, steps in (("reference", 20), ("teacher", 10)):
         rows = [json.loads(x) for x in (out / "sft" / role / "metrics.jsonl").read_text().splitlines()]
         evals = [r for r in rows if "eval_loss" in r]
@@ -100,3 +104,6 @@ def test_setup_facts_without_teacher(tmp_path):
     assert res.teacher is None and (tmp_path / "facts" / "reference" / "model.safetensors").exists()
     assert res.world == "facts" and 0.0 <= res.evals["reference"]["eval_reward"] <= 1.0
     assert not (tmp_path / "facts" / "teacher").exists()
+    for model in ("init/reference", "reference"):  # facts models train without dropout (it blocks copying)
+        config = json.loads((tmp_path / "facts" / model / "config.json").read_text())
+        assert config["resid_pdrop"] == config["embd_pdrop"] == config["attn_pdrop"] == 0.0

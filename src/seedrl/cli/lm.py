@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--steps", type=int, default=None, help="SFT steps of the reference (default: per world)")
     st.add_argument("--teacher-steps", type=int, default=None, help="SFT steps of the teacher (default: per world)")
     st.add_argument("--num-examples", type=int, default=20000, help="training examples drawn from the world")
-    st.add_argument("--size", default=None, help='JSON sizes per role, e.g. \'{"reference": {"n_embd": 32}}\'')
+    st.add_argument("--size", default=None, help='JSON sizes per role (n_embd, n_layer, n_head, dropout), e.g. \'{"reference": {"n_embd": 32}}\'')
     st.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     st.add_argument("--quiet", action="store_true", help="no progress bars")
     st.set_defaults(func=cmd_setup_toy)
