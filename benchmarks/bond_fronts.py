@@ -28,17 +28,20 @@ from seedrl.runtime.lm_loop import LMBondConfig, LMPGConfig, train_lm
 COMMON = ["progress=false", "log_every=1", "checkpoint_every=100000", "frontier_prompts=0"]
 
 
-def run(kind: str, config: str, overrides: list[str], args, tmp: str) -> dict:
+def run(kind: str, config: str, overrides: list[str], args, tmp: str, steps: int | None = None) -> dict:
     cls = LMBondConfig if kind == "bond" else LMPGConfig
+    steps = steps or args.steps
     name = "_".join(o.replace("=", "").replace(".", "") for o in overrides) or kind
     cfg = load_config(cls, config, [f"policy={args.reference}", f"out_dir={tmp}", f"name={kind}_{name}",
-                                     f"steps={args.steps}", f"lr={args.lr}", f"seed={args.seed}",
+                                     f"steps={steps}", f"lr={args.lr}", f"seed={args.seed}",
+                                     f"task.num_examples={args.num_examples}",
                                      *[c for c in COMMON if kind == "bond" or not c.startswith("frontier")], *overrides])
     rows: list[dict] = []
     start = time.perf_counter()
     train_lm(cfg, on_step=rows.append)
     tail = rows[-args.tail:]
-    out = {"kind": kind, "config": config, "overrides": overrides, "seconds": time.perf_counter() - start,
+    out = {"kind": kind, "config": config, "overrides": overrides, "steps": steps, "lr": args.lr,
+           "seconds": time.perf_counter() - start,
            "kl": float(np.mean([r["kl"] for r in tail])), "reward": float(np.mean([r["reward"] for r in tail])),
            "trajectory": {k: [r[k] for r in rows] for k in ("updates", "kl", "reward")}}
     print(f"{kind:5s} {' '.join(overrides):60s} KL {out['kl']:.3f} reward {out['reward']:.3f} ({out['seconds']:.0f} s)",
@@ -66,7 +69,11 @@ def plot(results: dict, path_front: Path, path_iter: Path) -> None:
         if run_["group"] != "front":
             continue
         t = run_["trajectory"]
-        label = "J-BOND" if run_["kind"] == "bond" else f"REINFORCE β={run_['overrides'][0].split('=')[1]}"
+        if run_["kind"] == "bond":
+            extra = [o for o in run_["overrides"] if not o.startswith("prompts_per_step")]
+            label = "J-BOND" + (f" ({' '.join(extra)})" if extra else "")
+        else:
+            label = f"REINFORCE β={run_['overrides'][0].split('=')[1]}"
         style = "-" if run_["kind"] == "bond" else "--"
         line, = ax.plot(smooth(t["kl"], w), smooth(t["reward"], w), style, lw=1.2, alpha=0.8, label=label)
         ax.plot([run_["kl"]], [run_["reward"]], "*", ms=10, color=line.get_color())
@@ -93,7 +100,8 @@ def plot(results: dict, path_front: Path, path_iter: Path) -> None:
         row = next((r for r in bon if r["n"] == n), None)
         if row:
             axes[0].axhline(row["reward"], color="grey", lw=0.7, ls=":")
-            axes[0].annotate(f"Bo{n}", (0, row["reward"]), fontsize=7, color="grey")
+            axes[0].annotate(f"Bo{n}(ref)", (0.01, row["reward"]), xycoords=("axes fraction", "data"), fontsize=7,
+                             color="grey", va="bottom")
     axes[0].set_xlabel("update")
     axes[0].set_ylabel("reward")
     axes[1].set_xlabel("update")
@@ -111,10 +119,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", default="runs/toy/arith/reference")
     parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--jbond-steps", type=int, default=None, help="J-BOND's updates (default --steps)")
+    parser.add_argument("--extra-jbond", nargs="*", default=[],
+                        help='further J-BOND runs, each a string of overrides, e.g. "bond.policy_samples=2 prompts_per_step=16"')
     parser.add_argument("--pg-prompts", type=int, default=16, help="REINFORCE prompts per update (x K = 4 samples)")
     parser.add_argument("--bond-prompts", type=int, default=32, help="J-BOND prompts per update (x 1 policy + 2 anchor samples)")
     parser.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate of every run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-examples", type=int, default=256,
+                        help="distinct prompts drawn from the world (the frontier uses the first 128 of them)")
     parser.add_argument("--tail", type=int, default=50, help="metric rows averaged for a run's final (KL, reward)")
     parser.add_argument("--kl-coefs", type=float, nargs="+", default=[0.01, 0.05, 0.2])
     parser.add_argument("--anchor-every", type=int, default=100, help="iterative BOND: updates between anchor moves")
@@ -128,7 +141,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    results: dict = {"reference": args.reference, "steps": args.steps, "lr": args.lr, "runs": []}
+    results: dict = {"reference": args.reference, "steps": args.steps, "lr": args.lr, "num_examples": args.num_examples,
+                     "runs": []}
     prior = Path(args.out)
     if args.only and prior.exists():  # keep the other group's runs
         old = json.loads(prior.read_text())
@@ -141,7 +155,8 @@ def main() -> None:
             from seedrl.lm.toy_setup import make_world
             from seedrl.models.lm.policy import LMPolicy
 
-            cfg = load_config(LMBondConfig, "configs/arith_jbond.yaml", [f"policy={args.reference}"])
+            cfg = load_config(LMBondConfig, "configs/arith_jbond.yaml", [f"policy={args.reference}",
+                                                                          f"task.num_examples={args.num_examples}"])
             ref = LMPolicy.from_pretrained(args.reference).eval()
             world = make_world(cfg.task.world, cfg.task.world_options)
             task = TextTask(world.examples(cfg.task.num_examples, seed=cfg.task.seed), cfg.task.template, tokenizer=ref.tokenizer)
@@ -151,7 +166,11 @@ def main() -> None:
             print(ev.table(), flush=True)
         if args.only in (None, "front"):
             results["runs"].append({"group": "front", **run("bond", "configs/arith_jbond.yaml",
-                                                            [f"prompts_per_step={args.bond_prompts}"], args, tmp)})
+                                                            [f"prompts_per_step={args.bond_prompts}"], args, tmp,
+                                                            steps=args.jbond_steps)})
+            for extra in args.extra_jbond:
+                results["runs"].append({"group": "front", **run("bond", "configs/arith_jbond.yaml", extra.split(), args, tmp,
+                                                                steps=args.jbond_steps)})
             for beta in args.kl_coefs:
                 results["runs"].append({"group": "front", **run("pg", "configs/arith_pg.yaml",
                                                                 [f"pg.kl_coef={beta}", f"prompts_per_step={args.pg_prompts}"], args, tmp)})

@@ -170,6 +170,15 @@ def test_bond_reaches_best_of_n(tmp_path):
 
 
 @pytest.mark.usefixtures("one_torch_thread")
+def test_pool_forward_estimator_reaches_the_same_target(tmp_path):
+    """Weighting every anchor sample by its Best-of-n pick chance has the same expectation."""
+    out = _train(tmp_path, "pool", {"n": 4, "beta": 0.0, "backward_reward": "log_quantile", "quantile_samples": 8,
+                                    "forward_estimator": "pool"})
+    assert np.allclose(out["target"], best_of_n_probs(REF, REW, 4).numpy(), atol=1e-6)
+    assert out["tv"] < 0.01, out
+
+
+@pytest.mark.usefixtures("one_torch_thread")
 def test_iterative_bond_reaches_best_of_n_to_the_m(tmp_path):
     out = _train(tmp_path, "iter", {"n": 2, "beta": 0.0, "anchor": "periodic", "anchor_every": 400},
                  steps=1200, prompts_per_step=512)

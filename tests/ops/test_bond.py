@@ -14,6 +14,7 @@ from seedrl.ops.bond import (
     best_of_n_probs,
     bon_kl_upper_bound,
     bon_log_ratio,
+    bon_pool_weights,
     bond_reward,
     jbond_reward,
     quantile_estimate,
@@ -108,3 +109,25 @@ def test_jbond_reward():
     a1 = torch.tensor([1.0, 1.0, 1.0, 0.0])
     a2 = torch.tensor([2.0, 0.0, 1.0, 2.0])
     assert torch.allclose(jbond_reward(r, a1, a2), torch.tensor([-math.log(16), 0.0, 0.0, 0.0]))
+
+
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=6), st.integers(1, 6))
+def test_pool_weights_equal_enumerating_every_subset_with_uniform_tie_breaks(levels, n):
+    m = len(levels)
+    n = min(n, m)
+    rewards = torch.tensor(levels, dtype=torch.float64)
+    want = torch.zeros(m, dtype=torch.float64)
+    subsets = list(itertools.combinations(range(m), n))
+    for sub in subsets:
+        best = max(levels[i] for i in sub)
+        tied = [i for i in sub if levels[i] == best]
+        for i in tied:
+            want[i] += 1.0 / (len(tied) * len(subsets))
+    got = bon_pool_weights(rewards[None], n)[0]
+    assert torch.allclose(got, want, atol=1e-12)
+    assert got.sum().item() == pytest.approx(1.0)
+
+
+def test_pool_weights_reject_n_above_the_pool():
+    with pytest.raises(ValueError, match="exceeds the pool"):
+        bon_pool_weights(torch.zeros(1, 2), 3)

@@ -61,7 +61,7 @@ def test_jbond_ema_anchor_moves_is_checkpointed_and_resumes(tmp_path, assets):
     from seedrl.runtime.lm_updates import BondUpdate
 
     bond = {"n": 2, "beta": 0.5, "backward_reward": "jbond", "policy_samples": 1, "anchor": "ema", "anchor_ema": 0.2,
-            "anchor_kl_coef": 0.1}
+            "anchor_kl_coef": 0.1, "forward_estimator": "pool"}
     rows = []
     train_lm(_cfg(tmp_path, assets, bond, steps=4, checkpoint_every=4, frontier_prompts=0), reward_fn=sevens,
              on_step=rows.append)

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from seedrl.ops.bond import best_of_n_probs, bon_kl_upper_bound, bon_log_ratio, quantiles
+from seedrl.ops.bond import best_of_n_probs, bon_kl_upper_bound, bon_log_ratio, bon_pool_weights, quantiles
 
 __all__ = ["BoNEvaluation", "BoNResult", "best_of_n", "evaluate_bon", "exact_bon", "kl_upper_bound",
            "log_ratio", "plot_frontier"]
@@ -160,12 +160,6 @@ def best_of_n(policy, prompts: Sequence[Any], reward_fn, n: int, params=None, *,
 
 
 # ------------------------------------------------------------------ evaluation
-def _comb_table(m: int, n: int) -> np.ndarray:
-    """``C(c, n) / C(m, n)`` for ``c = 0..m`` (exact integer arithmetic, then float)."""
-    total = math.comb(m, n)
-    return np.array([math.comb(c, n) / total for c in range(m + 1)], np.float64)
-
-
 def bon_estimates(pool: np.ndarray, ref: np.ndarray, n: int) -> dict[str, np.ndarray]:
     """Per-prompt estimates (see the module docstring) from pool rewards ``[P, m]`` and
     independent reference rewards ``[P, k]``: ``reward``, ``kl``, ``win_rate`` (each ``[P]``)."""
@@ -173,10 +167,7 @@ def bon_estimates(pool: np.ndarray, ref: np.ndarray, n: int) -> dict[str, np.nda
     k = ref.shape[1]
     if n > m:
         raise ValueError(f"N={n} exceeds the pool of {m} samples per prompt")
-    c_le = (pool[:, None, :] <= pool[:, :, None]).sum(-1)
-    c_lt = (pool[:, None, :] < pool[:, :, None]).sum(-1)
-    table = _comb_table(m, n)
-    w = (table[c_le] - table[c_lt]) / (c_le - c_lt)
+    w = bon_pool_weights(torch.from_numpy(np.asarray(pool, np.float64)), n).numpy()
     q_le = (ref[:, None, :] <= pool[:, :, None]).sum(-1)
     q_lt = (ref[:, None, :] < pool[:, :, None]).sum(-1)
     g = log_ratio((q_le + 1) / (k + 1), q_lt / (k + 1), n)

@@ -10,6 +10,10 @@ and ``π_BoN = Bo_n(π_a)`` the distribution of the best of ``n`` anchor samples
 * **Forward term** ``KL(π_BoN ‖ π)``: its gradient is ``−E_{y~π_BoN}[∇ log π(y)]``,
   so it is maximum likelihood of the best of ``n`` anchor samples (ties broken
   uniformly at random among the tied samples, which is exactly ``π_BoN``).
+  ``forward_estimator: pool`` instead weights *every* anchor sample by its chance of
+  being the best of ``n`` drawn from the pool (:func:`~seedrl.ops.bond.bon_pool_weights`):
+  the same expectation, lower variance (with binary rewards a tie no longer sends the
+  whole forward gradient to one arbitrary sample).
 * **Backward term** ``KL(π ‖ π_BoN) = E_{y~π}[log π(y) − log π_a(y) − log π_BoN(y)/π_a(y)]``:
   a policy gradient on ``y ~ π`` with the reward
   ``R(y) = r_B(y) − (log π(y) − log π_a(y))`` where ``r_B`` estimates
@@ -47,9 +51,10 @@ from typing import Iterable
 
 import torch
 
-from seedrl.ops.bond import bond_reward, jbond_reward, quantile_estimate
+from seedrl.ops.bond import bon_pool_weights, bond_reward, jbond_reward, quantile_estimate
 
-__all__ = ["BondConfig", "anchor_samples_needed", "backward_reward", "best_anchor_index", "bond_loss", "move_anchor"]
+__all__ = ["BondConfig", "anchor_samples_needed", "backward_reward", "best_anchor_index", "bond_loss", "forward_weights",
+           "move_anchor"]
 
 
 @dataclass
@@ -69,6 +74,9 @@ class BondConfig:
     anchor_every: int = field(default=100, metadata={"help": "updates between anchor moves (periodic)", "min": 1})
     anchor_ema: float = field(default=0.02, metadata={"help": "η of the EMA anchor", "min_exclusive": 0.0, "max": 1.0})
     anchor_kl_coef: float = field(default=0.0, metadata={"help": "γ, weight of KL(π ‖ π_anchor) (J-BOND regulariser)", "min": 0.0})
+    forward_estimator: str = field(default="best", metadata={
+        "help": "best: likelihood of the best of the first n anchor samples; pool: every anchor sample weighted by its "
+                "chance of being the best of n (same expectation, lower variance)", "choices": ["best", "pool"]})
 
     def validate(self) -> None:
         if self.backward_reward == "jbond" and self.n != 2:
@@ -98,6 +106,16 @@ def backward_reward(policy_rewards: torch.Tensor, anchor_rewards: torch.Tensor, 
     return bond_reward(quantile_estimate(policy_rewards, pool, cfg.quantile_floor), cfg.n)
 
 
+def forward_weights(anchor_rewards: torch.Tensor, cfg: BondConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Weights ``[P, M]`` of the anchor samples in the forward term (rows sum to 1): one-hot on the
+    best of the first n (``best``), or the Best-of-n pick probabilities over the pool (``pool``)."""
+    if cfg.forward_estimator == "pool":
+        return bon_pool_weights(anchor_rewards, cfg.n).to(torch.float32)
+    one_hot = torch.zeros(anchor_rewards.shape, dtype=torch.float32)
+    one_hot.scatter_(1, best_anchor_index(anchor_rewards, cfg.n, generator)[:, None], 1.0)
+    return one_hot
+
+
 def best_anchor_index(anchor_rewards: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Index ``[P]`` of the best of the first ``n`` anchor samples, ties broken uniformly at random."""
     pool = anchor_rewards[:, :n].double()
@@ -122,6 +140,7 @@ def bond_loss(
     rewards_b: torch.Tensor,
     best_logprobs: torch.Tensor,
     cfg: BondConfig,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The Jeffreys BOND loss (module docstring).
 
@@ -129,18 +148,23 @@ def bond_loss(
         policy_logprobs: ``[P, S]`` log π(y) of the policy samples (differentiable).
         anchor_logprobs: ``[P, S]`` log π_a(y) of the same samples (no gradient).
         rewards_b: ``[P, S]`` backward rewards ``r_B`` (:func:`backward_reward`).
-        best_logprobs: ``[P]`` log π(y*) of the best of n anchor samples (differentiable).
+        best_logprobs: ``[P]`` log π(y*) of the best of n anchor samples (differentiable), or
+            ``[P, M]`` log π of every anchor sample, averaged with ``weights`` ``[P, M]``
+            (:func:`forward_weights`; rows sum to 1).
     """
     if policy_logprobs.shape != anchor_logprobs.shape or policy_logprobs.shape != rewards_b.shape or policy_logprobs.dim() != 2:
         raise ValueError(f"policy_logprobs {tuple(policy_logprobs.shape)}, anchor_logprobs {tuple(anchor_logprobs.shape)} "
                          f"and rewards_b {tuple(rewards_b.shape)} must all be [P, S]")
-    if best_logprobs.shape != policy_logprobs.shape[:1]:
+    if weights is None and best_logprobs.shape != policy_logprobs.shape[:1]:
         raise ValueError(f"best_logprobs must be [P] = [{policy_logprobs.shape[0]}], got {tuple(best_logprobs.shape)}")
+    if weights is not None and (weights.shape != best_logprobs.shape or weights.shape[:1] != policy_logprobs.shape[:1]):
+        raise ValueError(f"weights {tuple(weights.shape)} and best_logprobs {tuple(best_logprobs.shape)} must both be "
+                         f"[P = {policy_logprobs.shape[0]}, M]")
     beta, gamma = cfg.beta, cfg.anchor_kl_coef
     delta = (policy_logprobs.detach() - anchor_logprobs).float()
     shaped = beta * (rewards_b.float() - delta) - gamma * delta
     adv = (shaped - _baseline(shaped)).detach()
-    forward = -best_logprobs.mean()
+    forward = -(best_logprobs.mean() if weights is None else (weights.to(best_logprobs.dtype) * best_logprobs).sum(1).mean())
     backward = -(adv * policy_logprobs).mean()
     loss = (1 - beta) * forward + backward
     return loss, {

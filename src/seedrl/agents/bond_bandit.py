@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import torch
 
-from seedrl.agents.bond import BondConfig, anchor_samples_needed, backward_reward, best_anchor_index, bond_loss, move_anchor
+from seedrl.agents.bond import BondConfig, anchor_samples_needed, backward_reward, bond_loss, forward_weights, move_anchor
 from seedrl.ops.bond import best_of_n_probs, bon_log_ratio, quantiles
 
 __all__ = ["BanditBondConfig", "format_bandit_result", "exact_fixed_point", "expected_backward_reward", "iterated_target", "train_bond_bandit"]
@@ -161,9 +161,9 @@ def train_bond_bandit(cfg: BanditBondConfig, on_step: Callable[[dict], None] | N
                 r_b = exact_table[y]
             else:
                 r_b = backward_reward(rewards[y], rewards[ya], b)
-            best = ya.gather(1, best_anchor_index(rewards[ya], b.n, gen)[:, None])[:, 0]
+            weights = forward_weights(rewards[ya], b, gen)
             logp = torch.log_softmax(theta, 0)
-            loss, logs = bond_loss(logp[y], torch.log_softmax(anchor_theta, 0)[y], r_b, logp[best], b)
+            loss, logs = bond_loss(logp[y], torch.log_softmax(anchor_theta, 0)[y], r_b, logp[ya], b, weights)
             opt.zero_grad()
             loss.backward()
             opt.step()

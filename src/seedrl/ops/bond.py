@@ -28,6 +28,7 @@ __all__ = [
     "best_of_n_probs",
     "bon_kl_upper_bound",
     "bon_log_ratio",
+    "bon_pool_weights",
     "bond_reward",
     "jbond_reward",
     "quantiles",
@@ -107,3 +108,22 @@ def jbond_reward(reward: torch.Tensor, anchor_reward_1: torch.Tensor, anchor_rew
     """J-BOND's backward reward: ``−log 16`` if ``r(y) < min(r(y'_1), r(y'_2))`` else 0."""
     worse = reward < torch.minimum(anchor_reward_1, anchor_reward_2)
     return torch.where(worse, torch.full_like(reward, -math.log(16.0), dtype=torch.float32), torch.zeros_like(reward, dtype=torch.float32))
+
+
+def bon_pool_weights(pool_rewards: torch.Tensor, n: int) -> torch.Tensor:
+    """Chance ``[P, m]`` that each of ``m`` i.i.d. samples is the Best-of-n pick of ``n`` of them
+    drawn without replacement (ties broken uniformly).
+
+    ``w_j = (C(c_≤, n) − C(c_<, n)) / (C(m, n)·c_=)`` with ``c_≤, c_<, c_=`` the numbers of pool
+    rewards ``≤, <, =`` ``r_j``. Every size-``n`` subset of i.i.d. samples is itself i.i.d., so
+    ``Σ_j w_j f(y_j)`` is an unbiased estimate of ``E_{y~Bo_n}[f(y)]`` (a U-statistic, the
+    Rao-Blackwellisation of "pick the best of the first n"). Rows sum to 1."""
+    _check_n(n)
+    m = pool_rewards.shape[-1]
+    if n > m:
+        raise ValueError(f"n={n} exceeds the pool of {m} samples")
+    c_le = (pool_rewards[..., None, :] <= pool_rewards[..., :, None]).sum(-1)
+    c_lt = (pool_rewards[..., None, :] < pool_rewards[..., :, None]).sum(-1)
+    total = math.comb(m, n)
+    table = torch.tensor([math.comb(c, n) / total for c in range(m + 1)], dtype=torch.float64)
+    return (table[c_le] - table[c_lt]) / (c_le - c_lt).to(torch.float64)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from seedrl.agents.bond import anchor_samples_needed, backward_reward, best_anchor_index, bond_loss, move_anchor
+from seedrl.agents.bond import anchor_samples_needed, backward_reward, bond_loss, forward_weights, move_anchor
 from seedrl.agents.pg import rloo_loss
 from seedrl.ops.bond import quantile_estimate
 
@@ -114,17 +114,21 @@ class BondUpdate:
         policy_tokens = [c.tokens for g in batch for c in g.completions]
         pol_r = torch.from_numpy(np.stack([g.rewards for g in batch])).float()
         anc_r = torch.from_numpy(np.stack([g.anchor_rewards for g in batch])).float()
-        best = best_anchor_index(anc_r, b.n)
-        best_tokens = [g.anchor_completions[int(i)].tokens for g, i in zip(batch, best)]
+        weights = forward_weights(anc_r, b)
+        used = weights.nonzero().tolist()  # (prompt, anchor sample) pairs in the forward term
+        fwd_prompts = [prompts[i] for i, _ in used]
+        fwd_tokens = [batch[i].anchor_completions[j].tokens for i, j in used]
         ref_f = self.server.score("reference", prompts_s, policy_tokens)
         anc_f = ref_f if self.anchor is None else self.server.score("anchor", prompts_s, policy_tokens)
-        scores = self.policy.score(prompts_s + prompts, policy_tokens + best_tokens)
+        scores = self.policy.score(prompts_s + fwd_prompts, policy_tokens + fwd_tokens)
         lp = scores.sequence_logprobs
         pol_lp = lp[: p * s].view(p, s)
+        fwd_lp = torch.zeros(weights.shape, dtype=lp.dtype, device=lp.device).index_put(
+            tuple(torch.tensor(used, device=lp.device).T), lp[p * s:])
         ref_seq = ref_f.result().sequence_logprobs.to(lp.device).view(p, s)
         anc_seq = anc_f.result().sequence_logprobs.to(lp.device).view(p, s)
         r_b = backward_reward(pol_r, anc_r, b) if b.beta > 0 else torch.zeros_like(pol_r)
-        loss, logs = bond_loss(pol_lp, anc_seq, r_b.to(lp.device), lp[p * s:], b)
+        loss, logs = bond_loss(pol_lp, anc_seq, r_b.to(lp.device), fwd_lp, b, weights.to(lp.device))
         k = min(b.quantile_samples, anc_r.shape[1])
         p_hat = quantile_estimate(pol_r, anc_r[:, None, :k].expand(-1, s, -1), b.quantile_floor)
         mask = scores.mask[: p * s].float()
@@ -132,7 +136,7 @@ class BondUpdate:
             **logs,
             "reward": pol_r.mean().item(),
             "anchor_reward": anc_r.mean().item(),
-            "best_anchor_reward": anc_r.gather(1, best[:, None]).mean().item(),
+            "best_anchor_reward": (weights * anc_r).sum(1).mean().item(),
             "log_quantile": torch.log(p_hat).mean().item(),
             "kl": (pol_lp.detach() - ref_seq).mean().item(),
             "length": mask.sum(-1).mean().item(),
