@@ -64,11 +64,11 @@ def plot(results: dict, path_front: Path, path_iter: Path) -> None:
     ax.plot([r["kl_estimate"] for r in bon], [r["reward"] for r in bon], "o-", color="black", lw=1.5, label="Best-of-N (reference)")
     for r in bon:
         ax.annotate(f"N={r['n']}", (r["kl_estimate"], r["reward"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
-    w = max(1, len(results["runs"][0]["trajectory"]["kl"]) // 10)
     for run_ in results["runs"]:
         if run_["group"] != "front":
             continue
         t = run_["trajectory"]
+        w = max(1, len(t["kl"]) // 10)
         if run_["kind"] == "bond":
             extra = [o for o in run_["overrides"] if not o.startswith("prompts_per_step")]
             label = "J-BOND" + (f" ({' '.join(extra)})" if extra else "")
@@ -92,6 +92,7 @@ def plot(results: dict, path_front: Path, path_iter: Path) -> None:
         if run_["group"] != "iterative":
             continue
         t = run_["trajectory"]
+        w = max(1, len(t["kl"]) // 10)
         every = [o.split("=")[1] for o in run_["overrides"] if o.startswith("bond.anchor_every=")]
         label = f"iterative BOND (anchor moves every {every[0]} updates)" if every else "one-shot BOND (fixed anchor)"
         axes[0].plot(smooth(t["updates"], w), smooth(t["reward"], w), lw=1.2, label=label)
@@ -122,6 +123,7 @@ def main() -> None:
     parser.add_argument("--jbond-steps", type=int, default=None, help="J-BOND's updates (default --steps)")
     parser.add_argument("--extra-jbond", nargs="*", default=[],
                         help='further J-BOND runs, each a string of overrides, e.g. "bond.policy_samples=2 prompts_per_step=16"')
+    parser.add_argument("--iterative-overrides", nargs="*", default=[], help="overrides of both iterative-group runs")
     parser.add_argument("--pg-prompts", type=int, default=16, help="REINFORCE prompts per update (x K = 4 samples)")
     parser.add_argument("--bond-prompts", type=int, default=32, help="J-BOND prompts per update (x 1 policy + 2 anchor samples)")
     parser.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate of every run")
@@ -177,7 +179,8 @@ def main() -> None:
         if args.only in (None, "iterative"):
             for over in (["bond.anchor=fixed"], [f"bond.anchor=periodic", f"bond.anchor_every={args.anchor_every}"]):
                 results["runs"].append({"group": "iterative", **run(
-                    "bond", "configs/arith_bond.yaml", ["bond.n=2", "bond.quantile_samples=4", f"prompts_per_step={args.pg_prompts}", *over],
+                    "bond", "configs/arith_bond.yaml", ["bond.n=2", "bond.quantile_samples=4", f"prompts_per_step={args.pg_prompts}",
+                                                *args.iterative_overrides, *over],
                     args, tmp)})
     results["load_average"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
