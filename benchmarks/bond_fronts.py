@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--jbond-steps", type=int, default=None, help="J-BOND's updates (default --steps)")
     parser.add_argument("--extra-jbond", nargs="*", default=[],
                         help='further J-BOND runs, each a string of overrides, e.g. "bond.policy_samples=2 prompts_per_step=16"')
+    parser.add_argument("--append-extra", action="store_true", help="run only --extra-jbond and add them to --out")
     parser.add_argument("--iterative-overrides", nargs="*", default=[], help="overrides of both iterative-group runs")
     parser.add_argument("--pg-prompts", type=int, default=16, help="REINFORCE prompts per update (x K = 4 samples)")
     parser.add_argument("--bond-prompts", type=int, default=32, help="J-BOND prompts per update (x 1 policy + 2 anchor samples)")
@@ -150,6 +151,8 @@ def main() -> None:
         old = json.loads(prior.read_text())
         results["runs"] = [r for r in old.get("runs", []) if r["group"] != args.only]
         results["best_of_n"] = old.get("best_of_n")
+    if args.append_extra:  # only the --extra-jbond runs, added to the saved front
+        results, args.only = json.loads(prior.read_text()), "front"
     with tempfile.TemporaryDirectory() as tmp:
         if not results.get("best_of_n"):
             from seedrl.agents.bon import evaluate_bon
@@ -166,13 +169,15 @@ def main() -> None:
                               quantile_samples=32)
             results["best_of_n"] = ev.rows
             print(ev.table(), flush=True)
-        if args.only in (None, "front"):
+        if args.only in (None, "front") and not args.append_extra:
             results["runs"].append({"group": "front", **run("bond", "configs/arith_jbond.yaml",
                                                             [f"prompts_per_step={args.bond_prompts}"], args, tmp,
                                                             steps=args.jbond_steps)})
+        if args.only in (None, "front"):
             for extra in args.extra_jbond:
                 results["runs"].append({"group": "front", **run("bond", "configs/arith_jbond.yaml", extra.split(), args, tmp,
                                                                 steps=args.jbond_steps)})
+        if args.only in (None, "front") and not args.append_extra:
             for beta in args.kl_coefs:
                 results["runs"].append({"group": "front", **run("pg", "configs/arith_pg.yaml",
                                                                 [f"pg.kl_coef={beta}", f"prompts_per_step={args.pg_prompts}"], args, tmp)})
