@@ -70,7 +70,7 @@ def plot(results: dict, path_front: Path, path_iter: Path) -> None:
         t = run_["trajectory"]
         w = max(1, len(t["kl"]) // 10)
         if run_["kind"] == "bond":
-            extra = [o for o in run_["overrides"] if not o.startswith("prompts_per_step")]
+            extra = [o for o in run_["overrides"] if not o.startswith("prompts_per_step") and o != "bond.anchor_kl_coef=0"]
             label = "J-BOND" + (f" ({' '.join(extra)})" if extra else "")
         else:
             label = f"REINFORCE β={run_['overrides'][0].split('=')[1]}"
@@ -122,7 +122,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--jbond-steps", type=int, default=None, help="J-BOND's updates (default --steps)")
     parser.add_argument("--extra-jbond", nargs="*", default=[],
-                        help='further J-BOND runs, each a string of overrides, e.g. "bond.policy_samples=2 prompts_per_step=16"')
+                        help='further J-BOND runs, each a string of overrides of configs/arith_jbond.yaml (which sets '
+                             'anchor_kl_coef 1.0), e.g. "prompts_per_step=32 bond.anchor_kl_coef=1.0"')
     parser.add_argument("--append-extra", action="store_true", help="run only --extra-jbond and add them to --out")
     parser.add_argument("--iterative-overrides", nargs="*", default=[], help="overrides of both iterative-group runs")
     parser.add_argument("--pg-prompts", type=int, default=16, help="REINFORCE prompts per update (x K = 4 samples)")
@@ -171,8 +172,8 @@ def main() -> None:
             print(ev.table(), flush=True)
         if args.only in (None, "front") and not args.append_extra:
             results["runs"].append({"group": "front", **run("bond", "configs/arith_jbond.yaml",
-                                                            [f"prompts_per_step={args.bond_prompts}"], args, tmp,
-                                                            steps=args.jbond_steps)})
+                                                            [f"prompts_per_step={args.bond_prompts}", "bond.anchor_kl_coef=0"],
+                                                            args, tmp, steps=args.jbond_steps)})
         if args.only in (None, "front"):
             for extra in args.extra_jbond:
                 results["runs"].append({"group": "front", **run("bond", "configs/arith_jbond.yaml", extra.split(), args, tmp,
