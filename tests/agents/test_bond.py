@@ -134,6 +134,10 @@ def test_anchor_moves():
     periodic = BondConfig(anchor="periodic", anchor_every=5)
     assert not move_anchor(anchor, policy, 4, periodic) and anchor[0].eq(0).all()
     assert move_anchor(anchor, policy, 5, periodic) and torch.equal(anchor[0], policy[0])
+    odd = [torch.randn(1000, dtype=torch.float32) * 1e3]
+    anchor = [torch.randn(1000, dtype=torch.float32)]
+    move_anchor(anchor, odd, 5, periodic)
+    assert torch.equal(anchor[0], odd[0])  # bit-exact copy
     anchor = [torch.tensor([0.0, 0.0])]
     move_anchor(anchor, policy, 1, BondConfig(anchor="ema", anchor_ema=0.25))
     assert torch.allclose(anchor[0], torch.tensor([0.25, 0.5]))

@@ -190,9 +190,9 @@ def move_anchor(anchor: Iterable[torch.Tensor], policy: Iterable[torch.Tensor], 
     for a, p in pairs:
         if a.shape != p.shape:
             raise ValueError(f"anchor and policy parameters differ in shape: {tuple(a.shape)} vs {tuple(p.shape)}")
-        if a.is_floating_point():
+        if a.is_floating_point() and weight < 1.0:
             a.lerp_(p.detach().to(a.dtype), weight)
-        else:
-            a.copy_(p)
+        else:  # an exact copy (a lerp with weight 1 can be an ulp off)
+            a.copy_(p.detach())
     return True
 
