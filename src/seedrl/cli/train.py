@@ -53,6 +53,14 @@ def _report_lm_pg(final: dict) -> str:
             f"{final['samples_per_s']:.1f} samples/s\nmodel:   {final['final']}\ncurves:  {final['run_dir']}/curves.png")
 
 
+def _report_lm_bond(final: dict) -> str:
+    from pathlib import Path
+
+    text = _report_lm_pg(final) + f"\nKL to the anchor {final['kl_anchor']:.3f}, log-quantile {final['log_quantile']:.3f}"
+    plot = Path(final["run_dir"]) / "reward_vs_kl.png"
+    return text + (f"\nfront:   {plot}  (policy beside Best-of-N of the reference)" if plot.exists() else "")
+
+
 def _report_sft(res) -> str:
     state = "interrupted" if res.interrupted else "done"
     ev = res.last_eval or {}
@@ -100,7 +108,7 @@ ALGOS: dict[str, Algo] = {
     "impala": Algo("seedrl.runtime.config:TrainConfig", "seedrl.runtime.loop:train", _report_impala),
     "pg": Algo("seedrl.runtime.lm_loop:LMPGConfig", "seedrl.runtime.lm_loop:train_lm_pg", _report_lm_pg),
     "sft": Algo("seedrl.agents.sft:SFTConfig", "seedrl.agents.sft:train_sft", _report_sft),
-    "bond": Algo("seedrl.runtime.lm_loop:LMBondConfig", "seedrl.runtime.lm_loop:train_lm", _report_lm_pg),
+    "bond": Algo("seedrl.runtime.lm_loop:LMBondConfig", "seedrl.runtime.lm_loop:train_lm", _report_lm_bond),
     "bond_bandit": Algo("seedrl.agents.bond_bandit:BanditBondConfig", "seedrl.agents.bond_bandit:train_bond_bandit",
                         lambda r: importlib.import_module("seedrl.agents.bond_bandit").format_bandit_result(r)),
 }
