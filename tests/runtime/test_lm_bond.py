@@ -98,3 +98,10 @@ def test_learner_log_probs_match_the_reference_before_any_update(tmp_path, asset
     train_lm(_cfg(tmp_path, assets, {"n": 2, "backward_reward": "jbond", "policy_samples": 1}, steps=1, frontier_prompts=0),
              reward_fn=sevens, on_step=rows.append)
     assert abs(rows[0]["kl"]) < 1e-4 and abs(rows[0]["kl_anchor"]) < 1e-4
+
+
+def test_backward_only_bond_skips_the_forward_term(tmp_path, assets):
+    rows = []
+    train_lm(_cfg(tmp_path, assets, {"n": 4, "beta": 1.0, "quantile_samples": 4}, steps=3, frontier_prompts=0),
+             reward_fn=sevens, on_step=rows.append)
+    assert [r["updates"] for r in rows] == [1, 2, 3] and all(r["forward_nll"] == 0.0 for r in rows)

@@ -115,7 +115,8 @@ class BondUpdate:
         pol_r = torch.from_numpy(np.stack([g.rewards for g in batch])).float()
         anc_r = torch.from_numpy(np.stack([g.anchor_rewards for g in batch])).float()
         weights = forward_weights(anc_r, b)
-        used = weights.nonzero().tolist()  # (prompt, anchor sample) pairs in the forward term
+        # (prompt, anchor sample) pairs in the forward term; none when it has no weight (β = 1)
+        used = weights.nonzero().tolist() if b.beta < 1 else []
         fwd_prompts = [prompts[i] for i, _ in used]
         fwd_tokens = [batch[i].anchor_completions[j].tokens for i, j in used]
         ref_f = self.server.score("reference", prompts_s, policy_tokens)
@@ -123,8 +124,9 @@ class BondUpdate:
         scores = self.policy.score(prompts_s + fwd_prompts, policy_tokens + fwd_tokens)
         lp = scores.sequence_logprobs
         pol_lp = lp[: p * s].view(p, s)
-        fwd_lp = torch.zeros(weights.shape, dtype=lp.dtype, device=lp.device).index_put(
-            tuple(torch.tensor(used, device=lp.device).T), lp[p * s:])
+        fwd_lp = torch.zeros(weights.shape, dtype=lp.dtype, device=lp.device)
+        if used:
+            fwd_lp = fwd_lp.index_put(tuple(torch.tensor(used, device=lp.device).T), lp[p * s:])
         ref_seq = ref_f.result().sequence_logprobs.to(lp.device).view(p, s)
         anc_seq = anc_f.result().sequence_logprobs.to(lp.device).view(p, s)
         r_b = backward_reward(pol_r, anc_r, b) if b.beta > 0 else torch.zeros_like(pol_r)
