@@ -36,6 +36,8 @@ and CPU seconds per frame of the whole run against the sum of the components'.
     .venv/bin/python benchmarks/runtime_throughput.py            # ~6 minutes (2 busy cores)
     .venv/bin/python benchmarks/runtime_throughput.py --quick    # ~1.5 minutes: fewer configs, CartPole training only
     .venv/bin/python benchmarks/runtime_throughput.py --part 1   # runtime overhead only (or --part 2)
+    .venv/bin/python benchmarks/runtime_throughput.py --part infer --baseline-ref REV --out X.json
+        # CPU per InferenceServer.infer batch, against inference.py at git revision REV (~1 minute)
 
 Prints tables and writes ``benchmarks/results/runtime_throughput.json``.
 """
@@ -552,6 +554,7 @@ def compute_costs(cfg, batch_sizes: dict[int, int], args, ctx) -> dict:
 
     from seedrl.agents.impala import impala_loss
     from seedrl.models.config import build_model
+    from seedrl.runtime.inference import sample_actions
     from seedrl.runtime.learner import Learner, make_optimizer
     from seedrl.runtime.loop import frames_per_step
     from seedrl.runtime.unrolls import stack_unrolls
@@ -586,9 +589,7 @@ def compute_costs(cfg, batch_sizes: dict[int, int], args, ctx) -> dict:
         @torch.inference_mode()
         def forward(obs=obs, first=first, pa=pa, pr=pr, b=b):
             logits, _, _ = inf_model.step(obs, inf_model.initial_state(b), first, pa, pr)
-            lp = torch.log_softmax(logits.float(), -1)
-            act = torch.multinomial(lp.exp(), 1, generator=gen)
-            return lp.gather(-1, act).numpy()
+            return sample_actions(logits, gen)
 
         wall, cpu = time_calls(forward, 0.2 if args.quick else 0.4, max(3, args.rounds))
         forward_ms[b], forward_cpu_ms[b] = 1e3 * wall, 1e3 * cpu
@@ -685,13 +686,126 @@ def part2(args, ctx) -> list[dict]:
     return out
 
 
+# --------------------------------------------------------------------------- inference step (micro)
+
+
+def inference_module(ref: str | None):
+    """``seedrl.runtime.inference`` as in the working tree, or as at git revision ``ref`` (for before/after)."""
+    import subprocess
+    import types
+
+    import seedrl.runtime.inference as current
+
+    if ref is None:
+        return current
+    root = Path(__file__).resolve().parent.parent
+    src = subprocess.run(["git", "-C", str(root), "show", f"{ref}:src/seedrl/runtime/inference.py"],
+                         capture_output=True, text=True, check=True).stdout
+    mod = types.ModuleType(f"inference_at_{ref}")
+    exec(compile(src, f"inference.py@{ref}", "exec"), mod.__dict__)
+    return mod
+
+
+class _FakeEndpoint:
+    """Actor slots filled once with fixed observations; replies do nothing."""
+
+    def __init__(self, layout, num_actors: int):
+        from seedrl.runtime.transport import ActorSlot
+
+        rng = np.random.default_rng(0)
+        self.slots = [ActorSlot(layout, bytearray(layout.nbytes())) for _ in range(num_actors)]
+        for s in self.slots:
+            if s.obs.dtype == np.uint8:
+                s.obs[:] = rng.integers(0, 256, s.obs.shape, dtype=np.uint8)
+            else:
+                s.obs[:] = rng.standard_normal(s.obs.shape)
+            s.first[:] = False
+            s.first[0] = True
+            s.reward[:] = 1.0
+            s.terminated[:] = False
+            s.truncated[:] = False
+
+    def reply(self, actor_ids) -> None:
+        pass
+
+    def live_actors(self) -> int:
+        return len(self.slots)
+
+
+class _DropQueue(queue.Queue):
+    def put(self, item, block=True, timeout=None) -> None:  # unrolls are built, then dropped
+        pass
+
+
+def part_infer(args) -> list[dict]:
+    """CPU per ``InferenceServer.infer`` call (fake endpoint, all actors ready, unrolls built and dropped).
+
+    With ``--baseline-ref REV`` the same cases also run ``inference.py`` as at
+    git revision REV, timing blocks of both interleaved (alternating order), so
+    before/after share the machine's load."""
+    import gymnasium as gym
+    import torch
+
+    from seedrl.models.actor_critic import ActorCritic
+    from seedrl.runtime.transport import SlotLayout
+
+    torch.set_num_threads(1)
+    versions = {"current": inference_module(None)}
+    if args.baseline_ref:
+        versions = {args.baseline_ref: inference_module(args.baseline_ref), **versions}
+    vec = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+    img = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    cases = [("CartPole-like obs [4], MLP", vec, 2, 2, 16, None),
+             ("CartPole-like obs [4], MLP + LSTM 64", vec, 2, 2, 16, 64),
+             ("Atari obs [4, 84, 84] uint8, Nature CNN", img, 6, 2, 8, None)]
+    rounds = max(5, 2 * args.rounds + 1)
+    out = []
+    print(f"\n== inference step: CPU us per InferenceServer.infer batch, median of {rounds} interleaved blocks "
+          f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+    for title, space, n_act, actors, envs, lstm in cases:
+        torch.manual_seed(0)
+        model = ActorCritic.from_spaces(space, gym.spaces.Discrete(n_act), lstm_size=lstm).eval()
+        layout = SlotLayout(envs, tuple(space.shape), np.dtype(space.dtype).name)
+        endpoint, ready = _FakeEndpoint(layout, actors), list(range(actors))
+        servers = {k: m.InferenceServer(model, layout, actors, 20, _DropQueue(), seed=1) for k, m in versions.items()}
+        for srv in servers.values():
+            for _ in range(20):
+                srv.infer(endpoint, ready)
+        c0, calls = time.process_time(), 0
+        while time.process_time() - c0 < 0.1:
+            servers["current"].infer(endpoint, ready)
+            calls += 1
+        per_block = max(5, int(calls * args.seconds / 0.1))
+        us: dict[str, list[float]] = {k: [] for k in servers}
+        for r in range(rounds):
+            for k in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
+                c0 = time.process_time()
+                for _ in range(per_block):
+                    servers[k].infer(endpoint, ready)
+                us[k].append((time.process_time() - c0) / per_block * 1e6)
+        row = {"case": f"{title}, {actors} actors x {envs} envs", "batch": actors * envs,
+               "cpu_us_per_batch": {k: statistics.median(v) for k, v in us.items()},
+               "all_blocks_us": {k: [round(x, 1) for x in v] for k, v in us.items()}}
+        med = row["cpu_us_per_batch"]
+        line = ", ".join(f"{k} {v:.0f}" for k, v in med.items())
+        if args.baseline_ref:
+            row["saved_fraction"] = 1 - med["current"] / med[args.baseline_ref]
+            line += f" -> {100 * row['saved_fraction']:.1f}% less CPU"
+        print(f"  {row['case']}: {line}", flush=True)
+        out.append(row)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer configurations and shorter runs (~1 minute)")
     parser.add_argument("--seconds", type=float, default=None, help="measuring window per configuration and round")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of interleaved windows (median reported)")
     parser.add_argument("--warm", type=float, default=0.3, help="seconds a runtime runs before its window opens")
-    parser.add_argument("--part", choices=["1", "2", "all"], default="all")
+    parser.add_argument("--part", choices=["1", "2", "all", "infer"], default="all",
+                        help="infer: only the inference-step micro-benchmark (not part of 'all')")
+    parser.add_argument("--baseline-ref", default=None,
+                        help="with --part infer: also time inference.py as at this git revision, interleaved")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     args.seconds = args.seconds or (0.75 if args.quick else 1.25)
@@ -714,6 +828,8 @@ def main() -> None:
         report["runtime_overhead"] = part1(args, ctx)
     if args.part in ("2", "all"):
         report["training_loop"] = part2(args, ctx)
+    if args.part == "infer":
+        report["inference_step"] = part_infer(args)
     report["machine"]["load_average_at_end"] = os.getloadavg()
     report["total_seconds"] = time.perf_counter() - start
     print(f"\ntotal {report['total_seconds']:.0f} s")

@@ -11,6 +11,12 @@ when ``first`` is set (episode start), and all of an actor's rows are reset
 when that actor restarts. Finished unrolls go to the learner through a
 bounded queue: when the learner falls behind, ``put`` blocks, inference stops
 replying and the actors wait. That is the backpressure; no queue grows.
+
+Actions are sampled by Gumbel-max (``argmax(log_softmax(logits) + G)``, G
+standard Gumbel noise from the server's seeded generator): the same
+distribution as sampling the softmax, cheaper per batch than
+``torch.multinomial``, and the same actions for the same seed. Feed-forward
+models (empty state) skip the per-row gather/scatter of recurrent state.
 """
 
 from __future__ import annotations
@@ -44,6 +50,31 @@ class Endpoint(Protocol):
 
 class PolicyStep(Protocol):
     def __call__(self, obs, state, first, prev_action, prev_reward): ...
+
+
+def sample_actions(logits: torch.Tensor, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Sample one action per row of ``logits [B, A]``: ``(actions [B] int64, logp [B] float32)``, numpy.
+
+    Gumbel-max: ``argmax(log_softmax(logits) + G)`` with ``G = -log(-log U)``,
+    ``U`` uniform from ``generator``, is an exact sample of
+    ``softmax(logits)``. ``U`` is drawn in float64 (in ``[2**-53, 1)``), so
+    the noise's range cuts off a tail of probability ~1e-16 (float32 noise
+    would cut off ~6e-8). ``logp`` is ``log_softmax`` at the sampled action.
+    The elementwise work runs in numpy: for inference batches (tens of rows)
+    torch's per-op dispatch costs more than the arithmetic. NaN logits
+    raise, as ``torch.multinomial`` did.
+    """
+    log_probs = torch.log_softmax(logits.float(), dim=-1).numpy()
+    u = torch.rand(log_probs.shape, generator=generator, dtype=torch.float64).numpy()
+    np.maximum(u, 2.0**-53, out=u)
+    np.log(u, out=u)
+    np.negative(u, out=u)
+    np.log(u, out=u)  # log(-log U) = -G
+    actions = np.argmax(log_probs - u, axis=-1)
+    logp = log_probs[np.arange(len(actions)), actions]
+    if np.isnan(logp).any():
+        raise RuntimeError("InferenceServer: the policy's logits contain NaN")
+    return actions, logp
 
 
 class InferenceServer:
@@ -138,12 +169,16 @@ class InferenceServer:
             {int(j): s.final_obs[j].copy() for j in np.flatnonzero(s.truncated)} if s.truncated.any() else {}
             for s in slots
         ]
-        rows = torch.from_numpy(np.concatenate([np.arange(a * n, (a + 1) * n) for a in ready]))
         first = entry["first"]
         prev_action = np.concatenate([self.last_action[a] for a in ready])
         prev_action[first] = 0
         prev_reward = np.where(first, np.float32(0), entry["reward"]).astype(np.float32)
-        state_in = tuple(s[rows] for s in self.state)
+        recurrent = len(self.state) > 0
+        if recurrent:
+            rows = torch.from_numpy(np.concatenate([np.arange(a * n, (a + 1) * n) for a in ready]))
+            state_in = tuple(s[rows] for s in self.state)
+        else:
+            state_in = ()
         start = time.perf_counter()
         with self.weights_lock:
             version = self.version
@@ -154,17 +189,16 @@ class InferenceServer:
                 torch.from_numpy(prev_action),
                 torch.from_numpy(prev_reward),
             )
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        actions = torch.multinomial(log_probs.exp(), 1, generator=self.generator).squeeze(-1)
-        logp = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1).numpy()
-        actions_np = actions.numpy().astype(self.layout.action_dtype, copy=False)
+        actions, logp = sample_actions(logits, self.generator)
+        actions_np = actions.astype(self.layout.action_dtype, copy=False)
         self.forward_seconds += time.perf_counter() - start
         for i, slot in enumerate(slots):
             slot.action[:] = actions_np[i * n : (i + 1) * n]
         endpoint.reply(ready)
         # bookkeeping while the actors step
-        for s, new in zip(self.state, state_out):
-            s[rows] = new
+        if recurrent:
+            for s, new in zip(self.state, state_out):
+                s[rows] = new
         entry.update(action=actions_np, logp=logp, prev_action=prev_action, prev_reward=prev_reward)
         for i, a in enumerate(ready):
             part = slice(i * n, (i + 1) * n)
