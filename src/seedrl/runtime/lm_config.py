@@ -29,6 +29,15 @@ class LMTaskConfig:
     template: str = field(default="{prompt}", metadata={"help": "prompt template over the example's fields"})
     reward: str | None = field(default=None, metadata={"help": "python 'module:function' reward(prompts, completions, examples) for data_path tasks"})
     seed: int = field(default=0, metadata={"help": "seed of the prompt order"})
+    reward_model: str | None = field(default=None, metadata={
+        "help": "a one-output sequence classifier (path or hub id) scoring (prompt, completion) as the reward"})
+    nli_model: str | None = field(default=None, metadata={
+        "help": "an NLI classifier (path or hub id): reward = log P(entailment | premise = example[nli_source_field], "
+                "hypothesis = completion)"})
+    nli_source_field: str = field(default="document", metadata={"help": "example field holding the NLI premise"})
+    reward_weights: dict[str, float] = field(default_factory=dict, metadata={
+        "help": "weights of the reward sources 'task', 'reward_model', 'nli' (summed); default 1 for each configured "
+                "model, and 1 for the task's own reward only when no model is configured"})
 
 
 @dataclass

@@ -45,23 +45,49 @@ UPDATES = {"pg": PGUpdate, "bond": BondUpdate}
 
 
 def _task_and_reward(cfg: LMRunConfig, tokenizer):
+    """The prompt stream and the reward: the world's or a callable's, reward models, or a weighted sum."""
     from seedrl.envs.text import TextTask
     from seedrl.lm.toy_setup import make_world
 
     t = cfg.task
     if t.world is not None:
         world = make_world(t.world, t.world_options)
-        examples = world.examples(t.num_examples, seed=t.seed)
-        return TextTask(examples, t.template, tokenizer=tokenizer, seed=t.seed), world.reward_fn(t.world_reward)
-    if t.reward is None:
-        raise ValueError("task.reward: a data_path task needs a reward 'module:function'")
-    import importlib
+        task = TextTask(world.examples(t.num_examples, seed=t.seed), t.template, tokenizer=tokenizer, seed=t.seed)
+        task_reward = world.reward_fn(t.world_reward)
+    else:
+        task = TextTask(str(t.data_path), t.template, tokenizer=tokenizer, seed=t.seed)
+        task_reward = None
+        if t.reward is not None:
+            import importlib
 
-    from seedrl.rewards import CallableReward
+            from seedrl.rewards import CallableReward
 
-    module, _, fn = t.reward.partition(":")
-    reward = CallableReward(getattr(importlib.import_module(module), fn), batched=True)
-    return TextTask(str(t.data_path), t.template, tokenizer=tokenizer, seed=t.seed), reward
+            module, _, fn = t.reward.partition(":")
+            task_reward = CallableReward(getattr(importlib.import_module(module), fn), batched=True)
+    return task, _combined_reward(t, task_reward)
+
+
+def _combined_reward(t, task_reward):
+    """``Σ_k w_k·r_k`` over the configured sources (``task.reward_weights``; see :class:`LMTaskConfig`)."""
+    from seedrl.rewards import CombinedReward, NLIReward, RewardModel
+
+    models = {}
+    if t.reward_model is not None:
+        models["reward_model"] = RewardModel.from_pretrained(t.reward_model)
+    if t.nli_model is not None:
+        models["nli"] = NLIReward.from_pretrained(t.nli_model, source_field=t.nli_source_field)
+    unknown = set(t.reward_weights) - {"task", "reward_model", "nli"}
+    if unknown:
+        raise ValueError(f"task.reward_weights: unknown sources {sorted(unknown)}; use task, reward_model, nli")
+    weights = {"task": 0.0 if models else 1.0, **{k: 1.0 for k in models}, **t.reward_weights}
+    sources = {"task": task_reward, **models}
+    for key, w in weights.items():
+        if w != 0 and sources.get(key) is None:
+            raise ValueError(f"task.reward_weights.{key}={w}: no {key} reward is configured")
+    parts = [(sources[k], w) for k, w in weights.items() if w != 0]
+    if not parts:
+        raise ValueError("task: no reward (give a world, task.reward, task.reward_model or task.nli_model)")
+    return parts[0][0] if len(parts) == 1 and parts[0][1] == 1.0 else CombinedReward(parts)
 
 
 class CompletionRecorder:
