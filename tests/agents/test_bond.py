@@ -112,19 +112,26 @@ def test_jbond_reward_and_best_anchor_with_ties():
 def test_bond_loss_pieces_and_errors():
     cfg = BondConfig(n=2, beta=0.0, backward_reward="jbond")
     lp = torch.zeros(3, 2, requires_grad=True)
-    best = torch.tensor([-1.0, -2.0, -3.0], requires_grad=True)
-    loss, logs = bond_loss(lp, torch.zeros(3, 2), torch.zeros(3, 2), best, cfg)
+    best = torch.tensor([[-1.0], [-2.0], [-3.0]], requires_grad=True)
+    loss, logs = bond_loss(lp, torch.zeros(3, 2), torch.zeros(3, 2), best, torch.ones(3, 1), cfg)
     assert loss.item() == pytest.approx(2.0) and logs["forward_nll"] == pytest.approx(2.0)
+    # weighted anchor samples: the forward NLL is their weighted mean
+    two = torch.tensor([[-1.0, -3.0], [-2.0, -2.0], [-3.0, -1.0]])
+    _, logs = bond_loss(lp, torch.zeros(3, 2), torch.zeros(3, 2), two, torch.tensor([[0.5, 0.5], [1.0, 0.0], [0.0, 1.0]]), cfg)
+    assert logs["forward_nll"] == pytest.approx((2.0 + 2.0 + 1.0) / 3)
     # the anchor penalty's advantage lowers samples whose log-ratio to the anchor is high
     cfg = BondConfig(n=2, beta=0.0, backward_reward="jbond", anchor_kl_coef=1.0)
     lp = torch.tensor([[0.0, -1.0]], requires_grad=True)
-    loss, _ = bond_loss(lp, torch.tensor([[-1.0, -1.0]]), torch.zeros(1, 2), torch.zeros(1, requires_grad=True), cfg)
+    loss, _ = bond_loss(lp, torch.tensor([[-1.0, -1.0]]), torch.zeros(1, 2), torch.zeros(1, 1, requires_grad=True),
+                        torch.ones(1, 1), cfg)
     loss.backward()
     assert lp.grad[0, 0] > 0 > lp.grad[0, 1]  # gradient descent lowers log pi of the over-weighted sample
     with pytest.raises(ValueError, match="must all be"):
-        bond_loss(torch.zeros(2, 2), torch.zeros(2, 3), torch.zeros(2, 2), torch.zeros(2), cfg)
-    with pytest.raises(ValueError, match="best_logprobs"):
-        bond_loss(torch.zeros(2, 2), torch.zeros(2, 2), torch.zeros(2, 2), torch.zeros(3), cfg)
+        bond_loss(torch.zeros(2, 2), torch.zeros(2, 3), torch.zeros(2, 2), torch.zeros(2, 1), torch.ones(2, 1), cfg)
+    with pytest.raises(ValueError, match="forward_logprobs"):
+        bond_loss(torch.zeros(2, 2), torch.zeros(2, 2), torch.zeros(2, 2), torch.zeros(3, 1), torch.ones(3, 1), cfg)
+    with pytest.raises(ValueError, match="forward_weights"):
+        bond_loss(torch.zeros(2, 2), torch.zeros(2, 2), torch.zeros(2, 2), torch.zeros(2, 2), torch.ones(2, 1), cfg)
 
 
 def test_anchor_moves():

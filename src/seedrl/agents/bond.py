@@ -54,7 +54,7 @@ import torch
 from seedrl.ops.bond import bon_pool_weights, bond_reward, jbond_reward, quantile_estimate
 
 __all__ = ["BondConfig", "anchor_samples_needed", "backward_reward", "best_anchor_index", "bond_loss", "forward_weights",
-           "move_anchor"]
+           "move_anchor", "quantile_of"]
 
 
 @dataclass
@@ -101,9 +101,14 @@ def backward_reward(policy_rewards: torch.Tensor, anchor_rewards: torch.Tensor, 
         return jbond_reward(policy_rewards, anchor_rewards[:, None, 0], anchor_rewards[:, None, 1])
     if cfg.backward_reward == "exact":
         raise ValueError("backward_reward: 'exact' needs the reference's exact quantiles (tabular); use log_quantile or jbond")
+    return bond_reward(quantile_of(policy_rewards, anchor_rewards, cfg), cfg.n)
+
+
+def quantile_of(policy_rewards: torch.Tensor, anchor_rewards: torch.Tensor, cfg: BondConfig) -> torch.Tensor:
+    """``p̂_≤`` ``[P, S]`` of each policy sample against the first ``k`` anchor samples of its prompt (floored)."""
     k = min(cfg.quantile_samples, anchor_rewards.shape[1])
     pool = anchor_rewards[:, None, :k].expand(-1, policy_rewards.shape[1], -1)
-    return bond_reward(quantile_estimate(policy_rewards, pool, cfg.quantile_floor), cfg.n)
+    return quantile_estimate(policy_rewards, pool, cfg.quantile_floor)
 
 
 def forward_weights(anchor_rewards: torch.Tensor, cfg: BondConfig, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -138,9 +143,9 @@ def bond_loss(
     policy_logprobs: torch.Tensor,
     anchor_logprobs: torch.Tensor,
     rewards_b: torch.Tensor,
-    best_logprobs: torch.Tensor,
+    forward_logprobs: torch.Tensor,
+    forward_weights: torch.Tensor,
     cfg: BondConfig,
-    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The Jeffreys BOND loss (module docstring).
 
@@ -148,23 +153,21 @@ def bond_loss(
         policy_logprobs: ``[P, S]`` log π(y) of the policy samples (differentiable).
         anchor_logprobs: ``[P, S]`` log π_a(y) of the same samples (no gradient).
         rewards_b: ``[P, S]`` backward rewards ``r_B`` (:func:`backward_reward`).
-        best_logprobs: ``[P]`` log π(y*) of the best of n anchor samples (differentiable), or
-            ``[P, M]`` log π of every anchor sample, averaged with ``weights`` ``[P, M]``
-            (:func:`forward_weights`; rows sum to 1).
+        forward_logprobs: ``[P, M]`` log π of the anchor samples (differentiable where weighted).
+        forward_weights: ``[P, M]`` their weights in the forward term, rows summing to 1
+            (:func:`forward_weights`: one-hot on the best of n, or the pool weights).
     """
     if policy_logprobs.shape != anchor_logprobs.shape or policy_logprobs.shape != rewards_b.shape or policy_logprobs.dim() != 2:
         raise ValueError(f"policy_logprobs {tuple(policy_logprobs.shape)}, anchor_logprobs {tuple(anchor_logprobs.shape)} "
                          f"and rewards_b {tuple(rewards_b.shape)} must all be [P, S]")
-    if weights is None and best_logprobs.shape != policy_logprobs.shape[:1]:
-        raise ValueError(f"best_logprobs must be [P] = [{policy_logprobs.shape[0]}], got {tuple(best_logprobs.shape)}")
-    if weights is not None and (weights.shape != best_logprobs.shape or weights.shape[:1] != policy_logprobs.shape[:1]):
-        raise ValueError(f"weights {tuple(weights.shape)} and best_logprobs {tuple(best_logprobs.shape)} must both be "
-                         f"[P = {policy_logprobs.shape[0]}, M]")
+    if forward_weights.shape != forward_logprobs.shape or forward_logprobs.shape[:1] != policy_logprobs.shape[:1]:
+        raise ValueError(f"forward_weights {tuple(forward_weights.shape)} and forward_logprobs "
+                         f"{tuple(forward_logprobs.shape)} must both be [P = {policy_logprobs.shape[0]}, M]")
     beta, gamma = cfg.beta, cfg.anchor_kl_coef
     delta = (policy_logprobs.detach() - anchor_logprobs).float()
     shaped = beta * (rewards_b.float() - delta) - gamma * delta
     adv = (shaped - _baseline(shaped)).detach()
-    forward = -(best_logprobs.mean() if weights is None else (weights.to(best_logprobs.dtype) * best_logprobs).sum(1).mean())
+    forward = -(forward_weights.to(forward_logprobs.dtype) * forward_logprobs).sum(1).mean()
     backward = -(adv * policy_logprobs).mean()
     loss = (1 - beta) * forward + backward
     return loss, {
@@ -186,8 +189,7 @@ def move_anchor(anchor: Iterable[torch.Tensor], policy: Iterable[torch.Tensor], 
     if cfg.anchor == "fixed" or (cfg.anchor == "periodic" and step % cfg.anchor_every):
         return False
     weight = 1.0 if cfg.anchor == "periodic" else cfg.anchor_ema
-    pairs = list(zip(anchor, policy, strict=True))
-    for a, p in pairs:
+    for a, p in zip(anchor, policy, strict=True):
         if a.shape != p.shape:
             raise ValueError(f"anchor and policy parameters differ in shape: {tuple(a.shape)} vs {tuple(p.shape)}")
         if a.is_floating_point() and weight < 1.0:

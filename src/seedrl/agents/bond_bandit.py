@@ -163,7 +163,7 @@ def train_bond_bandit(cfg: BanditBondConfig, on_step: Callable[[dict], None] | N
                 r_b = backward_reward(rewards[y], rewards[ya], b)
             weights = forward_weights(rewards[ya], b, gen)
             logp = torch.log_softmax(theta, 0)
-            loss, logs = bond_loss(logp[y], torch.log_softmax(anchor_theta, 0)[y], r_b, logp[ya], b, weights)
+            loss, logs = bond_loss(logp[y], torch.log_softmax(anchor_theta, 0)[y], r_b, logp[ya], weights, b)
             opt.zero_grad()
             loss.backward()
             opt.step()

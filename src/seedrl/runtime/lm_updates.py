@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from seedrl.agents.bond import anchor_samples_needed, backward_reward, bond_loss, forward_weights, move_anchor
+from seedrl.agents.bond import anchor_samples_needed, backward_reward, bond_loss, forward_weights, move_anchor, quantile_of
 from seedrl.agents.pg import rloo_loss
-from seedrl.ops.bond import quantile_estimate
 
 ANCHOR_DIR = "anchor"
 
@@ -130,9 +129,8 @@ class BondUpdate:
         ref_seq = ref_f.result().sequence_logprobs.to(lp.device).view(p, s)
         anc_seq = anc_f.result().sequence_logprobs.to(lp.device).view(p, s)
         r_b = backward_reward(pol_r, anc_r, b) if b.beta > 0 else torch.zeros_like(pol_r)
-        loss, logs = bond_loss(pol_lp, anc_seq, r_b.to(lp.device), fwd_lp, b, weights.to(lp.device))
-        k = min(b.quantile_samples, anc_r.shape[1])
-        p_hat = quantile_estimate(pol_r, anc_r[:, None, :k].expand(-1, s, -1), b.quantile_floor)
+        loss, logs = bond_loss(pol_lp, anc_seq, r_b.to(lp.device), fwd_lp, weights.to(lp.device), b)
+        p_hat = quantile_of(pol_r, anc_r, b)
         mask = scores.mask[: p * s].float()
         return loss, {
             **logs,
