@@ -173,12 +173,9 @@ class InferenceServer:
         prev_action = np.concatenate([self.last_action[a] for a in ready])
         prev_action[first] = 0
         prev_reward = np.where(first, np.float32(0), entry["reward"]).astype(np.float32)
-        recurrent = len(self.state) > 0
-        if recurrent:
-            rows = torch.from_numpy(np.concatenate([np.arange(a * n, (a + 1) * n) for a in ready]))
-            state_in = tuple(s[rows] for s in self.state)
-        else:
-            state_in = ()
+        # feed-forward models have no state: no row index to build, nothing to gather or scatter
+        rows = torch.from_numpy(np.concatenate([np.arange(a * n, (a + 1) * n) for a in ready])) if self.state else None
+        state_in = tuple(s[rows] for s in self.state)
         start = time.perf_counter()
         with self.weights_lock:
             version = self.version
@@ -196,9 +193,8 @@ class InferenceServer:
             slot.action[:] = actions_np[i * n : (i + 1) * n]
         endpoint.reply(ready)
         # bookkeeping while the actors step
-        if recurrent:
-            for s, new in zip(self.state, state_out):
-                s[rows] = new
+        for s, new in zip(self.state, state_out):
+            s[rows] = new
         entry.update(action=actions_np, logp=logp, prev_action=prev_action, prev_reward=prev_reward)
         for i, a in enumerate(ready):
             part = slice(i * n, (i + 1) * n)
