@@ -61,6 +61,12 @@ def _report_lm_bond(final: dict) -> str:
     return text + (f"\nfront:   {plot}  (policy beside Best-of-N of the reference)" if plot.exists() else "")
 
 
+def _report_bandit(result: dict) -> str:
+    from seedrl.agents.bond_bandit import format_bandit_result
+
+    return format_bandit_result(result)
+
+
 def _report_sft(res) -> str:
     state = "interrupted" if res.interrupted else "done"
     ev = res.last_eval or {}
@@ -110,7 +116,7 @@ ALGOS: dict[str, Algo] = {
     "sft": Algo("seedrl.agents.sft:SFTConfig", "seedrl.agents.sft:train_sft", _report_sft),
     "bond": Algo("seedrl.runtime.lm_loop:LMBondConfig", "seedrl.runtime.lm_loop:train_lm", _report_lm_bond),
     "bond_bandit": Algo("seedrl.agents.bond_bandit:BanditBondConfig", "seedrl.agents.bond_bandit:train_bond_bandit",
-                        lambda r: importlib.import_module("seedrl.agents.bond_bandit").format_bandit_result(r)),
+                        _report_bandit),
 }
 
 

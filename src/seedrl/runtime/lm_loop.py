@@ -23,9 +23,14 @@ anchor samples for BOND / J-BOND) and turns a batch into a loss.
 
 from __future__ import annotations
 
+import importlib
+import json
 import queue
+import shutil
 import threading
 import time
+import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -58,8 +63,6 @@ def _task_and_reward(cfg: LMRunConfig, tokenizer):
         task = TextTask(str(t.data_path), t.template, tokenizer=tokenizer, seed=t.seed)
         task_reward = None
         if t.reward is not None:
-            import importlib
-
             from seedrl.rewards import CallableReward
 
             module, _, fn = t.reward.partition(":")
@@ -164,8 +167,6 @@ def run_actor(task, task_lock, server, reward_fn, requests: list[tuple[Request, 
 def _save_checkpoint(run_dir: Path, policy, optimizer, task, update, step: int, samples: int, keep: int) -> Path:
     """``checkpoint-<step>/``: model + tokenizer (save_pretrained), ``trainer_state.pt`` and
     whatever the update keeps (BOND's moving anchor)."""
-    import shutil
-
     path = run_dir / f"checkpoint-{step}"
     tmp = run_dir / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -183,16 +184,12 @@ def _save_checkpoint(run_dir: Path, policy, optimizer, task, update, step: int, 
 
 def _frontier(cfg: LMRunConfig, reference, task, reward_fn, params, run_dir: Path):
     """Best-of-N frontier of the reference (BOND's plot), computed once per run and cached."""
-    import json
-
     from seedrl.agents.bon import BoNEvaluation, evaluate_bon
 
     path = run_dir / "bon_frontier.json"
     if path.exists():
         raw = json.loads(path.read_text())
         return BoNEvaluation(raw["rows"], raw["num_prompts"], raw["pool_size"], raw["quantile_samples"], raw["reference_reward"])
-    from dataclasses import replace
-
     ev = evaluate_bon(reference, task, reward_fn, ns=cfg.frontier_ns, num_prompts=cfg.frontier_prompts,
                       params=replace(params, n=1), max_batch=cfg.sampling.max_batch)
     path.write_text(json.dumps({"rows": ev.rows, "num_prompts": ev.num_prompts, "pool_size": ev.pool_size,
@@ -240,8 +237,6 @@ def train_lm(
     update = UPDATES[cfg.algo](cfg, learner_policy, checkpoint)
     s = cfg.sampling
     base = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, max_new_tokens=s.max_new_tokens)
-    from dataclasses import replace
-
     requests = [(req, replace(base, n=req.n)) for req in update.requests()]
     frontier = None
     if getattr(cfg, "frontier_prompts", 0):
@@ -321,8 +316,6 @@ def _plots(cfg: LMRunConfig, metrics_path: Path, run_dir: Path, frontier) -> Non
     try:  # a plot never loses a run
         plot_curves(metrics_path, run_dir / "curves.png", keys=keys, title=cfg.name)
         if frontier is not None:
-            import json
-
             from seedrl.agents.bon import plot_frontier
 
             rows = [json.loads(line) for line in open(metrics_path, encoding="utf-8")]
@@ -331,8 +324,6 @@ def _plots(cfg: LMRunConfig, metrics_path: Path, run_dir: Path, frontier) -> Non
             plot_frontier(frontier, run_dir / "reward_vs_kl.png", title=f"{cfg.name}: policy vs Best-of-N of the reference",
                           curves={f"{cfg.name} (running mean of {window})": (smooth[0], smooth[1])})
     except Exception as err:
-        import warnings
-
         warnings.warn(f"plots of {run_dir} failed: {err!r}", stacklevel=2)
 
 
