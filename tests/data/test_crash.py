@@ -46,8 +46,9 @@ def _run_and_kill(path, delay: float) -> dict:
     time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    for line in proc.stdout.read().splitlines():
-        if line.strip():
+    # only whole lines are acknowledgements: the kill can cut the last print short
+    for line in proc.stdout.read().splitlines(keepends=True):
+        if line.endswith("\n") and line.strip():
             eid, i = line.split()
             committed[eid] = int(i)
     assert time.monotonic() < deadline
