@@ -107,8 +107,8 @@ def test_torn_tail_is_detected_and_set_aside(tmp_path):
     assert ds.episode_ids == ids[:3]
     with pytest.warns(TornTailWarning, match="set aside"):
         DatasetWriter(tmp_path).close()
-    arrow, _ = segment_paths(tmp_path, seg)
-    assert arrow.with_suffix(".torn").stat().st_size == torn
+    (aside,) = (tmp_path / "set_aside").iterdir()
+    assert aside.name.startswith(seg) and aside.suffix == ".torn" and aside.stat().st_size == torn
     with warnings.catch_warnings():
         warnings.simplefilter("error", TornTailWarning)
         assert open_dataset(tmp_path).episode_ids == ids[:3]

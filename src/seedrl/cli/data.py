@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from seedrl.data import open_dataset
 from seedrl.data.formats import EXPORTERS, IMPORTERS, detect_format
-from seedrl.data.stats import compute_stats, format_info, format_stats, validate
+from seedrl.data.stats import compute_stats, format_info, format_stats, unchecked, validate
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,7 +90,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     problems = validate(ds, tqdm(range(len(ds)), desc="validate", unit="ep", disable=None, leave=False))
     for p in problems:
         print(p, file=sys.stderr)
-    print(f"{ds.root}: {len(ds)} episodes, {ds.num_steps} steps: " + ("valid" if not problems else f"{len(problems)} problem(s)"))
+    missing = unchecked(ds)
+    note = f" ({missing} episode(s) have no checksum: written before checksums, or found by repair)" if missing else ""
+    verdict = "valid" if not problems else f"{len(problems)} problem(s)"
+    print(f"{ds.root}: {len(ds)} episodes, {ds.num_steps} steps: {verdict}{note}")
     return 1 if problems else 0
 
 

@@ -3,6 +3,13 @@
 Segments are memory-mapped; an episode is one Arrow message at a known byte
 range, so ``dataset[i]`` and ``dataset.episode(id)`` decode just that message
 (no scan) and numeric columns are views of the map (zero copy).
+
+Integrity on read: each segment's own schema must equal the one
+``dataset.json`` describes (else :class:`SpecError` naming the field, rather
+than garbage), and with ``verify=True`` (the default) an episode's checksum
+is checked the first time this dataset object reads it: one CRC pass over
+its bytes (GB/s), which replay sampling, reading the same episodes again and
+again, pays once. ``verify=False`` skips it.
 """
 
 from __future__ import annotations
@@ -17,15 +24,17 @@ import pyarrow as pa
 
 from seedrl.data.columns import batch_to_columns, object_column
 from seedrl.data.episode import Episode
+from seedrl.data.errors import ChecksumError, DataError, SpecError
+from seedrl.data.repair import scan_segment, warn_problems
 from seedrl.data.segment import (
     SEGMENTS,
     EpisodeEntry,
+    checksum,
     has_live_writer,
     list_segments,
     read_index,
-    scan_segment,
+    schema_mismatch,
     segment_paths,
-    warn_torn,
 )
 from seedrl.data.spec import FieldSpec, StepSpec
 from seedrl.data.writer import FORMAT, FORMAT_VERSION, read_dataset_json
@@ -36,15 +45,22 @@ class Dataset:
 
     ``Dataset(path)`` opens every segment (including ones still being written:
     call :meth:`refresh` to see new episodes). ``select`` and ``filter``
-    return narrower views sharing the same memory maps.
+    return narrower views sharing the same memory maps. ``verify``: check each
+    episode's checksum on its first read (see the module doc).
     """
 
-    def __init__(self, path: str | os.PathLike, fields: Iterable[str] | None = None):
+    def __init__(self, path: str | os.PathLike, fields: Iterable[str] | None = None, *, verify: bool = True):
         self.root = Path(path)
+        self.verify = verify
+        self._verified: set[tuple[str, int]] = set()  # shared with views: (segment, offset)
         info = read_dataset_json(self.root)
         if info is None:
             if not (self.root / SEGMENTS).is_dir():
                 raise FileNotFoundError(f"{self.root}: no dataset.json here; not an RLDS dataset written by seedrl")
+            if list_segments(self.root):
+                raise DataError(f"{self.root / 'dataset.json'}: missing, but segments/ holds "
+                                f"{len(list_segments(self.root))} segment(s); `seedrl data validate --repair` "
+                                "rebuilds it from the segments' own schema")
             # A writer opened it but committed no episode yet: an empty dataset with no spec.
             info = {"format": FORMAT, "version": FORMAT_VERSION, "name": self.root.name, "step_spec": None}
         self.info = info
@@ -59,6 +75,8 @@ class Dataset:
         self._warned: set[str] = set()
         #: segment -> bytes of a torn tail left by a killed writer (ignored when reading)
         self.torn_tails: dict[str, int] = {}
+        #: segment -> what is wrong with it (torn tail, unreadable header, index past its end)
+        self.damage: dict[str, list[str]] = {}
         self.refresh()
 
     # ------------------------------------------------------------ loading
@@ -68,14 +86,22 @@ class Dataset:
         for seg in list_segments(self.root):
             arrow_path, index_path = segment_paths(self.root, seg)
             known = read_index(index_path, seg)
-            result = scan_segment(arrow_path, seg, known)
-            if result.torn_bytes > 0 and not has_live_writer(arrow_path):
+            result = scan_segment(arrow_path, seg, known, self._schema)
+            if result.schema is not None and self._schema is not None:
+                why = schema_mismatch(result.schema, self._schema)
+                if why:
+                    raise SpecError(f"{arrow_path}: its schema does not match {self.root / 'dataset.json'}: {why} "
+                                    "(an edited dataset.json, or a damaged segment header); nothing is read")
+            problems = result.problems()
+            if problems and not has_live_writer(arrow_path):
                 self.torn_tails[seg] = result.torn_bytes
+                self.damage[seg] = problems
                 if seg not in self._warned:
                     self._warned.add(seg)
-                    warn_torn(arrow_path, result)
+                    warn_problems(arrow_path, result)
             else:
                 self.torn_tails.pop(seg, None)
+                self.damage.pop(seg, None)
             entries.extend(result.entries)
             self._maps.pop(seg, None)  # the file may have grown: remap lazily
         self._set_entries(entries)
@@ -121,7 +147,18 @@ class Dataset:
         """The raw Arrow record batch of episode ``index`` (zero copy)."""
         e = self._entries[index]
         buf = self._map(e.segment).slice(e.offset, e.length)
+        if self.verify and (e.segment, e.offset) not in self._verified:
+            check_entry(e, buf)
+            self._verified.add((e.segment, e.offset))
         return pa.ipc.read_record_batch(pa.ipc.read_message(buf), self._schema)
+
+    def verify_episode(self, index: int) -> bool:
+        """Check episode ``index`` against its checksum: True if it matches, False if it has none
+        (written before checksums, or found in the stream by repair); :class:`ChecksumError` if not."""
+        e = self._entries[index]
+        ok = check_entry(e, self._map(e.segment).slice(e.offset, e.length))
+        self._verified.add((e.segment, e.offset))
+        return ok
 
     def __getitem__(self, index: int) -> Episode:
         n = len(self._entries)
@@ -214,6 +251,19 @@ class Dataset:
         return f"Dataset({str(self.root)!r}, episodes={len(self)}, steps={self.num_steps})"
 
 
+def check_entry(entry: EpisodeEntry, buf: pa.Buffer) -> bool:
+    """Raise :class:`ChecksumError` if ``buf`` (the entry's bytes) fails its checksum; False if it has none."""
+    if entry.crc is None:
+        return False
+    got = checksum(buf)
+    if got != entry.crc:
+        raise ChecksumError(
+            f"segment {entry.segment}, episode {entry.episode_id!r} (bytes {entry.offset}..{entry.end}): checksum "
+            f"{got:#010x} != {entry.crc:#010x} recorded when written; its bytes were altered"
+        )
+    return True
+
+
 def _stack(f: FieldSpec, values: list) -> np.ndarray:
     """Stack per-sample values: fixed-shape numeric fields densely, others as objects."""
     if f.is_fixed and not f.is_text:
@@ -234,9 +284,11 @@ def _pad(column: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
-def open_dataset(path: str | os.PathLike, fields: Iterable[str] | None = None) -> Dataset:
-    """Open an RLDS dataset directory for reading."""
+def open_dataset(path: str | os.PathLike, fields: Iterable[str] | None = None, *, verify: bool = True) -> Dataset:
+    """Open an RLDS dataset directory for reading (``verify``: see :class:`Dataset`)."""
     if not Path(path).exists():
         raise FileNotFoundError(f"dataset path does not exist: {path}")
-    return Dataset(path, fields)
+    if not Path(path).is_dir():
+        raise NotADirectoryError(f"not a dataset directory: {path}")
+    return Dataset(path, fields, verify=verify)
 

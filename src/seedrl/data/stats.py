@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
+import pyarrow as pa
 
 from seedrl.data.columns import check_episode_flags
-from seedrl.data.errors import DataError, TornTailWarning
+from seedrl.data.errors import DamagedSegmentWarning, DataError, TornTailWarning
 from seedrl.data.reader import Dataset
 
 
@@ -121,14 +122,18 @@ def format_info(ds: Dataset) -> str:
 
 
 def validate(ds: Dataset, progress: Iterable | None = None) -> list[str]:
-    """Every problem found, as messages naming the episode and field (empty: valid)."""
+    """Every problem found, as messages naming the segment or episode and field (empty: valid).
+
+    Per segment: torn tail, unreadable schema header, index entries past the
+    end of the file. Per episode: its checksum (an episode without one is not
+    a problem: see :func:`unchecked`), its id unique, its steps decodable,
+    RLDS flags in place, varying-shape values matching the spec.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TornTailWarning)
+        warnings.simplefilter("ignore", DamagedSegmentWarning)
         ds.refresh()
-    problems = [
-        f"segment {seg}: torn tail of {n} bytes (a writer was killed mid-episode); `--repair` sets it aside"
-        for seg, n in ds.torn_tails.items()
-    ]
+    problems = [f"segment {seg}: {p}; `--repair` sets it aside" for seg, ps in ds.damage.items() for p in ps]
     seen: dict[str, int] = {}
     indices = progress if progress is not None else range(len(ds))
     for i in indices:
@@ -138,6 +143,7 @@ def validate(ds: Dataset, progress: Iterable | None = None) -> list[str]:
             problems.append(f"episode {i}: id {key!r} repeats episode {seen[key]}")
         seen[key] = i
         try:
+            ds.verify_episode(i)
             ep = ds[i]
             if len(ep) != entry.num_steps:
                 problems.append(f"episode {i} ({key}): index says {entry.num_steps} steps, stream has {len(ep)}")
@@ -146,6 +152,11 @@ def validate(ds: Dataset, progress: Iterable | None = None) -> list[str]:
                 if f.is_text or not f.is_fixed:
                     for v in ep.columns[f.path]:
                         f.check(v)
-        except (DataError, OSError, ValueError) as err:
+        except (DataError, OSError, ValueError, IndexError, pa.ArrowException) as err:
             problems.append(f"episode {i} ({key}): {err}")
     return problems
+
+
+def unchecked(ds: Dataset) -> int:
+    """Episodes with no checksum (written before checksums, or found in the stream by repair)."""
+    return sum(e.crc is None for e in ds.entries)

@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -25,15 +26,18 @@ import pyarrow as pa
 from seedrl.data import metadata as meta
 from seedrl.data.columns import columns_to_batch, stack_steps
 from seedrl.data.episode import Episode
-from seedrl.data.errors import EpisodeError, SpecError
+from seedrl.data.errors import DuplicateEpisodeError, EpisodeError, SpecError
+from seedrl.data.repair import rebuilt_dataset_info, repair_segment, scan_segment
 from seedrl.data.segment import (
     METADATA_KEY,
     SEGMENTS,
+    SPEC_KEY,
     EpisodeEntry,
+    checksum,
     list_segments,
     lock_exclusive,
     new_segment_name,
-    repair_segment,
+    read_index,
     segment_paths,
 )
 from seedrl.data.spec import StepSpec
@@ -89,7 +93,12 @@ class DatasetWriter:
         name: dataset name recorded in ``dataset.json`` (default: folder name).
         durable: fsync the segment and its index at each episode end, so that
             episodes survive a machine crash, not only a killed process.
-        repair: set aside torn tails of dead writers' segments on open.
+        repair: repair dead writers' segments on open (:mod:`seedrl.data.repair`:
+            torn tails and lost index lines go to ``set_aside/``, nothing is destroyed).
+
+    Episode ids are unique within a dataset: an id already in it (as seen when
+    the writer opened, plus what it wrote since) is refused. Two writers open
+    at once cannot see each other's new ids; ``validate`` reports such repeats.
 
     Thread-safe: episodes built in several threads may be committed through
     one writer. ``close()`` is idempotent.
@@ -118,6 +127,8 @@ class DatasetWriter:
         self._config = dict(config or {})
         (self.root / SEGMENTS).mkdir(parents=True, exist_ok=True)
         info = read_dataset_json(self.root)
+        if info is None and repair and list_segments(self.root):
+            info = self._rebuild_dataset_json()
         if info is not None:
             existing = StepSpec.from_json(info["step_spec"])
             if spec is not None and spec != existing:
@@ -125,9 +136,7 @@ class DatasetWriter:
             spec = existing
         self.spec = spec
         self.metadata_spec: dict | None = info.get("metadata_spec") if info else None
-        if repair:
-            for seg in list_segments(self.root):
-                repair_segment(self.root, seg)
+        self._ids = self._existing_ids(repair)
         self.segment = new_segment_name()
         self._uid = self.segment.rsplit("-", 1)[1]
 
@@ -195,6 +204,27 @@ class DatasetWriter:
             pass
 
     # -------------------------------------------------------------- helpers
+    def _rebuild_dataset_json(self) -> dict:
+        rebuilt = rebuilt_dataset_info(self.root)
+        warnings.warn(f"{self.root / DATASET_JSON}: missing; rebuilt from the segments' own schema "
+                      "(the name is the folder's, the run config is lost)", stacklevel=3)
+        return _publish_dataset_json(self.root, {"format": FORMAT, "version": FORMAT_VERSION, "name": self.name,
+                                                 **rebuilt, "config": {"rebuilt_by_repair": True}})
+
+    def _existing_ids(self, repair: bool) -> set[str]:
+        """Ids of the episodes already in the dataset; repairs dead segments on the way if ``repair``."""
+        fallback = self.spec.arrow_schema() if self.spec is not None else None
+        ids: set[str] = set()
+        for seg in list_segments(self.root):
+            result = repair_segment(self.root, seg, fallback) if repair else None
+            if result is None:  # a live writer's segment, or no repair asked: read only
+                arrow_path, index_path = segment_paths(self.root, seg)
+                if not arrow_path.exists():
+                    continue
+                result = scan_segment(arrow_path, seg, read_index(index_path, seg), fallback)
+            ids.update(str(e.episode_id) for e in result.entries)
+        return ids
+
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError(f"writer for {self.root} is closed")
@@ -210,17 +240,23 @@ class DatasetWriter:
                 raise SpecError(f"spec differs from the dataset ({self.root}): {self.spec.diff(episode.spec)}")
             if "episode_id" not in metadata:
                 metadata = {"episode_id": f"{self._uid}-{self._count}", **metadata}
+            key = str(metadata["episode_id"])
+            if key in self._ids:
+                raise DuplicateEpisodeError(f"episode metadata 'episode_id': {metadata['episode_id']!r} is already in "
+                                            f"{self.root}; ids are unique within a dataset")
             batch = columns_to_batch(self.spec, episode.columns, len(episode), self._stream_schema)
             # pyarrow writes the schema message lazily, with the first batch.
             start = self._file.tell() or len(self._stream_schema.serialize())
             self._stream.write_batch(batch, custom_metadata={METADATA_KEY: meta.dumps(metadata)})
             stop = self._file.tell()
-            entry = EpisodeEntry(self.segment, start, stop - start, len(episode), metadata["episode_id"], metadata)
+            crc = checksum(os.pread(self._lock_fd, stop - start, start))  # the bytes as they landed
+            entry = EpisodeEntry(self.segment, start, stop - start, len(episode), metadata["episode_id"], metadata, crc)
             self._index.write(entry.index_line() + "\n")
             self._index.flush()
             if self.durable:  # the index is a cache rebuilt from the stream: only the segment needs syncing
                 os.fdatasync(self._lock_fd)
             self._count += 1
+            self._ids.add(key)
             return metadata["episode_id"]
 
     def _open_segment(self, spec: StepSpec, metadata: Mapping[str, Any]) -> None:
@@ -251,7 +287,8 @@ class DatasetWriter:
             raise RuntimeError(f"could not lock new segment {arrow_path}")
         self._index = open(index_path, "x", encoding="utf-8")
         os.rename(hidden, arrow_path)
-        self._stream_schema = self.spec.arrow_schema()
+        # The spec rides in the segment's own schema: the stream alone can rebuild dataset.json.
+        self._stream_schema = self.spec.arrow_schema().with_metadata({SPEC_KEY: json.dumps(self.spec.to_json())})
         self._file = pa.OSFile(str(arrow_path), "wb")  # same (empty) file; the flock stays on _lock_fd
         self._stream = pa.ipc.new_stream(self._file, self._stream_schema)
         if self.durable:
