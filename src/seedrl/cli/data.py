@@ -1,16 +1,27 @@
-"""``seedrl data info | head | stats | validate | convert``."""
+"""``seedrl data info | head | stats | validate | convert``.
+
+Bad input (a missing folder, a file that is not a dataset, an unknown
+episode id or format, an unwritable destination) is a one-line error naming
+it, exit code 2. ``convert`` never replaces or extends an existing
+destination unless told to (``--overwrite`` / ``--append``), and builds the
+result beside it first, so a failed conversion leaves the destination as it was.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
+import functools
+import shutil
 import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from tqdm import tqdm
 
-from seedrl.data import open_dataset
+from seedrl.data import DataError, open_dataset
+from seedrl.data.merge import append_dataset, replace_dir
 from seedrl.data.formats import EXPORTERS, IMPORTERS, detect_format
 from seedrl.data.stats import compute_stats, format_info, format_stats, unchecked, validate
 
@@ -25,8 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     head = dsub.add_parser("head", help="print the first steps of the first episodes")
     head.add_argument("path")
-    head.add_argument("-n", "--episodes", type=int, default=1)
-    head.add_argument("-s", "--steps", type=int, default=3)
+    head.add_argument("-n", "--episodes", type=_positive, default=1, help="how many episodes (default 1)")
+    head.add_argument("-s", "--steps", type=_positive, default=3, help="steps per episode (default 3)")
+    head.add_argument("--id", dest="episode_id", default=None, help="show the episode with this id instead")
     head.set_defaults(func=cmd_head)
 
     stats = dsub.add_parser("stats", help="lengths, returns and per-field statistics")
@@ -35,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     val = dsub.add_parser("validate", help="check every episode; exit 1 on problems")
     val.add_argument("path")
-    val.add_argument("--repair", action="store_true", help="set aside torn tails of killed writers")
+    val.add_argument("--repair", action="store_true",
+                     help="index what killed writers left unindexed; set aside (set_aside/) what cannot be read")
     val.set_defaults(func=cmd_validate)
 
     conv = dsub.add_parser(
@@ -48,7 +61,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     conv.add_argument("--from", dest="src_format", default=None, help="source format (default: detected)")
     conv.add_argument("--to", dest="dst_format", default="seedrl", help="destination format (default: seedrl)")
     conv.add_argument("--allow-lossy", action="store_true", help="convert even where the target cannot hold every value")
+    mode = conv.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing DST (default: refuse)")
+    mode.add_argument("--append", action="store_true",
+                      help="add to an existing seedrl DST (same spec; episode ids already in DST are refused)")
     conv.set_defaults(func=cmd_convert)
+    for action in (info, head, stats, val, conv):
+        action.set_defaults(func=_one_line(action.get_default("func")))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _one_line(cmd):
+    """File-system and Arrow errors become one-line errors naming the file (the CLI prints those)."""
+
+    @functools.wraps(cmd)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return cmd(args)
+        except (OSError, pa.ArrowException, IndexError) as err:
+            if isinstance(err, FileNotFoundError | FileExistsError):
+                raise
+            raise DataError(f"{type(err).__name__}: {err}") from err
+
+    return run
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -58,8 +99,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_head(args: argparse.Namespace) -> int:
     ds = open_dataset(args.path)
+    try:
+        picks = [ds.index_of(args.episode_id)] if args.episode_id is not None else range(min(args.episodes, len(ds)))
+    except KeyError as err:
+        raise DataError(err.args[0]) from None
     with np.printoptions(threshold=12, edgeitems=2, linewidth=110, precision=4):
-        for i in range(min(args.episodes, len(ds))):
+        for i in picks:
             ep = ds[i]
             print(f"episode {i}: {len(ep)} steps, metadata {ep.metadata}")
             for t in range(min(args.steps, len(ep))):
@@ -82,11 +127,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    ds = open_dataset(args.path)  # first: a missing or foreign folder is an error, never made a dataset
     if args.repair:
         from seedrl.data import DatasetWriter
 
         DatasetWriter(args.path).close()  # opening a writer repairs dead segments
-    ds = open_dataset(args.path)
+        ds = open_dataset(args.path)
     problems = validate(ds, tqdm(range(len(ds)), desc="validate", unit="ep", disable=None, leave=False))
     for p in problems:
         print(p, file=sys.stderr)
@@ -98,6 +144,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    if not Path(args.src).exists():
+        raise FileNotFoundError(f"source does not exist: {args.src}")
     src_format = args.src_format or detect_format(args.src)
     dst_format = args.dst_format
     if src_format == dst_format:
@@ -105,16 +153,36 @@ def cmd_convert(args: argparse.Namespace) -> int:
     for flag, name, table in (("--from", src_format, IMPORTERS), ("--to", dst_format, EXPORTERS)):
         if name != "seedrl" and name not in table:
             raise ValueError(f"{flag} {name!r}: unknown format; known: {sorted(set(table) | {'seedrl'})}")
-    with tempfile.TemporaryDirectory(prefix="seedrl-convert-") as tmp:
+    dst = Path(args.dst)
+    if any(p.exists() and not p.is_dir() for p in dst.parents):
+        raise ValueError(f"destination {dst}: a parent of it is a file, not a folder")
+    taken = dst.exists() and (not dst.is_dir() or any(dst.iterdir()))
+    if args.append and dst_format != "seedrl":
+        raise ValueError(f"--append: only a seedrl destination can be appended to, not --to {dst_format}")
+    if taken and not (args.overwrite or args.append):
+        hint = "--overwrite to replace it" + (" or --append to add to it" if dst_format == "seedrl" else "")
+        raise FileExistsError(f"destination {dst} already exists; pass {hint}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.convert-"))  # same filesystem as dst
+    try:
+        built = stage / dst.name
         source = args.src
         if src_format != "seedrl":
-            source = args.dst if dst_format == "seedrl" else os.path.join(tmp, "dataset")
+            source = built if dst_format == "seedrl" else stage / "imported"
             IMPORTERS[src_format](args.src, source)
         if dst_format == "seedrl":
-            print(f"wrote {open_dataset(source)}")
+            if args.append and taken:
+                n = append_dataset(built, dst)
+                print(f"appended {n} episodes: {open_dataset(dst)}")
+                return 0
+            replace_dir(built, dst)
+            print(f"wrote {open_dataset(dst)}")
             return 0
-        report = EXPORTERS[dst_format](open_dataset(source), args.dst, allow_lossy=args.allow_lossy)
+        report = EXPORTERS[dst_format](open_dataset(source), built, allow_lossy=args.allow_lossy)
+        replace_dir(built, dst)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     if report:
-        print(report)
+        print(str(report).replace(str(built), str(dst)))
     print(f"wrote {dst_format} dataset to {args.dst}")
     return 0

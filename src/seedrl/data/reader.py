@@ -168,12 +168,16 @@ class Dataset:
         columns = batch_to_columns(self.spec, self.read_batch(index))
         return Episode(self.spec, columns, self._entries[index].metadata)
 
-    def episode(self, episode_id: Any) -> Episode:
-        """Random access by episode id."""
+    def index_of(self, episode_id: Any) -> int:
+        """The index of the episode with this id (ids compare as strings)."""
         try:
-            return self[self._id_to_index[str(episode_id)]]
+            return self._id_to_index[str(episode_id)]
         except KeyError:
             raise KeyError(f"no episode with id {episode_id!r} in {self.root}") from None
+
+    def episode(self, episode_id: Any) -> Episode:
+        """Random access by episode id."""
+        return self[self.index_of(episode_id)]
 
     def __iter__(self) -> Iterator[Episode]:
         for i in range(len(self)):

@@ -158,12 +158,12 @@ def repair_segment(root: Path, segment: str, fallback: pa.Schema | None = None) 
             return None
         known = read_index(index_path, segment)
         result = scan_segment(arrow_path, segment, known, fallback)
-        if not result.entries and not known and result.size and result.schema is None:
-            _set_aside_whole(root, arrow_path, index_path)
-            return result
         if result.lost:
             first = result.lost[0].offset
             _set_aside(root, f"{segment}.{first}.index", "".join(e.index_line() + "\n" for e in result.lost).encode())
+        if not result.entries and result.size and result.schema is None:
+            _set_aside_whole(root, arrow_path, index_path)
+            return result
         if result.torn_bytes:
             with open(arrow_path, "rb") as fh:
                 fh.seek(result.end)

@@ -145,7 +145,7 @@ def read_schema(buf: pa.Buffer) -> tuple[pa.Schema | None, int]:
     hand, so the offset is known even when the schema itself does not
     decode (then the schema is None); the offset is 0 if the frame is bad too.
     """
-    head = buf.slice(0, 8).to_pybytes()
+    head = buf.slice(0, min(8, buf.size)).to_pybytes()
     if len(head) < 8:
         return None, 0
     pre, n = (8, head[4:8]) if head[:4] == b"\xff\xff\xff\xff" else (4, head[:4])
