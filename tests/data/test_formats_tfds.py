@@ -99,7 +99,7 @@ def test_one_step_episodes_empty_strings_and_nan_payloads(tmp_path):
                               "g": np.frombuffer(b"\x01\x00\xa0\x7f", np.float32)[0]},
               "action": np.int64(-(2**63)), "reward": np.float32(0), "discount": np.float32(0),
               "is_first": True, "is_last": True, "is_terminal": False}]
-    _write(tmp_path / "src", [Episode.from_steps(steps, {"episode_id": ""}) for _ in range(3)])
+    _write(tmp_path / "src", [Episode.from_steps(steps, {"episode_id": i}) for i in ("", "x", "y")])  # ids are unique
     assert export_tfds(open_dataset(tmp_path / "src"), tmp_path / "t") is None
     _same(open_dataset(tmp_path / "src"), import_tfds(tmp_path / "t", tmp_path / "back"))
     rec = _records(tmp_path / "t")[0]
