@@ -122,6 +122,24 @@ def test_old_datasets_without_checksums_still_open(tmp_path, capsys):
     assert "valid (3 episode(s) have no checksum" in capsys.readouterr().out
 
 
+def test_a_dataset_written_before_checksums_opens_validates_and_takes_appends(tmp_path):
+    """tests/data/fixtures/v1_no_checksums was written by seedrl before checksums (no "c" in
+    its index, no spec in its segment header)."""
+    import shutil
+    from pathlib import Path
+
+    path = tmp_path / "old"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "v1_no_checksums", path)
+    ds = _episodes_equal(path, ["old0", "old1", "old2"])
+    assert validate(ds) == [] and unchecked(ds) == 3
+    with DatasetWriter(path) as w:  # appends: the new segment has checksums, the old one is untouched
+        w.write_episode(simple_steps(3, seed=3), metadata={"episode_id": "new3", "i": 3})
+        with pytest.raises(DuplicateEpisodeError):
+            w.write_episode(simple_steps(3, seed=4), metadata={"episode_id": "old1", "i": 4})
+    ds = _episodes_equal(path, ["old0", "old1", "old2", "new3"])
+    assert validate(ds) == [] and unchecked(ds) == 3
+
+
 # -------------------------------------------------------------- schema checks
 def test_a_dtype_edited_in_dataset_json_is_refused_not_misread(tmp_path):
     _write(tmp_path, n=2)

@@ -78,13 +78,16 @@ class ScanResult:
         """What is wrong with this segment beyond a lagging index, one line each."""
         out = []
         if self.schema is None and self.size:
-            out.append(f"schema header unreadable ({len(self.entries)} indexed episode(s) read with dataset.json's schema)")
+            out.append(f"schema header unreadable ({len(self.entries)} indexed episode(s) read with dataset.json's "
+                       "schema, their checksums vouch for them); repair leaves such a segment as it is")
         if self.lost:
             ids = [str(e.episode_id) for e in self.lost]
             out.append(f"{len(self.lost)} index entr(ies) point past the end of the file ({self.size} bytes; "
-                       f"truncated): episode(s) {ids[:5]}{'...' if len(ids) > 5 else ''} are lost")
+                       f"truncated): episode(s) {ids[:5]}{'...' if len(ids) > 5 else ''} are lost; repair sets their index "
+                       f"lines aside in {SET_ASIDE}/")
         if self.torn_bytes:
-            out.append(f"torn tail of {self.torn_bytes} bytes after offset {self.end} (a writer was killed mid-episode)")
+            out.append(f"torn tail of {self.torn_bytes} bytes after offset {self.end} (a writer was killed "
+                       f"mid-episode); repair sets it aside in {SET_ASIDE}/")
         return out
 
 
@@ -138,9 +141,8 @@ def warn_problems(arrow_path: Path, result: ScanResult) -> None:
         return
     torn_only = result.schema is not None and not result.lost
     warnings.warn(
-        f"segment {arrow_path.name}: " + "; ".join(problems) + ("; the rest is ignored" if result.torn_bytes else "")
-        + ". `seedrl data validate --repair` (or opening a writer) sets what cannot be read aside in "
-        f"{SET_ASIDE}/.",
+        f"segment {arrow_path.name}: " + "; ".join(problems) + ". Readers skip what they cannot read; "
+        "`seedrl data validate --repair` (or opening a writer) repairs.",
         TornTailWarning if torn_only else DamagedSegmentWarning,
         stacklevel=3,
     )

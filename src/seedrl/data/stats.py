@@ -133,7 +133,7 @@ def validate(ds: Dataset, progress: Iterable | None = None) -> list[str]:
         warnings.simplefilter("ignore", TornTailWarning)
         warnings.simplefilter("ignore", DamagedSegmentWarning)
         ds.refresh()
-    problems = [f"segment {seg}: {p}; `--repair` sets it aside" for seg, ps in ds.damage.items() for p in ps]
+    problems = [f"segment {seg}: {p}" for seg, ps in ds.damage.items() for p in ps]
     seen: dict[str, int] = {}
     indices = progress if progress is not None else range(len(ds))
     for i in indices:
