@@ -78,6 +78,16 @@ def test_checksum_and_dataset_json_errors_through_the_cli(tmp_path, capsys):
     _one_line_error(capsys, "does not match", "dataset.json")
 
 
+def test_a_lost_dataset_json_names_the_fix_and_the_fix_works(tmp_path, capsys):
+    ds = _make(tmp_path / "ds", n=2)
+    (ds / "dataset.json").unlink()
+    assert main(["data", "info", str(ds)]) == 2
+    _one_line_error(capsys, "dataset.json: missing", "validate --repair")
+    with pytest.warns(UserWarning, match="rebuilt"):
+        assert main(["data", "validate", "--repair", str(ds)]) == 0
+    assert open_dataset(ds).episode_ids == ["e0", "e1"]
+
+
 def test_repair_of_the_testers_damaged_segment_keeps_its_index(tmp_path, capsys):
     ds = _make(tmp_path / "ds", n=5)
     seg = next((ds / "segments").glob("*.arrow"))

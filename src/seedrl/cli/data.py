@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from seedrl.data import DataError, open_dataset
 from seedrl.data.merge import append_dataset, replace_dir
+from seedrl.data.segment import SEGMENTS
 from seedrl.data.formats import EXPORTERS, IMPORTERS, detect_format
 from seedrl.data.stats import compute_stats, format_info, format_stats, unchecked, validate
 
@@ -127,12 +128,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    ds = open_dataset(args.path)  # first: a missing or foreign folder is an error, never made a dataset
     if args.repair:
         from seedrl.data import DatasetWriter
 
-        DatasetWriter(args.path).close()  # opening a writer repairs dead segments
-        ds = open_dataset(args.path)
+        root = Path(args.path)
+        if not (root / "dataset.json").is_file() and not (root / SEGMENTS).is_dir():
+            open_dataset(args.path)  # a missing or foreign folder is an error, never made a dataset
+        DatasetWriter(args.path).close()  # opening a writer repairs dead segments (and a lost dataset.json)
+    ds = open_dataset(args.path)
     problems = validate(ds, tqdm(range(len(ds)), desc="validate", unit="ep", disable=None, leave=False))
     for p in problems:
         print(p, file=sys.stderr)
