@@ -50,6 +50,7 @@ from seedrl.data.segment import (
     SET_ASIDE,
     SPEC_KEY,
     EpisodeEntry,
+    fsync_dir,
     list_segments,
     lock_exclusive,
     read_index,
@@ -105,10 +106,15 @@ def scan_segment(arrow_path: Path, segment: str, known: list[EpisodeEntry],
         end = max([header_end] + [e.end for e in kept])
         found: list[EpisodeEntry] = []
         decode_with = schema or fallback
-        if end < size and buf.slice(end).to_pybytes() != EOS and decode_with is not None and (kept or header_end):
+        if not _clean_end(buf, end) and decode_with is not None and (kept or header_end):
             found, end = _walk(buf, end, decode_with, segment)
-        clean = end == size or (size - end == len(EOS) and buf.slice(end).to_pybytes() == EOS)
+        clean = _clean_end(buf, end)
     return ScanResult(kept + found, end, size, lost, schema, len(found), clean)
+
+
+def _clean_end(buf: pa.Buffer, end: int) -> bool:
+    """Nothing after ``end`` but, at most, the end-of-stream marker."""
+    return end == buf.size or (buf.size - end == len(EOS) and buf.slice(end).to_pybytes() == EOS)
 
 
 def _walk(buf: pa.Buffer, start: int, schema: pa.Schema, segment: str) -> tuple[list[EpisodeEntry], int]:
@@ -171,9 +177,7 @@ def repair_segment(root: Path, segment: str, fallback: pa.Schema | None = None) 
                 fh.seek(result.end)
                 _set_aside(root, f"{segment}.{result.end}.torn", fh.read())
         if result.lost or result.found or _index_needs_rewrite(index_path):
-            tmp = index_path.with_suffix(".index.tmp")
-            tmp.write_text("".join(e.index_line() + "\n" for e in result.entries))
-            os.replace(tmp, index_path)
+            _replace_durably(index_path, "".join(e.index_line() + "\n" for e in result.entries).encode())
         if result.torn_bytes and result.schema is not None:
             os.truncate(arrow_path, result.end)  # its bytes are in set_aside/ already
         if result.torn_bytes or result.lost:
@@ -187,6 +191,17 @@ def repair_segment(root: Path, segment: str, fallback: pa.Schema | None = None) 
         return result
     finally:
         os.close(fd)
+
+
+def _replace_durably(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically, on disk before it is visible (the index holds the checksums)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def _set_aside(root: Path, name: str, data: bytes) -> Path:

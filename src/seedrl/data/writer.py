@@ -34,6 +34,7 @@ from seedrl.data.segment import (
     SPEC_KEY,
     EpisodeEntry,
     checksum,
+    fsync_dir,
     list_segments,
     lock_exclusive,
     new_segment_name,
@@ -59,14 +60,6 @@ def read_dataset_json(root: Path) -> dict | None:
     return info
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _publish_dataset_json(root: Path, info: dict) -> dict:
     """Create dataset.json atomically; if another writer won the race, return theirs."""
     tmp = root / f".{DATASET_JSON}.{secrets.token_hex(4)}"
@@ -76,7 +69,7 @@ def _publish_dataset_json(root: Path, info: dict) -> dict:
         os.fsync(fh.fileno())  # never an empty dataset.json after a power loss
     try:
         os.link(tmp, root / DATASET_JSON)
-        _fsync_dir(root)
+        fsync_dir(root)
         return info
     except FileExistsError:
         return read_dataset_json(root)  # type: ignore[return-value]
@@ -292,7 +285,7 @@ class DatasetWriter:
         self._file = pa.OSFile(str(arrow_path), "wb")  # same (empty) file; the flock stays on _lock_fd
         self._stream = pa.ipc.new_stream(self._file, self._stream_schema)
         if self.durable:
-            _fsync_dir(self.root / SEGMENTS)
+            fsync_dir(self.root / SEGMENTS)
 
 
 class EpisodeWriter:
