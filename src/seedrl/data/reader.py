@@ -32,7 +32,6 @@ from seedrl.data.segment import (
     checksum,
     has_live_writer,
     list_segments,
-    read_index,
     schema_mismatch,
     segment_paths,
 )
@@ -84,9 +83,8 @@ class Dataset:
         """Pick up episodes committed since opening (and new segments)."""
         entries: list[EpisodeEntry] = []
         for seg in list_segments(self.root):
-            arrow_path, index_path = segment_paths(self.root, seg)
-            known = read_index(index_path, seg)
-            result = scan_segment(arrow_path, seg, known, self._schema)
+            arrow_path = segment_paths(self.root, seg)[0]
+            result = scan_segment(self.root, seg, self._schema)
             if result.schema is not None and self._schema is not None:
                 why = schema_mismatch(result.schema, self._schema)
                 if why:

@@ -70,6 +70,7 @@ class ScanResult:
     schema: pa.Schema | None = None  # the segment's own schema; None if its header does not decode
     found: int = 0  # episodes found in the stream that the index did not list
     clean: bool = True  # nothing after ``end`` but (at most) the end-of-stream marker
+    damaged_lines: list[bytes] = field(default_factory=list)  # index lines that failed to parse or their checksum
 
     @property
     def torn_bytes(self) -> int:
@@ -86,30 +87,46 @@ class ScanResult:
             out.append(f"{len(self.lost)} index entr(ies) point past the end of the file ({self.size} bytes; "
                        f"truncated): episode(s) {ids[:5]}{'...' if len(ids) > 5 else ''} are lost; repair sets their index "
                        f"lines aside in {SET_ASIDE}/")
+        if self.damaged_lines:
+            out.append(f"{len(self.damaged_lines)} index line(s) damaged (an episode still in the stream is read "
+                       f"from it, without a checksum); repair sets the old index aside in {SET_ASIDE}/")
         if self.torn_bytes:
             out.append(f"torn tail of {self.torn_bytes} bytes after offset {self.end} (a writer was killed "
                        f"mid-episode); repair sets it aside in {SET_ASIDE}/")
         return out
 
 
-def scan_segment(arrow_path: Path, segment: str, known: list[EpisodeEntry],
-                 fallback: pa.Schema | None = None) -> ScanResult:
-    """What ``arrow_path`` holds, given its index entries ``known`` (see the module doc)."""
+def scan_segment(root: Path, segment: str, fallback: pa.Schema | None = None) -> ScanResult:
+    """What segment ``segment`` of dataset ``root`` holds, by its index and its stream (see the module doc)."""
+    arrow_path, index_path = segment_paths(root, segment)
+    damaged: list[bytes] = []
+    known = read_index(index_path, segment, damaged)  # before the size: the index never runs ahead of the file
     size = arrow_path.stat().st_size
-    kept = [e for e in known if e.end <= size]
+    kept = sorted((e for e in known if e.end <= size), key=lambda e: e.offset)
     lost = [e for e in known if e.end > size]
     if size == 0:
-        return ScanResult([], 0, 0, lost)
+        return ScanResult([], 0, 0, lost, damaged_lines=damaged)
     with pa.memory_map(str(arrow_path)) as mm:
         buf = mm.read_buffer()
         schema, header_end = read_schema(buf)
-        end = max([header_end] + [e.end for e in kept])
-        found: list[EpisodeEntry] = []
         decode_with = schema or fallback
-        if not _clean_end(buf, end) and decode_with is not None and (kept or header_end):
-            found, end = _walk(buf, end, decode_with, segment)
+        entries: list[EpisodeEntry] = []
+        found = 0
+        pos = header_end or (kept[0].offset if kept else 0)
+        for e in kept:  # episodes in gaps between indexed ones: their index lines were damaged
+            if e.offset > pos and decode_with is not None:
+                more, _ = _walk(buf, pos, decode_with, segment, stop=e.offset)
+                entries += more
+                found += len(more)
+            entries.append(e)
+            pos = max(pos, e.end)
+        end = pos
+        if not _clean_end(buf, end) and decode_with is not None and end:
+            more, end = _walk(buf, end, decode_with, segment)
+            entries += more
+            found += len(more)
         clean = _clean_end(buf, end)
-    return ScanResult(kept + found, end, size, lost, schema, len(found), clean)
+    return ScanResult(entries, end, size, lost, schema, found, clean, damaged)
 
 
 def _clean_end(buf: pa.Buffer, end: int) -> bool:
@@ -117,14 +134,16 @@ def _clean_end(buf: pa.Buffer, end: int) -> bool:
     return end == buf.size or (buf.size - end == len(EOS) and buf.slice(end).to_pybytes() == EOS)
 
 
-def _walk(buf: pa.Buffer, start: int, schema: pa.Schema, segment: str) -> tuple[list[EpisodeEntry], int]:
-    """Complete record-batch messages from ``start`` on, each as an episode entry (no checksum:
-    nothing recorded one). Stops at the first message that is not a whole, decodable batch."""
+def _walk(buf: pa.Buffer, start: int, schema: pa.Schema, segment: str,
+          stop: int | None = None) -> tuple[list[EpisodeEntry], int]:
+    """Complete record-batch messages from ``start`` (up to ``stop``), each as an episode entry (no
+    checksum: nothing recorded one). Stops at the first message that is not a whole, decodable batch."""
     entries = []
-    reader = pa.BufferReader(buf.slice(start))
+    limit = buf.size if stop is None else stop
+    reader = pa.BufferReader(buf.slice(start, limit - start))
     head = schema.serialize().to_pybytes()
     pos = start
-    while pos < buf.size:
+    while pos < limit:
         try:
             msg = pa.ipc.read_message(reader)
             if msg.type != "record batch":
@@ -134,9 +153,9 @@ def _walk(buf: pa.Buffer, start: int, schema: pa.Schema, segment: str) -> tuple[
             m = meta.loads(custom[METADATA_KEY]) if custom and METADATA_KEY in custom else {}
         except _ARROW_ERRORS:
             break
-        stop = start + reader.tell()
-        entries.append(EpisodeEntry(segment, pos, stop - pos, batch.num_rows, m.get("episode_id"), m))
-        pos = stop
+        end = start + reader.tell()
+        entries.append(EpisodeEntry(segment, pos, end - pos, batch.num_rows, m.get("episode_id"), m))
+        pos = end
     return entries, pos
 
 
@@ -164,8 +183,9 @@ def repair_segment(root: Path, segment: str, fallback: pa.Schema | None = None) 
     try:
         if not lock_exclusive(fd):
             return None
-        known = read_index(index_path, segment)
-        result = scan_segment(arrow_path, segment, known, fallback)
+        result = scan_segment(root, segment, fallback)
+        if result.damaged_lines:
+            _set_aside(root, f"{segment}.index.damaged", index_path.read_bytes())
         if result.lost:
             first = result.lost[0].offset
             _set_aside(root, f"{segment}.{first}.index", "".join(e.index_line() + "\n" for e in result.lost).encode())
@@ -176,7 +196,7 @@ def repair_segment(root: Path, segment: str, fallback: pa.Schema | None = None) 
             with open(arrow_path, "rb") as fh:
                 fh.seek(result.end)
                 _set_aside(root, f"{segment}.{result.end}.torn", fh.read())
-        if result.lost or result.found or _index_needs_rewrite(index_path):
+        if result.lost or result.found or result.damaged_lines or _index_needs_rewrite(index_path):
             _replace_durably(index_path, "".join(e.index_line() + "\n" for e in result.entries).encode())
         if result.torn_bytes and result.schema is not None:
             os.truncate(arrow_path, result.end)  # its bytes are in set_aside/ already
@@ -253,7 +273,7 @@ def rebuilt_dataset_info(root: Path) -> dict:
             schema, _ = read_schema(mm.read_buffer())
         if schema is None or SPEC_KEY not in (schema.metadata or {}):
             continue
-        entries = scan_segment(arrow_path, seg, read_index(index_path, seg), schema).entries
+        entries = scan_segment(root, seg, schema).entries
         first = {k: v for k, v in (entries[0].metadata if entries else {}).items() if k != "episode_id"}
         return {"step_spec": json.loads(schema.metadata[SPEC_KEY]), "metadata_spec": meta.metadata_spec(first)}
     raise DataError(f"{root / 'dataset.json'}: missing, and no segment's header carries the step spec "

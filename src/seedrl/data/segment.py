@@ -48,7 +48,8 @@ from seedrl.data import metadata as meta
 SEGMENTS = "segments"
 SET_ASIDE = "set_aside"
 METADATA_KEY = b"seedrl.episode"
-SPEC_KEY = b"seedrl.step_spec"  # the StepSpec as JSON, in each segment's schema metadata
+SPEC_KEY = b"seedrl.step_spec"
+LINE_CRC = ',"k":'  # an index line ends with its own CRC-32  # the StepSpec as JSON, in each segment's schema metadata
 EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # Arrow IPC end-of-stream marker
 
 
@@ -69,10 +70,12 @@ class EpisodeEntry:
         return self.offset + self.length
 
     def index_line(self) -> str:
+        """One JSON line; its last field ``k`` is the CRC-32 of the line up to it (closed by ``}``)."""
         line = {"o": self.offset, "n": self.length, "steps": self.num_steps}
         if self.crc is not None:
             line["c"] = self.crc
-        return json.dumps({**line, "meta": meta.encode(self.metadata)}, separators=(",", ":"))
+        body = json.dumps({**line, "meta": meta.encode(self.metadata)}, separators=(",", ":"))
+        return f'{body[:-1]}{LINE_CRC}{checksum(body.encode())}}}'
 
 
 def checksum(data: Any) -> int:
@@ -128,23 +131,35 @@ def has_live_writer(path: Path) -> bool:
         os.close(fd)
 
 
-def read_index(index_path: Path, segment: str) -> list[EpisodeEntry]:
-    """Index lines of a segment; a torn last line (no newline) is ignored."""
+def read_index(index_path: Path, segment: str, damaged: list[bytes] | None = None) -> list[EpisodeEntry]:
+    """Index lines of a segment. A torn last line (no newline) is ignored; a line that does not
+    parse or fails its own checksum is skipped (appended to ``damaged``): the stream still holds
+    its episode. Lines written before line checksums are taken as they are."""
     if not index_path.exists():
         return []
     entries = []
     with open(index_path, "rb") as fh:
         data = fh.read()
-    for line in data.split(b"\n")[:-1] if not data.endswith(b"\n") else data.split(b"\n"):
+    for line in data.split(b"\n")[:-1]:  # the part after the last newline is torn (or empty)
         if not line:
             continue
         try:
-            d = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        m = meta.decode(d["meta"])
-        entries.append(EpisodeEntry(segment, d["o"], d["n"], d["steps"], m.get("episode_id"), m, d.get("c")))
+            entries.append(_parse_line(line, segment))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            if damaged is not None:
+                damaged.append(line)
     return entries
+
+
+def _parse_line(line: bytes, segment: str) -> EpisodeEntry:
+    d = json.loads(line)
+    cut = line.rfind(LINE_CRC.encode())
+    if "k" in d and (cut < 0 or checksum(line[:cut] + b"}") != d["k"]):
+        raise ValueError("index line fails its checksum")
+    m = meta.decode(d["meta"])
+    if not all(isinstance(d[k], int) and d[k] >= 0 for k in ("o", "n", "steps")):
+        raise ValueError("index line: bad offset, length or steps")
+    return EpisodeEntry(segment, d["o"], d["n"], d["steps"], m.get("episode_id"), m, d.get("c"))
 
 
 def read_schema(buf: pa.Buffer) -> tuple[pa.Schema | None, int]:

@@ -38,7 +38,6 @@ from seedrl.data.segment import (
     list_segments,
     lock_exclusive,
     new_segment_name,
-    read_index,
     segment_paths,
 )
 from seedrl.data.spec import StepSpec
@@ -211,10 +210,9 @@ class DatasetWriter:
         for seg in list_segments(self.root):
             result = repair_segment(self.root, seg, fallback) if repair else None
             if result is None:  # a live writer's segment, or no repair asked: read only
-                arrow_path, index_path = segment_paths(self.root, seg)
-                if not arrow_path.exists():
+                if not segment_paths(self.root, seg)[0].exists():
                     continue
-                result = scan_segment(arrow_path, seg, read_index(index_path, seg), fallback)
+                result = scan_segment(self.root, seg, fallback)
             ids.update(str(e.episode_id) for e in result.entries)
         return ids
 
