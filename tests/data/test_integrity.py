@@ -26,9 +26,10 @@ from seedrl.data.segment import EOS, list_segments, segment_paths
 from seedrl.data.stats import unchecked, validate
 
 
-def _write(path, n=5, steps=3):
+def _write(path, n=5, steps=3, ids=None):
     with DatasetWriter(path) as w:
-        return [w.write_episode(simple_steps(steps, seed=i), metadata={"i": i}) for i in range(n)]
+        return [w.write_episode(simple_steps(steps, seed=i), metadata={"i": i, **({"episode_id": ids[i]} if ids else {})})
+                for i in range(n)]
 
 
 def _segment(path):
@@ -281,6 +282,28 @@ def test_an_unindexed_episode_is_found_in_the_stream_without_a_checksum(tmp_path
     assert [e.crc is None for e in ds.entries] == [False, False, True] and validate(ds) == []
 
 
+def test_damaged_index_lines_are_skipped_and_their_episodes_read_from_the_stream(tmp_path):
+    ids = _write(tmp_path, n=4)
+    seg, _, index = _segment(tmp_path)
+    original = index.read_bytes()
+    lines = original.decode().splitlines()
+    lines[1] = lines[1].replace('"c":', '"c":1', 1)  # a wrong episode checksum
+    lines[3] = lines[3].replace('"k":', '"c":', 1)  # the line checksum's key turned into a second "c"
+    index.write_text("".join(x + "\n" for x in lines))
+    with pytest.warns(DamagedSegmentWarning, match="2 index line"):
+        ds = open_dataset(tmp_path)
+    assert sorted(ds.episode_ids) == sorted(ids) and [e.crc is None for e in ds.entries] == [False, True, False, True]
+    problems = validate(ds)
+    assert len(problems) == 1 and "2 index line(s) damaged" in problems[0]  # no episode fails its checksum
+    with pytest.warns(DamagedSegmentWarning):
+        DatasetWriter(tmp_path).close()
+    assert (tmp_path / "set_aside" / f"{seg}.index.damaged").read_text().splitlines() == lines
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert validate(open_dataset(tmp_path)) == []
+    _episodes_equal(tmp_path, ids)
+
+
 # ------------------------------------------------------------- duplicates
 def test_a_duplicate_episode_id_is_refused_and_nothing_is_lost(tmp_path):
     with DatasetWriter(tmp_path) as w:
@@ -303,11 +326,11 @@ def test_a_byte_changed_anywhere_is_reported_or_harmless_and_repair_keeps_the_in
     reports it, or every episode still reads back exactly. After repair, every episode whose
     bytes were not touched is still there."""
     path = tmp_path_factory.mktemp("ds")
-    ids = _write(path, n=4, steps=2)
+    ids = _write(path, n=4, steps=2, ids=["e0", "e1", "e2", "e3"])  # fixed ids: the same bytes every run
     _, arrow, index = _segment(path)
     entries = open_dataset(path).entries
     target = data.draw(st.sampled_from([arrow, index]))
-    pos = data.draw(st.integers(0, 2**20)) % target.stat().st_size  # sizes vary with the random ids
+    pos = data.draw(st.integers(0, target.stat().st_size - 1))
     b = bytearray(target.read_bytes())
     b[pos] ^= 1 << data.draw(st.integers(0, 7))
     target.write_bytes(bytes(b))

@@ -76,6 +76,12 @@ class ScanResult:
     def torn_bytes(self) -> int:
         return 0 if self.clean else self.size - self.end
 
+    @property
+    def warning_class(self) -> type[UserWarning]:
+        """A torn tail alone is the ordinary trace of a killed writer; anything more is damage."""
+        only_torn = self.schema is not None and not self.lost and not self.damaged_lines
+        return TornTailWarning if only_torn else DamagedSegmentWarning
+
     def problems(self) -> list[str]:
         """What is wrong with this segment beyond a lagging index, one line each."""
         out = []
@@ -164,11 +170,10 @@ def warn_problems(arrow_path: Path, result: ScanResult) -> None:
     problems = result.problems()
     if not problems:
         return
-    torn_only = result.schema is not None and not result.lost
     warnings.warn(
         f"segment {arrow_path.name}: " + "; ".join(problems) + ". Readers skip what they cannot read; "
         "`seedrl data validate --repair` (or opening a writer) repairs.",
-        TornTailWarning if torn_only else DamagedSegmentWarning,
+        result.warning_class,
         stacklevel=3,
     )
 
@@ -200,12 +205,13 @@ def repair_segment(root: Path, segment: str, fallback: pa.Schema | None = None) 
             _replace_durably(index_path, "".join(e.index_line() + "\n" for e in result.entries).encode())
         if result.torn_bytes and result.schema is not None:
             os.truncate(arrow_path, result.end)  # its bytes are in set_aside/ already
-        if result.torn_bytes or result.lost:
+        if result.torn_bytes or result.lost or result.damaged_lines:
             warnings.warn(
-                f"segment {arrow_path.name}: set aside {result.torn_bytes} bytes and {len(result.lost)} index "
-                f"line(s) in {root / SET_ASIDE}" + ("" if result.schema is not None else
+                f"segment {arrow_path.name}: set aside {result.torn_bytes} bytes, {len(result.lost)} index "
+                f"line(s) of lost episodes" + (" and the damaged index" if result.damaged_lines else "")
+                + f" in {root / SET_ASIDE}" + ("" if result.schema is not None else
                                                       "; the segment is left as it is (its schema header is unreadable)"),
-                TornTailWarning if result.schema is not None and not result.lost else DamagedSegmentWarning,
+                result.warning_class,
                 stacklevel=2,
             )
         return result

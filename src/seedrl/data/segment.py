@@ -10,8 +10,9 @@ Layout of a dataset directory::
                                       the source of truth
     segments/<time_ns>-<uid>.index    JSON lines, one per episode: byte offset
                                       and length of its message, steps, CRC-32
-                                      of the message's bytes, metadata (a cache
-                                      for random access, plus the checksums)
+                                      of the message's bytes (c), metadata, and
+                                      last the CRC-32 of the line itself (k): a
+                                      cache for random access, plus the checksums
     set_aside/                        what repair took out of a segment and could
                                       not rebuild (see :mod:`seedrl.data.repair`)
 
@@ -152,14 +153,23 @@ def read_index(index_path: Path, segment: str, damaged: list[bytes] | None = Non
 
 
 def _parse_line(line: bytes, segment: str) -> EpisodeEntry:
-    d = json.loads(line)
+    """One index line; lines with an episode checksum ``c`` always carry their own ``k`` (both came
+    together), so a line without ``k`` is taken unverified only if it has no ``c`` either."""
+    d = json.loads(line, object_pairs_hook=_unique_keys)
     cut = line.rfind(LINE_CRC.encode())
-    if "k" in d and (cut < 0 or checksum(line[:cut] + b"}") != d["k"]):
+    if ("k" in d or "c" in d) and ("k" not in d or cut < 0 or checksum(line[:cut] + b"}") != d["k"]):
         raise ValueError("index line fails its checksum")
     m = meta.decode(d["meta"])
     if not all(isinstance(d[k], int) and d[k] >= 0 for k in ("o", "n", "steps")):
         raise ValueError("index line: bad offset, length or steps")
     return EpisodeEntry(segment, d["o"], d["n"], d["steps"], m.get("episode_id"), m, d.get("c"))
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"index line: repeated key in {keys}")
+    return dict(pairs)
 
 
 def read_schema(buf: pa.Buffer) -> tuple[pa.Schema | None, int]:
