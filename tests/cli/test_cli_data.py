@@ -173,3 +173,21 @@ def test_unwritable_destination_and_unknown_formats(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(tempfile, "mkdtemp", denied)  # root ignores chmod: deny where the CLI first writes
     assert main(["data", "convert", str(ds), str(tmp_path / "ro" / "out"), "--to", "hf"]) == 2
     _one_line_error(capsys, "PermissionError", "ro")
+
+
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        (lambda d: d[:100], "not valid JSON"),
+        (lambda d: json.dumps({k: v for k, v in json.loads(d).items() if k != "step_spec"}), "'step_spec'"),
+        (lambda d: d.replace('"uint8"', '"float99"'), "float99"),
+        (lambda d: "[1, 2]", "not a seedrl RLDS dataset"),
+        (lambda d: d.replace('"version": 1', '"version": 99'), "format version 99"),
+    ],
+)
+def test_a_damaged_dataset_json_is_one_line_naming_it(tmp_path, capsys, damage, needle):
+    ds = _make(tmp_path / "ds", n=1)
+    (ds / "dataset.json").write_text(damage((ds / "dataset.json").read_text()))
+    for command in (["info"], ["head"], ["stats"], ["validate"], ["validate", "--repair"]):
+        assert main(["data", *command, str(ds)]) == 2
+        _one_line_error(capsys, str(ds / "dataset.json"), needle)

@@ -48,14 +48,24 @@ DATASET_JSON = "dataset.json"
 
 
 def read_dataset_json(root: Path) -> dict | None:
+    """``dataset.json`` of ``root`` (None if absent); :class:`SpecError` naming the file if it is not one."""
     path = Path(root) / DATASET_JSON
     if not path.exists():
         return None
-    info = json.loads(path.read_text())
-    if info.get("format") != FORMAT:
-        raise SpecError(f"{path}: not a seedrl RLDS dataset (format={info.get('format')!r})")
-    if info.get("version", 0) > FORMAT_VERSION:
-        raise SpecError(f"{path}: written by a newer seedrl (format version {info['version']} > {FORMAT_VERSION})")
+    fix = "; move it aside and `seedrl data validate --repair` rebuilds it from the segments"
+    try:
+        info = json.loads(path.read_bytes())
+    except ValueError as err:
+        raise SpecError(f"{path}: not valid JSON ({err}){fix}") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise SpecError(f"{path}: not a seedrl RLDS dataset (format={info.get('format') if isinstance(info, dict) else info!r:.40})")
+    if not isinstance(info.get("version"), int) or info["version"] > FORMAT_VERSION:
+        raise SpecError(f"{path}: format version {info.get('version')!r} is not one this seedrl reads (<= {FORMAT_VERSION})")
+    try:
+        if info["step_spec"] is not None:
+            StepSpec.from_json(info["step_spec"]).arrow_schema()
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise SpecError(f"{path}: 'step_spec' is missing or not a valid spec ({type(err).__name__}: {err}){fix}") from None
     return info
 
 
