@@ -118,8 +118,12 @@ def test_convert_refuses_an_existing_destination_unless_told(tmp_path, capsys):
     assert main(["data", "convert", str(hf), str(back), "--from", "hf"]) == 0
     assert open_dataset(back).episode_ids == ["o0", "o1"]
     assert main(["data", "convert", str(hf), str(tmp_path / "x"), "--from", "hf", "--to", "seedrl", "--append"]) == 0
-    assert main(["data", "convert", str(hf), str(hf), "--to", "tfds", "--append"]) == 2
+    assert main(["data", "convert", str(ds), str(hf), "--to", "tfds", "--append"]) == 2
     _one_line_error(capsys, "--append")
+    for dst in (ds, tmp_path):  # the source itself, or a folder holding it: never replaced
+        assert main(["data", "convert", str(ds), str(dst), "--to", "hf", "--overwrite"]) == 2
+        _one_line_error(capsys, "holds) the source")
+    assert open_dataset(ds).episode_ids == ["e0", "e1", "e2"]
     assert not list(tmp_path.glob(".*convert-*"))  # no staging folder left behind
 
 

@@ -21,9 +21,9 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from seedrl.data import DataError, open_dataset
+from seedrl.data.formats import EXPORTERS, IMPORTERS, detect_format
 from seedrl.data.merge import append_dataset, replace_dir
 from seedrl.data.segment import SEGMENTS
-from seedrl.data.formats import EXPORTERS, IMPORTERS, detect_format
 from seedrl.data.stats import compute_stats, format_info, format_stats, unchecked, validate
 
 
@@ -156,7 +156,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     for flag, name, table in (("--from", src_format, IMPORTERS), ("--to", dst_format, EXPORTERS)):
         if name != "seedrl" and name not in table:
             raise ValueError(f"{flag} {name!r}: unknown format; known: {sorted(set(table) | {'seedrl'})}")
-    dst = Path(args.dst)
+    dst, src = Path(args.dst), Path(args.src).resolve()
+    if dst.resolve() == src or dst.resolve() in src.parents:
+        raise ValueError(f"destination {dst} is (or holds) the source {args.src}: pick another destination")
     if any(p.exists() and not p.is_dir() for p in dst.parents):
         raise ValueError(f"destination {dst}: a parent of it is a file, not a folder")
     taken = dst.exists() and (not dst.is_dir() or any(dst.iterdir()))

@@ -74,7 +74,7 @@ class Dataset:
         self._warned: set[str] = set()
         #: segment -> bytes of a torn tail left by a killed writer (ignored when reading)
         self.torn_tails: dict[str, int] = {}
-        #: segment -> what is wrong with it (torn tail, unreadable header, index past its end)
+        #: segment -> what is wrong with it (torn tail, unreadable header, index past its end, damaged index lines)
         self.damage: dict[str, list[str]] = {}
         self.refresh()
 
@@ -92,7 +92,8 @@ class Dataset:
                                     "(an edited dataset.json, or a damaged segment header); nothing is read")
             problems = result.problems()
             if problems and not has_live_writer(arrow_path):
-                self.torn_tails[seg] = result.torn_bytes
+                if result.torn_bytes:
+                    self.torn_tails[seg] = result.torn_bytes
                 self.damage[seg] = problems
                 if seg not in self._warned:
                     self._warned.add(seg)
