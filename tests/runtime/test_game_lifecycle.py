@@ -28,16 +28,8 @@ CARTPOLE = {
 }
 
 
-def _cfg(tmp_path, **over) -> TrainConfig:
-    raw = json.loads(json.dumps(CARTPOLE))
-    raw["out_dir"] = str(tmp_path)
-    for key, value in over.items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return load_config(TrainConfig, raw)
+def _cfg(tmp_path, *overrides: str) -> TrainConfig:
+    return load_config(TrainConfig, {**CARTPOLE, "out_dir": str(tmp_path)}, list(overrides))
 
 
 def _snapshot(run_dir) -> dict[str, bytes]:
@@ -59,14 +51,14 @@ def test_resume_with_another_model_or_optimizer_is_refused_before_anything_is_wr
     train(cfg, max_updates=3)
     before = _snapshot(cfg.run_dir)
     with pytest.raises(ResumeMismatch, match=r"the model differs: .*\(32, 4\) in the checkpoint, \(64, 4\) in this config"):
-        train(_cfg(tmp_path, **{"model.hidden": [64]}), resume=True, max_updates=5)
+        train(_cfg(tmp_path, "model.hidden=[64]"), resume=True, max_updates=5)
     with pytest.raises(ResumeMismatch, match="its optimizer is Adam, this config's is RMSprop"):
-        train(_cfg(tmp_path, **{"optim.name": "rmsprop"}), resume=True, max_updates=5)
+        train(_cfg(tmp_path, "optim.name=rmsprop"), resume=True, max_updates=5)
     assert _snapshot(cfg.run_dir) == before  # config.yaml, metrics and checkpoints untouched
 
 
 def test_resume_at_a_finished_run_changes_nothing(tmp_path):
-    cfg = _cfg(tmp_path, total_frames=80)  # 2 updates of 40 frames
+    cfg = _cfg(tmp_path, "total_frames=80")  # 2 updates of 40 frames
     first = train(cfg)
     assert first.frames == 80 and not first.interrupted
     before = _snapshot(cfg.run_dir)
@@ -121,8 +113,8 @@ def test_a_non_finite_loss_stops_the_run_and_saves_nothing(tmp_path, monkeypatch
 
 
 def test_an_actor_crash_loop_saves_the_learner_then_fails_with_one_message(tmp_path):
-    cfg = _cfg(tmp_path, **{"runtime.backend": "processes", "runtime.num_actors": 2, "runtime.max_restarts": 1,
-                            "log.checkpoint_every": 1000})
+    cfg = _cfg(tmp_path, "runtime.backend=processes", "runtime.num_actors=2", "runtime.max_restarts=1",
+               "log.checkpoint_every=1000")
     killed: set[int] = set()
 
     def kill_actors(row, backend):
