@@ -80,16 +80,17 @@ def test_rules_without_resume(tmp_path):
         run.begin(Cfg())
     assert (tmp_path / "fresh" / "config.yaml").exists()
     _metrics(tmp_path / "killed", [1, 2])
-    with pytest.raises(RunExists, match="stopped before its first checkpoint.*--resume"):
+    with pytest.raises(RunExists, match=r"a run with no checkpoint \(metrics.jsonl\); pass --resume to start it over"):
         with _run(tmp_path / "killed"):
             pass
     _checkpoint(tmp_path / "ckpt", 4)
     with pytest.raises(RunExists, match="checkpoints \\(newest: checkpoint-4\\).*--resume"):
         with _run(tmp_path / "ckpt"):
             pass
-    (tmp_path / "ckpt" / "final").mkdir()
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "final").mkdir()
     with pytest.raises(RunExists, match="a finished run"):
-        with _run(tmp_path / "ckpt"):
+        with _run(tmp_path / "sft"):
             pass
     assert _updates(tmp_path / "killed") == [1, 2]  # refusals change nothing
 
@@ -182,3 +183,22 @@ def test_model_and_optimizer_mismatches_are_one_line(tmp_path):
         load_optimizer_state(torch.optim.Adam(big.parameters()), torch.optim.Adam([small.weight]).state_dict(),
                              tmp_path, "Adam")
     load_optimizer_state(torch.optim.Adam(small.parameters()), adam.state_dict(), tmp_path, "Adam")
+
+
+def test_the_cli_prints_run_errors_as_one_line(tmp_path, capsys):
+    from pathlib import Path
+
+    from seedrl.cli import main
+    from seedrl.cli.train import _report_lm_pg
+
+    bandit = str(Path(__file__).resolve().parents[2] / "configs" / "bandit_jbond.yaml")
+    args = ["run", bandit, f"out_dir={tmp_path}", "steps=5"]
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seedrl: error: --resume: ") and err.count("\n") == 1 and "holds no run" in err
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 2  # the same name again: refused, not appended to
+    assert "already holds a run with no checkpoint (config.yaml" in capsys.readouterr().err
+    report = _report_lm_pg({"interrupted": True, "stop_signal": "SIGTERM", "updates": 0, "checkpoint": "c", "run_dir": "r"})
+    assert report.startswith("interrupted (SIGTERM): 0 updates\ncheckpoint: c")

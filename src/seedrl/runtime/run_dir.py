@@ -147,14 +147,13 @@ class RunDir:
         if not self.resume:
             if not contents:
                 return
-            if self.finished():
-                what = f"a finished run ({FINAL}/)"
-            elif newest is not None:
-                what = f"a run with checkpoints (newest: {newest.name})"
-            else:
-                what = f"a run stopped before its first checkpoint ({', '.join(contents[:3])})"
-            raise RunExists(f"{self.path} already holds {what}; pass --resume to continue it, "
-                            "or choose another name=")
+            if newest is not None:
+                what, hint = f"a run with checkpoints (newest: {newest.name})", "continue it"
+            elif self.finished():
+                what, hint = f"a finished run ({FINAL}/)", "see what it allows"
+            else:  # stopped before its first checkpoint, or a trainer that keeps none
+                what, hint = f"a run with no checkpoint ({', '.join(contents[:3])})", "start it over"
+            raise RunExists(f"{self.path} already holds {what}; pass --resume to {hint}, or choose another name=")
         if self.final_ends_run and self.finished():
             raise RunFinished(f"{self.path} is finished ({FINAL}/ exists); nothing to resume, nothing was changed "
                               f"(to train on, start a new run from {self.path / FINAL})")
