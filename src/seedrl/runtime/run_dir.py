@@ -9,18 +9,18 @@ the BOND bandit) opens its folder ``<out_dir>/<name>`` through :class:`RunDir`:
   fails at once with :class:`~seedrl.runtime.errors.RunInUse`. The kernel drops
   the lock when its process dies, however it dies, so a lock file left by a
   killed run never blocks the next one.
-* **Rules**, checked under the lock before anything is written:
+* **Rules**, checked under the lock before anything is written. The folder holds
 
-  ============================================  ======================  ==========================
-  the folder holds                               without ``--resume``    with ``--resume``
-  ============================================  ======================  ==========================
-  nothing (or does not exist)                    a fresh run             NothingToResume
-  checkpoints                                    RunExists               resume the newest whole one
-  files of a run but no checkpoint (it was       RunExists               start it over from step 0
-  stopped before its first one)                                          (its metrics rows dropped)
-  a finished run (SFT: ``final/``; others: a    RunExists               RunFinished
-  checkpoint at the configured length)
-  ============================================  ======================  ==========================
+  - nothing (or does not exist): a fresh run; with ``--resume``
+    :class:`~seedrl.runtime.errors.NothingToResume` (and nothing is created);
+  - checkpoints: :class:`~seedrl.runtime.errors.RunExists`; with ``--resume``
+    the run continues from the newest whole one;
+  - a run's files but no checkpoint (stopped before its first one, or a trainer
+    that keeps none): ``RunExists``; with ``--resume`` it starts over from step 0
+    and its ``metrics.jsonl`` rows are dropped;
+  - a finished run (SFT: ``final/``; the others: a checkpoint at the configured
+    length): ``RunExists``; with ``--resume``
+    :class:`~seedrl.runtime.errors.RunFinished`, nothing changed.
 
 * **Resume.** :meth:`RunDir.resume_state` reads the newest checkpoint whose files
   match their manifest (:mod:`seedrl.runtime.manifest`); damaged ones are skipped
@@ -119,6 +119,8 @@ class RunDir:
             os.close(fd)
             raise RunInUse(f"{self.path} is in use by another run (pid {holder}); wait for it to end, "
                            "or choose another name=") from None
+        except OSError as err:  # a filesystem without locks (some network mounts): go on, but say so
+            log.warning("cannot lock %s (%s): make sure no other run uses this folder", self.path, err)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
