@@ -31,11 +31,14 @@ greedy completions (``LMPolicy.generate``, temperature 0) of the first
 
 Run directory ``<out_dir>/<name>``: ``config.yaml``, ``metrics.jsonl`` (one row per
 ``log_every`` steps and per evaluation; ``frames`` = examples seen, ``updates`` =
-steps), ``curves.png``, ``checkpoint-<step>/`` (``save_pretrained`` model + tokenizer
-and ``trainer_state.pt``: optimizer, schedule, task order, RNG states), and
-``final/`` (model + tokenizer). ``train_sft(cfg, resume=True)`` continues from the
-newest checkpoint exactly: the same next batch, the same optimizer moments, the
-same dropout noise, so the next loss equals the uninterrupted run's.
+steps), ``curves.png``, ``checkpoint-<step>/`` (``save_pretrained`` model + tokenizer,
+``trainer_state.pt``: optimizer, schedule, task order, RNG states, and the checksum
+``MANIFEST.json``), and ``final/`` (model + tokenizer), which ends the run.
+``train_sft(cfg, resume=True)`` continues from the newest whole checkpoint exactly:
+the same next batch, the same optimizer moments, the same dropout noise, so the
+next loss equals the uninterrupted run's. The folder's lock, start/resume rules,
+signals and checkpoint verification are those of every trainer
+(:mod:`seedrl.runtime.run_dir`, docs/training.md "Stopping, resuming and failures").
 """
 
 from __future__ import annotations
