@@ -25,7 +25,7 @@ from seedrl.agents.sft import SFTConfig, train_sft  # noqa: E402
 from seedrl.config import load_config  # noqa: E402
 from seedrl.envs.text import build_toy_assets  # noqa: E402
 from seedrl.runtime.checkpoint import STATE_FILE, list_folder_checkpoints  # noqa: E402
-from seedrl.runtime.errors import NonFiniteLoss, ResumeMismatch, RunFinished  # noqa: E402
+from seedrl.runtime.errors import ActorsFailed, NonFiniteLoss, ResumeMismatch, RunFinished  # noqa: E402
 from seedrl.runtime.lm_loop import LMPGConfig, train_lm  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -214,3 +214,23 @@ def test_sft_stops_at_a_non_finite_loss_and_saves_nothing(tmp_path, model, monke
     assert [p.name for p in list_folder_checkpoints(tmp_path / "sft")] == ["checkpoint-2"]
     state = torch.load(tmp_path / "sft" / "checkpoint-2" / STATE_FILE, weights_only=False)
     assert state["step"] == 2 and not (tmp_path / "sft" / "final").exists()
+
+
+# ----------------------------------------------------------------------------- actor failures
+def test_a_failing_actor_keeps_the_learners_state(tmp_path, model):
+    calls = []
+
+    def flaky(prompts, completions, examples):
+        calls.append(1)
+        if len(calls) == 7:  # prompts 1-4 make update 1, 5-6 half of update 2
+            raise ConnectionError("reward server went away")
+        return sevens(prompts, completions, examples)
+
+    raw = _pg(tmp_path, model, checkpoint_every=100, queue_groups=1)
+    with pytest.raises(ActorsFailed, match=r"an actor failed: ConnectionError\('reward server went away'\)\. The "
+                                           r"learner's state is saved in .*checkpoint-1; fix the cause, then --resume"):
+        train_lm(load_config(LMPGConfig, raw), reward_fn=flaky)
+    assert [p.name for p in list_folder_checkpoints(tmp_path / "pg")] == ["checkpoint-1"]
+    rows: list[dict] = []
+    train_lm(load_config(LMPGConfig, raw), resume=True, reward_fn=sevens, on_step=rows.append)
+    assert [r["updates"] for r in rows] == [2, 3, 4]

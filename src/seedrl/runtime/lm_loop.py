@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import queue
 import threading
 import time
@@ -39,7 +40,7 @@ from tqdm import tqdm
 
 from seedrl.report.metrics import MetricsLogger, plot_curves
 from seedrl.runtime.checkpoint import list_folder_checkpoints, read_policy_state, save_final, save_policy_checkpoint
-from seedrl.runtime.errors import check_finite
+from seedrl.runtime.errors import ActorsFailed, check_finite
 from seedrl.runtime.lm_config import LMBondConfig, LMPGConfig, LMRunConfig, LMSamplingConfig, LMTaskConfig
 from seedrl.runtime.lm_updates import BondUpdate, Group, PGUpdate, Request
 from seedrl.runtime.run_dir import RunDir, load_optimizer_state, optimizer_name
@@ -48,6 +49,7 @@ from seedrl.runtime.signals import StopSignals
 __all__ = ["LMBondConfig", "LMPGConfig", "LMRunConfig", "LMSamplingConfig", "LMTaskConfig", "train_lm", "train_lm_pg"]
 
 UPDATES = {"pg": PGUpdate, "bond": BondUpdate}
+log = logging.getLogger(__name__)
 
 
 def _task_and_reward(cfg: LMRunConfig, tokenizer):
@@ -193,8 +195,10 @@ def train_lm(
     :class:`~seedrl.rewards.RewardFn` or plain batched callable) replaces the
     task's reward. SIGINT and SIGTERM stop after the update in hand with a
     checkpoint (the row then has ``interrupted``, ``stop_signal`` and
-    ``checkpoint``, and no ``final``); the folder's lock and rules are
-    :class:`~seedrl.runtime.run_dir.RunDir`'s."""
+    ``checkpoint``, and no ``final``); an actor that fails (its reward raises,
+    say) also leaves a checkpoint, then raises
+    :class:`~seedrl.runtime.errors.ActorsFailed`; the folder's lock and rules
+    are :class:`~seedrl.runtime.run_dir.RunDir`'s."""
     run_dir = Path(cfg.out_dir) / cfg.name
     with RunDir(run_dir, resume=resume, checkpoints=list_folder_checkpoints) as run, StopSignals() as signals:
         return _train_lm(cfg, run, signals, reward_fn, on_step)
@@ -270,14 +274,12 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
         for step in tqdm(range(first_step, cfg.steps + 1), desc=cfg.name, disable=not cfg.progress, unit="update",
                          initial=first_step - 1, total=cfg.steps):
             batch: list[Group] = []
-            while len(batch) < cfg.prompts_per_step and not signals.is_set():
-                if errors:
-                    raise errors[0]
+            while len(batch) < cfg.prompts_per_step and not signals.is_set() and not errors:
                 try:
                     batch.append(groups.get(timeout=0.1))
                 except queue.Empty:
                     continue
-            if signals.is_set():
+            if signals.is_set() or errors:
                 break
             loss, logs = update.loss(batch)
             check_finite(loss, "loss", step)  # nothing applied, nothing saved
@@ -312,6 +314,11 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
         metrics.close()
         if recorder is not None:
             recorder.close()
+    if errors:  # an actor (its reward, say) failed; the learner's state is whole: keep it, then stop
+        ckpt = last_ckpt if saved == done else save(done)
+        log.error("an actor failed", exc_info=errors[0])
+        raise ActorsFailed(f"an actor failed: {errors[0]!r}. The learner's state is saved in {ckpt}; fix the cause, "
+                           "then --resume.") from errors[0]
     if done < cfg.steps:  # stopped by a signal: keep what was done, --resume continues
         ckpt = last_ckpt if saved == done else save(done)
         _plots(cfg, metrics.path, run_dir, frontier)
