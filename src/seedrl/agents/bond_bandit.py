@@ -123,16 +123,23 @@ def iterated_target(reference: torch.Tensor, rewards: torch.Tensor, cfg: BondCon
 def train_bond_bandit(cfg: BanditBondConfig, on_step: Callable[[dict], None] | None = None, *,
                       resume: bool = False) -> dict[str, Any]:
     """Train a softmax policy with the sampled BOND losses; returns the final probabilities,
-    the exact target, their total-variation distance and the KLs. (A bandit run takes
-    seconds: ``resume`` is refused, rerun instead.)
+    the exact target, their total-variation distance and the KLs. A bandit run takes
+    seconds and keeps no checkpoint: its folder follows the rules of every run
+    (:class:`~seedrl.runtime.run_dir.RunDir`: locked, not reused), and ``resume``
+    starts a previous run of the folder over.
 
     The policy starts at ``π_ref``. With ``anchor: periodic`` the anchor moves every
     ``anchor_every`` updates and the target is :func:`iterated_target` over the
     number of rounds; with ``ema`` the target of the last anchor is reported."""
+    from seedrl.runtime.run_dir import RunDir
+
+    with RunDir(Path(cfg.out_dir) / cfg.name, resume=resume, checkpoints=lambda _: []) as run:
+        return _train_bond_bandit(cfg, run, on_step)
+
+
+def _train_bond_bandit(cfg: BanditBondConfig, run, on_step: Callable[[dict], None] | None) -> dict[str, Any]:
     from seedrl.report.metrics import MetricsLogger, plot_curves
 
-    if resume:
-        raise ValueError("resume: bandit runs take seconds and keep no checkpoints; run again instead")
     b = cfg.bond
     gen = torch.Generator().manual_seed(cfg.seed)
     ref = torch.tensor(cfg.reference, dtype=torch.float64)
@@ -145,8 +152,8 @@ def train_bond_bandit(cfg: BanditBondConfig, on_step: Callable[[dict], None] | N
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 1.0 - (1.0 - cfg.lr_final_fraction) * min(i % round_len, round_len - 1) / max(round_len - 1, 1))
     exact_table = None
-    run_dir = Path(cfg.out_dir) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run.path
+    run.begin(cfg)
     metrics = MetricsLogger(run_dir, tensorboard=False)
     p_rows, s, m = cfg.prompts_per_step, b.policy_samples, anchor_samples_needed(b)
     row: dict[str, Any] = {}

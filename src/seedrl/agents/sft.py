@@ -31,20 +31,20 @@ greedy completions (``LMPolicy.generate``, temperature 0) of the first
 
 Run directory ``<out_dir>/<name>``: ``config.yaml``, ``metrics.jsonl`` (one row per
 ``log_every`` steps and per evaluation; ``frames`` = examples seen, ``updates`` =
-steps), ``curves.png``, ``checkpoint-<step>/`` (``save_pretrained`` model + tokenizer
-and ``trainer_state.pt``: optimizer, schedule, task order, RNG states), and
-``final/`` (model + tokenizer). ``train_sft(cfg, resume=True)`` continues from the
-newest checkpoint exactly: the same next batch, the same optimizer moments, the
-same dropout noise, so the next loss equals the uninterrupted run's.
+steps), ``curves.png``, ``checkpoint-<step>/`` (``save_pretrained`` model + tokenizer,
+``trainer_state.pt``: optimizer, schedule, task order, RNG states, and the checksum
+``MANIFEST.json``), and ``final/`` (model + tokenizer), which ends the run.
+``train_sft(cfg, resume=True)`` continues from the newest whole checkpoint exactly:
+the same next batch, the same optimizer moments, the same dropout noise, so the
+next loss equals the uninterrupted run's. The folder's lock, start/resume rules,
+signals and checkpoint verification are those of every trainer
+(:mod:`seedrl.runtime.run_dir`, docs/training.md "Stopping, resuming and failures").
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,10 +55,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seedrl.config import config_to_dict, save_config
+from seedrl.config import config_to_dict
+from seedrl.runtime.checkpoint import (
+    STATE_FILE,
+    list_folder_checkpoints,
+    read_policy_state,
+    save_final,
+    save_policy_checkpoint,
+)
+from seedrl.runtime.errors import check_finite
+from seedrl.runtime.run_dir import RunDir, load_optimizer_state, optimizer_name
+from seedrl.runtime.signals import StopSignals
 
 log = logging.getLogger(__name__)
-STATE_FILE = "trainer_state.pt"
+__all__ = ["STATE_FILE", "SFTConfig", "SFTDataConfig", "SFTResult", "completion_targets", "evaluate_sft",
+           "linear_schedule", "list_sft_checkpoints", "sft_loss", "train_sft"]
 
 
 @dataclass
@@ -140,6 +151,7 @@ class SFTResult:
     seconds: float
     losses: dict[int, float] = field(default_factory=dict)
     evals: list[dict] = field(default_factory=list)
+    stop_signal: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the run
 
     @property
     def first_eval(self) -> dict | None:
@@ -288,43 +300,22 @@ def evaluate_sft(policy, items, reward_fn=None, *, batch_size: int = 32, num_pro
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def list_sft_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """``checkpoint-<step>`` directories of a run, oldest first."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    found = [p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith("checkpoint-")
-             and p.name[11:].isdigit() and (p / STATE_FILE).exists()]
-    return sorted(found, key=lambda p: int(p.name[11:]))
-
-
-def _save_checkpoint(run_dir: Path, policy, state: dict, keep: int) -> Path:
-    path = run_dir / f"checkpoint-{state['step']}"
-    tmp = run_dir / f".checkpoint-{state['step']}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.model.save_pretrained(tmp)
-    policy.tokenizer.save_pretrained(tmp)
-    torch.save(state, tmp / STATE_FILE)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-    for old in list_sft_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return path
-
-
-def _trim_metrics(path: Path, step: int) -> None:
-    """Drop rows logged after ``step`` (they are redone by the resumed run)."""
-    if path.exists():
-        rows = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        keep = [ln for ln in rows if json.loads(ln).get("updates", 0) <= step]
-        path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+#: ``checkpoint-<step>`` folders of a run, oldest first (the shared listing; kept under its first name).
+list_sft_checkpoints = list_folder_checkpoints
 
 
 # ----------------------------------------------------------------------------- training
 def train_sft(cfg: SFTConfig, *, resume: bool = False, max_steps: int | None = None) -> SFTResult:
     """Run SFT (see the module docstring). ``resume`` continues ``<run>/checkpoint-*``;
     ``max_steps`` stops after that global step with a checkpoint, as an interruption
-    would (Ctrl-C also saves one)."""
+    would. SIGINT (Ctrl-C) and SIGTERM stop after the step in hand with a checkpoint;
+    the run folder's lock and rules are :class:`~seedrl.runtime.run_dir.RunDir`'s."""
+    with (RunDir(cfg.run_dir, resume=resume, checkpoints=list_folder_checkpoints, final_ends_run=True) as run,
+          StopSignals() as signals):
+        return _train_sft(cfg, run, signals, max_steps)
+
+
+def _train_sft(cfg: SFTConfig, run: RunDir, signals: StopSignals, max_steps: int | None) -> SFTResult:
     from tqdm import tqdm
 
     from seedrl.models.lm.policy import LMPolicy
@@ -333,20 +324,12 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, max_steps: int | None = N
 
     t0 = time.perf_counter()
     run_dir = cfg.run_dir
-    ckpts = list_sft_checkpoints(run_dir)
-    if (ckpts or (run_dir / "final").exists()) and not resume:
-        raise FileExistsError(f"{run_dir} already has checkpoints or a final model; pass resume=True (--resume) "
-                              "to continue it, or choose another name=")
-    if resume and (run_dir / "final").exists():
-        raise FileExistsError(f"{run_dir} is finished (final/ exists); nothing to resume")
+    ckpt, state = run.resume_state(read_policy_state)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
     torch.manual_seed(cfg.seed)
 
-    source = ckpts[-1] if (resume and ckpts) else cfg.model
-    policy = LMPolicy.from_pretrained(source, dtype=cfg.dtype, device=cfg.device, pad_token=cfg.pad_token)
+    policy = LMPolicy.from_pretrained(ckpt or cfg.model, dtype=cfg.dtype, device=cfg.device, pad_token=cfg.pad_token)
     eos = _eos_id(policy, cfg.model)
     data = build_data(cfg, policy)
     task = data.task
@@ -356,17 +339,17 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, max_steps: int | None = N
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: linear_schedule(s, cfg.warmup_steps, total, cfg.min_lr_ratio))
     step, seen = 0, 0
-    if resume and ckpts:
-        state = torch.load(ckpts[-1] / STATE_FILE, map_location="cpu", weights_only=False)
-        opt.load_state_dict(state["optimizer"])
+    if state is not None:  # every check before anything is written
+        run.check_length(int(state["step"]), total, "steps")
+        load_optimizer_state(opt, state["optimizer"], ckpt, state.get("optimizer_class"))
         sched.load_state_dict(state["scheduler"])
         task.load_state_dict(state["task"])
         set_rng_state(state["rng"])
         step, seen = int(state["step"]), int(state["examples_seen"])
-        _trim_metrics(run_dir / "metrics.jsonl", step)
-        log.info("resumed %s at step %d", ckpts[-1], step)
+        log.info("resumed %s at step %d", ckpt, step)
+    run.begin(cfg, step if state is not None else None)
     metrics = MetricsLogger(run_dir, tensorboard=cfg.tensorboard)
-    result = SFTResult(run_dir, None, ckpts[-1] if ckpts and resume else None, step, total, False, 0.0)
+    result = SFTResult(run_dir, None, ckpt, step, total, False, 0.0)
     eval_kw = dict(batch_size=cfg.batch_size, num_prompts=cfg.eval_prompts,
                    max_new_tokens=cfg.eval_max_new_tokens or cfg.max_completion_tokens)
     targets: dict[int, list[int]] = {}
@@ -380,9 +363,9 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, max_steps: int | None = N
             bar.set_postfix(postfix, refresh=False)
 
     def checkpoint() -> Path:
-        state = {"step": step, "examples_seen": seen, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "task": task.state_dict(), "rng": rng_state(), "config": config_to_dict(cfg)}
-        result.checkpoint = _save_checkpoint(run_dir, policy, state, cfg.keep_checkpoints)
+        state = {"step": step, "examples_seen": seen, "optimizer": opt.state_dict(), "optimizer_class": optimizer_name(opt),
+                 "scheduler": sched.state_dict(), "task": task.state_dict(), "rng": rng_state(), "config": config_to_dict(cfg)}
+        result.checkpoint = save_policy_checkpoint(run_dir, step, policy, state, cfg.keep_checkpoints)
         return result.checkpoint
 
     bar = tqdm(total=total, initial=step, unit="step", disable=not cfg.progress, desc=cfg.name)
@@ -391,9 +374,13 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, max_steps: int | None = N
     stop_at = total if max_steps is None else min(total, max_steps)
     policy.train()
     try:
+        signals.in_loop = True
         if step == 0 and cfg.eval_at_start:
             evaluate()
         while step < stop_at:
+            if signals.is_set():
+                bar.write(f"{signals.received}: saving a checkpoint")
+                break
             batch = task.next_batch(cfg.batch_size)
             comp = []
             for p in batch:
@@ -402,11 +389,11 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, max_steps: int | None = N
                     targets[p.index] = completion_targets(policy.tokenizer, text, eos, cfg.max_completion_tokens)
                 comp.append(targets[p.index])
             loss, ntok = sft_loss(policy, [p.tokens for p in batch], comp)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"SFT loss is {float(loss)} at step {step + 1} (lr={sched.get_last_lr()[0]:.3g})")
+            check_finite(loss, "SFT loss", step + 1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+            check_finite(gnorm, "SFT gradient norm", step + 1)
             lr = sched.get_last_lr()[0]
             opt.step()
             sched.step()
@@ -428,8 +415,9 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, max_steps: int | None = N
         result.interrupted = True
         bar.write("interrupted: saving a checkpoint")
     finally:
+        signals.in_loop = False
         bar.close()
-    result.step = step
+    result.step, result.stop_signal = step, signals.received
     if step < total:
         result.interrupted = True
         if result.checkpoint is None or result.checkpoint.name != f"checkpoint-{step}":
@@ -437,10 +425,7 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, max_steps: int | None = N
     else:
         if not result.evals or result.evals[-1]["step"] != step:
             evaluate()
-        final = run_dir / "final"
-        policy.model.save_pretrained(final)
-        policy.tokenizer.save_pretrained(final)
-        result.final_dir = final
+        result.final_dir = save_final(run_dir, policy)
     metrics.close()
     try:
         plot_curves(metrics.path, run_dir / "curves.png", keys=("loss", "eval_loss", "eval_reward", "lr"),

@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from seedrl import __version__
+from seedrl.runtime.errors import RunError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError) as err:
-        # Configuration and data errors name the field and value: show them plainly.
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError, RunError) as err:
+        # Configuration and data errors name the field and value, run errors what to do: show them plainly.
         print(f"seedrl: error: {err}", file=sys.stderr)
         return 2
 

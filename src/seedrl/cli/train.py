@@ -49,6 +49,9 @@ def _report_impala(result) -> str:
 
 
 def _report_lm_pg(final: dict) -> str:
+    if final.get("interrupted"):
+        return (f"interrupted ({final['stop_signal']}): {final['updates']} updates\ncheckpoint: {final['checkpoint']}\n"
+                f"curves:  {final['run_dir']}/curves.png")
     return (f"done: {final['updates']} updates, reward {final['reward']:.3f}, KL {final['kl']:.3f}, "
             f"{final['samples_per_s']:.1f} samples/s\nmodel:   {final['final']}\ncurves:  {final['run_dir']}/curves.png")
 
@@ -56,6 +59,8 @@ def _report_lm_pg(final: dict) -> str:
 def _report_lm_bond(final: dict) -> str:
     from pathlib import Path
 
+    if final.get("interrupted"):
+        return _report_lm_pg(final)
     text = _report_lm_pg(final) + f"\nKL to the anchor {final['kl_anchor']:.3f}, log-quantile {final['log_quantile']:.3f}"
     plot = Path(final["run_dir"]) / "reward_vs_kl.png"
     return text + (f"\nfront:   {plot}  (policy beside Best-of-N of the reference)" if plot.exists() else "")
@@ -69,6 +74,8 @@ def _report_bandit(result: dict) -> str:
 
 def _report_sft(res) -> str:
     state = "interrupted" if res.interrupted else "done"
+    if res.interrupted and res.stop_signal:
+        state += f" ({res.stop_signal})"
     ev = res.last_eval or {}
     score = ", ".join(f"{k} {v:.4f}" for k, v in ev.items() if k.startswith("eval_"))
     lines = [f"{state}: {res.step}/{res.total_steps} steps in {res.seconds:.0f} s; last eval (step {ev.get('step')}): {score}"]

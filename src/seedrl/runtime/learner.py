@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from seedrl.runtime.errors import check_finite
 from seedrl.runtime.unrolls import Unroll, stack_unrolls
 
 
@@ -94,17 +95,20 @@ class Learner:
         return parts[0] if len(parts) == 1 else stack_unrolls(parts)
 
     def update(self, batch: Unroll, frames: int) -> dict[str, float]:
-        """One gradient step on ``batch``; returns the logged terms."""
+        """One gradient step on ``batch``; returns the logged terms. A non-finite loss or
+        gradient norm raises :class:`~seedrl.runtime.errors.NonFiniteLoss` before the step."""
         start = time.perf_counter()
         if self.lr_schedule is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr_schedule(frames)
         self.model.train()
         loss, logs = self.loss_fn(self.model, batch)
+        check_finite(loss, "loss", self.updates + 1)  # nothing applied, nothing published
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip is not None:
             logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip))
+            check_finite(logs["grad_norm"], "gradient norm", self.updates + 1)
         self.optimizer.step()
         self.updates += 1
         versions = batch.arrays["version"]

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import queue
-import shutil
 import threading
 import time
 import warnings
@@ -38,15 +38,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from seedrl.agents.sft import STATE_FILE, list_sft_checkpoints
-from seedrl.config import save_config
 from seedrl.report.metrics import MetricsLogger, plot_curves
+from seedrl.runtime.checkpoint import list_folder_checkpoints, read_policy_state, save_final, save_policy_checkpoint
+from seedrl.runtime.errors import ActorsFailed, check_finite
 from seedrl.runtime.lm_config import LMBondConfig, LMPGConfig, LMRunConfig, LMSamplingConfig, LMTaskConfig
 from seedrl.runtime.lm_updates import BondUpdate, Group, PGUpdate, Request
+from seedrl.runtime.run_dir import RunDir, load_optimizer_state, optimizer_name
+from seedrl.runtime.signals import StopSignals
 
 __all__ = ["LMBondConfig", "LMPGConfig", "LMRunConfig", "LMSamplingConfig", "LMTaskConfig", "train_lm", "train_lm_pg"]
 
 UPDATES = {"pg": PGUpdate, "bond": BondUpdate}
+log = logging.getLogger(__name__)
 
 
 def _task_and_reward(cfg: LMRunConfig, tokenizer):
@@ -164,24 +167,6 @@ def run_actor(task, task_lock, server, reward_fn, requests: list[tuple[Request, 
         stop.set()
 
 
-def _save_checkpoint(run_dir: Path, policy, optimizer, task, update, step: int, samples: int, keep: int) -> Path:
-    """``checkpoint-<step>/``: model + tokenizer (save_pretrained), ``trainer_state.pt`` and
-    whatever the update keeps (BOND's moving anchor)."""
-    path = run_dir / f"checkpoint-{step}"
-    tmp = run_dir / f".checkpoint-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.model.save_pretrained(tmp)
-    policy.tokenizer.save_pretrained(tmp)
-    update.save(tmp)
-    torch.save({"step": step, "samples": samples, "optimizer": optimizer.state_dict(), "task": task.state_dict(),
-                "torch_rng": torch.get_rng_state()}, tmp / STATE_FILE)
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-    for old in list_sft_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return path
-
-
 def _frontier(cfg: LMRunConfig, reference, task, reward_fn, params, run_dir: Path):
     """Best-of-N frontier of the reference (BOND's plot), computed once per run and cached."""
     from seedrl.agents.bon import BoNEvaluation, evaluate_bon
@@ -203,24 +188,33 @@ def train_lm(
 ) -> dict[str, Any]:
     """Train a language policy on the runtime (``cfg.algo``: pg or bond); returns the final metrics row.
 
-    ``resume`` continues from the newest ``<run>/checkpoint-<step>``: weights,
+    ``resume`` continues from the newest whole ``<run>/checkpoint-<step>``: weights,
     optimizer moments, step and sample counters, the prompt order (it continues
     after the last prompt drawn; groups still in flight at the checkpoint are
     not replayed), the torch RNG and BOND's moving anchor. ``reward_fn`` (a
     :class:`~seedrl.rewards.RewardFn` or plain batched callable) replaces the
-    task's reward."""
+    task's reward. SIGINT and SIGTERM stop after the update in hand with a
+    checkpoint (the row then has ``interrupted``, ``stop_signal`` and
+    ``checkpoint``, and no ``final``); an actor that fails (its reward raises,
+    say) also leaves a checkpoint, then raises
+    :class:`~seedrl.runtime.errors.ActorsFailed`; the folder's lock and rules
+    are :class:`~seedrl.runtime.run_dir.RunDir`'s."""
+    run_dir = Path(cfg.out_dir) / cfg.name
+    with RunDir(run_dir, resume=resume, checkpoints=list_folder_checkpoints) as run, StopSignals() as signals:
+        return _train_lm(cfg, run, signals, reward_fn, on_step)
+
+
+def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Callable | None,
+              on_step: Callable[[dict], None] | None) -> dict[str, Any]:
     from seedrl.models.lm.policy import LMPolicy
     from seedrl.models.lm.sampler import SamplingParams
     from seedrl.models.lm.server import GenerationServer
 
-    run_dir = Path(cfg.out_dir) / cfg.name
-    found = list_sft_checkpoints(run_dir)
-    if found and not resume:
-        raise FileExistsError(f"{run_dir} already has checkpoints; pass --resume to continue it, or choose another name=")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    run_dir = run.path
+    checkpoint, state = run.resume_state(read_policy_state)
+    if state is not None:
+        run.check_length(int(state["step"]), cfg.steps, "steps")
     torch.manual_seed(cfg.seed)
-    checkpoint = found[-1] if found and resume else None
     start_from = str(checkpoint) if checkpoint else cfg.policy
     # eval mode (no dropout) with gradients: the learner's log-probs must be the sampler's, or the
     # importance of each sample and the KL estimates are biased by dropout noise
@@ -238,17 +232,25 @@ def train_lm(
     s = cfg.sampling
     base = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, max_new_tokens=s.max_new_tokens)
     requests = [(req, replace(base, n=req.n)) for req in update.requests()]
-    frontier = None
-    if getattr(cfg, "frontier_prompts", 0):
-        frontier = _frontier(cfg, reference, task, reward_fn, base, run_dir)
     optimizer = torch.optim.Adam(learner_policy.parameters(), lr=cfg.lr)
     first_step, samples = 1, 0
-    if checkpoint is not None:
-        state = torch.load(checkpoint / STATE_FILE, weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
+    if state is not None:  # every check before anything is written
+        load_optimizer_state(optimizer, state["optimizer"], checkpoint, state.get("optimizer_class"))
         task.load_state_dict(state["task"])
         torch.set_rng_state(state["torch_rng"])
         first_step, samples = state["step"] + 1, state["samples"]
+    run.begin(cfg, first_step - 1 if state is not None else None)
+    frontier = None
+    if getattr(cfg, "frontier_prompts", 0):
+        frontier = _frontier(cfg, reference, task, reward_fn, base, run_dir)
+
+    def save(step: int) -> Path:
+        with task_lock:  # actors have drawn prompts ahead: resume continues after the last one drawn
+            state = {"step": step, "samples": samples, "optimizer": optimizer.state_dict(),
+                     "optimizer_class": optimizer_name(optimizer), "task": task.state_dict(),
+                     "torch_rng": torch.get_rng_state()}
+        return save_policy_checkpoint(run_dir, step, learner_policy, state, cfg.keep_checkpoints, extra=update.save)
+
     groups: queue.Queue = queue.Queue(maxsize=cfg.queue_groups)
     stop, errors, task_lock = threading.Event(), [], threading.Lock()
     metrics = MetricsLogger(run_dir, tensorboard=False)
@@ -264,25 +266,32 @@ def train_lm(
         a.start()
     row: dict[str, Any] = {}
     start, samples_at_start = time.perf_counter(), samples
+    done = first_step - 1  # the last update applied
+    last_ckpt = checkpoint  # the newest checkpoint, and the update it holds
+    saved = done if checkpoint is not None else None
     try:
+        signals.in_loop = True
         for step in tqdm(range(first_step, cfg.steps + 1), desc=cfg.name, disable=not cfg.progress, unit="update",
                          initial=first_step - 1, total=cfg.steps):
             batch: list[Group] = []
-            while len(batch) < cfg.prompts_per_step:
-                if errors:
-                    raise errors[0]
+            while len(batch) < cfg.prompts_per_step and not signals.is_set() and not errors:
                 try:
                     batch.append(groups.get(timeout=0.1))
                 except queue.Empty:
                     continue
+            if signals.is_set() or errors:
+                break
             loss, logs = update.loss(batch)
+            check_finite(loss, "loss", step)  # nothing applied, nothing saved
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(list(learner_policy.parameters()), cfg.grad_clip)
+            check_finite(grad_norm, "gradient norm", step)
             optimizer.step()
             version = server.update_weights("policy", learner_policy)
             update.after_update(step)
             samples += sum(len(g.completions) + len(g.anchor_completions or ()) for g in batch)
+            done = step
             lag = version - 1 - min(c.weights_version_start for g in batch for c in g.completions)
             row = {"updates": step, "frames": samples, **logs, "grad_norm": float(grad_norm), "policy_lag": lag,
                    "samples_per_s": (samples - samples_at_start) / (time.perf_counter() - start)}
@@ -291,19 +300,31 @@ def train_lm(
             if step % cfg.log_every == 0 or step == cfg.steps:
                 metrics.log(row)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                with task_lock:  # actors have drawn prompts ahead: resume continues after the last one drawn
-                    _save_checkpoint(run_dir, learner_policy, optimizer, task, update, step, samples, cfg.keep_checkpoints)
+                last_ckpt, saved = save(step), step
+    except KeyboardInterrupt:
+        signals.received = signals.received or "SIGINT"
     finally:
+        signals.in_loop = False
         stop.set()
         for a in actors:
             a.join(5)
         server.stop()
+        if row and done % cfg.log_every != 0 and done != cfg.steps:
+            metrics.log(row)  # the last update's row, so the metrics reach the checkpoint
         metrics.close()
         if recorder is not None:
             recorder.close()
-    final = run_dir / "final"
-    learner_policy.model.save_pretrained(final)
-    learner_policy.tokenizer.save_pretrained(final)
+    if errors:  # an actor (its reward, say) failed; the learner's state is whole: keep it, then stop
+        ckpt = last_ckpt if saved == done else save(done)
+        log.error("an actor failed", exc_info=errors[0])
+        raise ActorsFailed(f"an actor failed: {errors[0]!r}. The learner's state is saved in {ckpt}; fix the cause, "
+                           "then --resume.") from errors[0]
+    if done < cfg.steps:  # stopped by a signal: keep what was done, --resume continues
+        ckpt = last_ckpt if saved == done else save(done)
+        _plots(cfg, metrics.path, run_dir, frontier)
+        return {**row, "run_dir": str(run_dir), "interrupted": True, "stop_signal": signals.received,
+                "checkpoint": str(ckpt), "updates": done}
+    final = save_final(run_dir, learner_policy)
     _plots(cfg, metrics.path, run_dir, frontier)
     return {**row, "run_dir": str(run_dir), "final": str(final)}
 

@@ -5,13 +5,17 @@ lands there), one thread runs central inference; actors are processes. The
 main thread also drains episode statistics, logs, checkpoints and, at the
 end, plots the learning curves.
 
-Stopping: SIGINT (Ctrl-C) and SIGTERM (``kill``, a job scheduler, a container
-stop) both end a run cleanly: the learner finishes the update in hand, the
-actors are stopped, the shared memory is released, a checkpoint is saved and
-the curves are written, so ``--resume`` continues it. :func:`train` installs
-these handlers while it runs (in the main thread only) and restores the
-previous ones afterwards. A second Ctrl-C while the learner is still training
-raises :class:`KeyboardInterrupt` at once (and still saves a checkpoint).
+Lifecycle (shared with every trainer): the run folder is locked and the
+start/resume rules applied by :class:`~seedrl.runtime.run_dir.RunDir`;
+SIGINT (Ctrl-C) and SIGTERM (``kill``, a job scheduler, a container stop) are
+a request to stop (:class:`~seedrl.runtime.signals.StopSignals`): the learner
+finishes the update in hand, the actors are stopped, the shared memory is
+released, a checkpoint is saved and the curves are written, so ``--resume``
+continues it. A second Ctrl-C while the learner is still training raises
+:class:`KeyboardInterrupt` at once (and still saves a checkpoint). A
+non-finite loss stops the run before the update is applied and saves
+nothing; actors crashing more than ``runtime.max_restarts`` times save a
+checkpoint, then end the run with :class:`~seedrl.runtime.errors.ActorsFailed`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import copy
 import logging
 import queue
 import random
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -33,16 +36,19 @@ import torch
 from tqdm import tqdm
 
 from seedrl.agents.impala import impala_loss
-from seedrl.config import config_to_dict, save_config
+from seedrl.config import config_to_dict
 from seedrl.envs import make_env_batch
 from seedrl.models.config import build_model
 from seedrl.report.metrics import MetricsLogger, plot_curves
 from seedrl.runtime.actor import ActorSpec
-from seedrl.runtime.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from seedrl.runtime.checkpoint import list_checkpoints, read_game_checkpoint, rng_state, save_checkpoint, set_rng_state
 from seedrl.runtime.config import TrainConfig
-from seedrl.runtime.embedded import EmbeddedBackend
+from seedrl.runtime.embedded import ActorCrashLoop, EmbeddedBackend
+from seedrl.runtime.errors import ActorsFailed
 from seedrl.runtime.inference import InferenceServer
 from seedrl.runtime.learner import Learner, make_optimizer
+from seedrl.runtime.run_dir import RunDir, load_model_state, load_optimizer_state, optimizer_name
+from seedrl.runtime.signals import StopSignals
 from seedrl.runtime.threaded import ThreadedBackend
 from seedrl.runtime.transport import SlotLayout
 
@@ -61,44 +67,6 @@ class RunResult:
     solved: bool
     checkpoint: Path | None
     stop_signal: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the run
-
-
-class StopSignals:
-    """SIGINT and SIGTERM as a request to stop (see the module docstring).
-
-    A context manager: on entry (in the main thread only; elsewhere Python allows no
-    handlers and it does nothing) it installs its handler for both signals, on exit it
-    puts the previous handlers back. ``received`` is the name of the first signal, or
-    None; ``is_set()`` says whether one came. While ``in_loop`` is true a second SIGINT
-    raises :class:`KeyboardInterrupt`, as Ctrl-C always did.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self.in_loop = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        self._previous.clear()
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None and signum == signal.SIGINT and self.in_loop:
-            raise KeyboardInterrupt
-        if self.received is None:
-            self.received = signal.Signals(signum).name
-
-    def is_set(self) -> bool:
-        return self.received is not None
 
 
 class _AnyOf:
@@ -144,24 +112,22 @@ def train(
     """Train ``cfg``; returns when ``total_frames`` (or ``max_updates``) are done,
     the solved return is reached, or on SIGINT (Ctrl-C) or SIGTERM (a checkpoint is
     saved in every case; see the module docstring)."""
-    with StopSignals() as signals:
-        return _train(cfg, signals, resume=resume, max_updates=max_updates, on_update=on_update)
+    with RunDir(cfg.run_dir, resume=resume, checkpoints=list_checkpoints) as run, StopSignals() as signals:
+        return _train(cfg, run, signals, max_updates=max_updates, on_update=on_update)
 
 
 def _train(
     cfg: TrainConfig,
+    run: RunDir,
     signals: StopSignals,
     *,
-    resume: bool,
     max_updates: int | None,
     on_update: Callable[[dict[str, Any], Any], None] | None,
 ) -> RunResult:
     run_dir = cfg.run_dir
-    ckpt_path = latest_checkpoint(run_dir)
-    if ckpt_path is not None and not resume:
-        raise FileExistsError(f"{run_dir} already has checkpoints; pass --resume to continue it, or choose another name=")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    ckpt_path, state = run.resume_state(read_game_checkpoint)
+    if state is not None:
+        run.check_length(state["counters"]["frames"], cfg.total_frames, "total_frames", exact=False)
     torch.set_num_threads(cfg.runtime.torch_threads)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
@@ -177,15 +143,15 @@ def _train(
     counters = {"frames": 0, "updates": 0, "episodes": 0, "resumes": 0}
     sampler_seed = cfg.seed + 1
     saved_rng = None
-    if ckpt_path is not None:
-        state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
+    if state is not None:  # compatibility is checked before anything is written
+        load_model_state(model, state["model"], ckpt_path)
+        load_optimizer_state(optimizer, state["optimizer"], ckpt_path, state.get("optimizer_class"))
         inference_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         counters.update(state["counters"])
         counters["resumes"] += 1
         saved_rng = state["rng"]
         log.info("resumed %s at %d frames, %d updates", ckpt_path, counters["frames"], counters["updates"])
+    run.begin(cfg, counters["updates"] if state is not None else None)
 
     rt = cfg.runtime
     unroll_queue: queue.Queue = queue.Queue(maxsize=rt.queue_unrolls)
@@ -252,6 +218,7 @@ def _train(
         payload = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
+            "optimizer_class": optimizer_name(optimizer),
             "counters": dict(counters),
             "rng": rng_state(inference.generator),
             "config": config_to_dict(cfg),
@@ -312,6 +279,9 @@ def _train(
             metrics.log({**row, **counters, "episode_return": float(np.mean(returns)) if returns else None})
         metrics.close()
     if errors:
+        if isinstance(errors[0], ActorCrashLoop):  # the learner's state is whole: keep it, then stop
+            ckpt = checkpoint()
+            raise ActorsFailed(f"{errors[0]} The learner's state is saved in {ckpt}; fix the cause, then --resume.") from None
         raise errors[0]
     ckpt = checkpoint()
     try:
