@@ -195,3 +195,22 @@ def test_a_damaged_dataset_json_is_one_line_naming_it(tmp_path, capsys, damage, 
     for command in (["info"], ["head"], ["stats"], ["validate"], ["validate", "--repair"]):
         assert main(["data", *command, str(ds)]) == 2
         _one_line_error(capsys, str(ds / "dataset.json"), needle)
+
+
+def test_a_truncated_segment_through_the_cli(tmp_path, capsys):
+    import os
+
+    ds = _make(tmp_path / "ds", n=3)
+    e = open_dataset(ds).entries[1]
+    seg = next((ds / "segments").glob("*.arrow"))
+    os.truncate(seg, e.offset + 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["data", "validate", str(ds)]) == 1
+        assert "point past the end" in capsys.readouterr().err
+        assert main(["data", "stats", str(ds)]) == 0
+        assert "ds: 1 episodes" in capsys.readouterr().out
+        assert main(["data", "validate", "--repair", str(ds)]) == 0
+    assert "ds: 1 episodes, 3 steps: valid" in capsys.readouterr().out
+    assert sorted(p.suffix for p in (ds / "set_aside").iterdir()) == [".index", ".torn"]
+    assert len((ds / "set_aside" / f"{seg.stem}.{e.offset}.index").read_text().splitlines()) == 2
