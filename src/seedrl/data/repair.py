@@ -50,13 +50,13 @@ from seedrl.data.segment import (
     SET_ASIDE,
     SPEC_KEY,
     EpisodeEntry,
-    fsync_dir,
     list_segments,
     lock_exclusive,
     read_index,
     read_schema,
     segment_paths,
 )
+from seedrl.durable import replace_durably
 
 _ARROW_ERRORS = (pa.ArrowException, OSError, EOFError, ValueError, KeyError)
 
@@ -202,7 +202,7 @@ def repair_segment(root: Path, segment: str, fallback: pa.Schema | None = None) 
                 fh.seek(result.end)
                 _set_aside(root, f"{segment}.{result.end}.torn", fh.read())
         if result.lost or result.found or result.damaged_lines or _index_needs_rewrite(index_path):
-            _replace_durably(index_path, "".join(e.index_line() + "\n" for e in result.entries).encode())
+            replace_durably(index_path, "".join(e.index_line() + "\n" for e in result.entries).encode())
         if result.torn_bytes and result.schema is not None:
             os.truncate(arrow_path, result.end)  # its bytes are in set_aside/ already
         if result.torn_bytes or result.lost or result.damaged_lines:
@@ -217,17 +217,6 @@ def repair_segment(root: Path, segment: str, fallback: pa.Schema | None = None) 
         return result
     finally:
         os.close(fd)
-
-
-def _replace_durably(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data`` atomically, on disk before it is visible (the index holds the checksums)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def _set_aside(root: Path, name: str, data: bytes) -> Path:

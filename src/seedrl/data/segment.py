@@ -101,15 +101,6 @@ def list_segments(root: Path) -> list[str]:
     return sorted(p.stem for p in d.glob("*.arrow"))
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or creation in folder ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def lock_exclusive(fd: int) -> bool:
     """Take the writer lock without blocking; False if a live writer holds it."""
     try:

@@ -34,13 +34,13 @@ from seedrl.data.segment import (
     SPEC_KEY,
     EpisodeEntry,
     checksum,
-    fsync_dir,
     list_segments,
     lock_exclusive,
     new_segment_name,
     segment_paths,
 )
 from seedrl.data.spec import StepSpec
+from seedrl.durable import fsync_dir
 
 FORMAT = "seedrl.rlds"
 FORMAT_VERSION = 1

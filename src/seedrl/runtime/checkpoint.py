@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from seedrl.runtime.errors import CheckpointError
-from seedrl.runtime.manifest import has_manifest, manifest_path, sync_dir, verify, write_manifest
+from seedrl.durable import fsync_dir
+from seedrl.runtime.manifest import has_manifest, manifest_path, verify, write_manifest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -122,7 +123,7 @@ def save_checkpoint(run_dir: str | os.PathLike, payload: dict[str, Any], keep: i
         torch.save(payload, fh)
     write_manifest(tmp, at=path)  # the manifest lands first: a .pt in place always has its own
     os.replace(tmp, path)
-    sync_dir(folder)
+    fsync_dir(folder)
     _prune(list_checkpoints(run_dir), keep)
     return path
 
@@ -139,7 +140,7 @@ def save_folder_checkpoint(run_dir: str | os.PathLike, step: int, write: Callabl
     write_manifest(tmp)
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
-    sync_dir(run_dir)
+    fsync_dir(run_dir)
     _prune(list_folder_checkpoints(run_dir), keep)
     return path
 
@@ -169,7 +170,7 @@ def save_final(run_dir: str | os.PathLike, policy) -> Path:
     policy.tokenizer.save_pretrained(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    sync_dir(run_dir)
+    fsync_dir(run_dir)
     return final
 
 

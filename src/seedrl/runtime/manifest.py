@@ -12,7 +12,7 @@ A folder's manifest is ``<folder>/MANIFEST.json`` (paths relative to the
 folder); a file's is the sidecar ``<file>.manifest.json`` beside it (one entry,
 its own name). The writer computes the manifest from the bytes on disk after
 they were flushed (``fsync``), so it describes what a later reader will find,
-and writes it atomically (a temporary file renamed over the final name).
+and writes it atomically (:func:`seedrl.durable.replace_durably`).
 
 :func:`verify` re-reads the target and returns what is wrong (a missing file,
 a size that differs: truncated or empty, a digest that differs: flipped bytes)
@@ -28,6 +28,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from seedrl.durable import replace_durably
 
 MANIFEST = "MANIFEST.json"
 SIDECAR_SUFFIX = ".manifest.json"
@@ -66,31 +68,6 @@ def _members(target: Path) -> dict[str, Path]:
             if p.is_file() and p.name != MANIFEST}
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """``path`` holds ``data`` or its previous content, never a part (temporary file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    sync_dir(path.parent)
-
-
-def sync_dir(folder: Path) -> None:
-    """Make renames inside ``folder`` durable (where the platform allows opening a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_manifest(target: str | os.PathLike, *, at: str | os.PathLike | None = None) -> Path:
     """Flush every file of ``target`` to disk, then write its manifest (last, atomically).
 
@@ -102,7 +79,7 @@ def write_manifest(target: str | os.PathLike, *, at: str | os.PathLike | None = 
     if not target.is_dir():
         files = {final.name: files[target.name]}
     path = manifest_path(target) if target.is_dir() else manifest_path(final)
-    write_atomic(path, json.dumps({"format": FORMAT, "files": files}, indent=1, sort_keys=True).encode())
+    replace_durably(path, json.dumps({"format": FORMAT, "files": files}, indent=1, sort_keys=True).encode())
     return path
 
 

@@ -55,7 +55,7 @@ from seedrl.runtime.errors import (
     RunFinished,
     RunInUse,
 )
-from seedrl.runtime.manifest import write_atomic
+from seedrl.durable import replace_durably
 
 try:
     import fcntl
@@ -221,7 +221,7 @@ def trim_metrics(path: Path, step: int | None) -> int:
         else:
             dropped += 1
     if dropped:
-        write_atomic(path, "".join(ln + "\n" for ln in keep).encode("utf-8"))
+        replace_durably(path, "".join(ln + "\n" for ln in keep).encode("utf-8"))
         log.warning("%s: dropped %d rows logged after the point this run restarts from", path, dropped)
     return dropped
 
