@@ -3,8 +3,12 @@
 The game is ``seedrl/PixelCue-v0`` (:mod:`seedrl.envs.pixel_cue`): ALE replaced
 by a toy whose every step is a fresh coin flip shown as a square in the left
 or right half of the screen, so only a policy acting on the newest frame gets
-reward, and any observation/action/reward shift of one step shows as a
-return of 0. Issue 10 (Pong did not learn) is why these exist.
+reward. The unit tests check each pairing exactly (frame -> reward, action ->
+behaviour log-prob, action -> credit in the loss). The slow test trains the
+Pong config on it: it catches what stops learning (actions sent to another
+game, frames out of step) but not a reward shifted by one step in the loss,
+which gamma = 0.99 carries back through the bootstrap; the credit test does.
+Issue 10 (Pong did not learn) is why these exist.
 """
 
 from __future__ import annotations
@@ -149,8 +153,8 @@ def pixel_cue_config(tmp_path, **log) -> TrainConfig:
     return load_config(TrainConfig, raw)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # about 50 updates: 30-80 s on 2 shared cores
 def test_pong_config_learns_pixel_cue_through_the_whole_runtime(tmp_path):
     # Random play averages 0 (100-game means within +-1.6 at 3 sigma); reading the newest frame scores 40.
-    result = train(pixel_cue_config(tmp_path, solved_return=20.0), max_updates=150)
+    result = train(pixel_cue_config(tmp_path, solved_return=15.0), max_updates=120)
     assert result.solved, result

@@ -9,10 +9,12 @@ CPU, so a test can check that pixels, actions and rewards reach the loss in
 step (Pong takes hours to show it).
 
 **The game.** Play goes in rounds of ``ROUND_FRAMES`` (4) emulator frames.
-A small bright square (``CUE_SIZE`` = 8 raw pixels, about 3x4 after the
-resize: a Pong ball) sits somewhere in the left or the right half of a grey
-screen. On the last frame of a round the action held pays
-``+1`` for RIGHT / RIGHTFIRE and ``-1`` for LEFT / LEFTFIRE when the square is
+A bright square (``CUE_SIZE`` = 56 raw pixels, about 29x22 after the
+resize) sits in the middle of the left or the right half of a grey screen.
+(It is big on purpose: with a Pong-ball-sized square, or one anywhere in its
+half, the Pong config needs far more updates than a test can afford before
+its near-uniform policy starts to follow the square.) On the last frame of a
+round the action held pays ``+1`` for RIGHT / RIGHTFIRE and ``-1`` for LEFT / LEFTFIRE when the square is
 on the right, the opposite when it is on the left, and 0 for NOOP / FIRE. The
 action set is Pong's minimal one (ALE ids ``[0, 1, 3, 4, 11, 12]``). The
 next round's square is drawn from the third frame of a round on, so with
@@ -21,8 +23,8 @@ its last two frames) shows exactly the square that decides the next step's
 reward. A game lasts ``rounds`` rounds (40).
 
 Every step is a fresh coin flip, so only acting on the newest frame pays:
-a random policy, or any policy fed observations, actions or rewards shifted
-by a step, averages a return of 0; reading the square scores ``rounds``.
+a random policy, or one whose actions land a step late or in another game,
+averages a return of 0; reading the square scores ``rounds``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from seedrl.envs.atari import RAW_HEIGHT, RAW_WIDTH, AtariEnv
 
 PIXEL_CUE_ID = "seedrl/PixelCue-v0"
 ROUND_FRAMES = 4
-CUE_SIZE = 32
+CUE_SIZE = 56
 BACKGROUND, CUE_LEVEL = 90, 236
 #: ALE ids of Pong's minimal action set and their meanings.
 ACTION_SET = (0, 1, 3, 4, 11, 12)
