@@ -14,6 +14,8 @@ Issue 10 (Pong did not learn) is why these exist.
 from __future__ import annotations
 
 import copy
+import queue
+import threading
 from pathlib import Path
 
 import gymnasium as gym
@@ -142,6 +144,30 @@ def test_impala_loss_credits_each_action_with_the_reward_it_earned(cue_unrolls):
     expected = (5 / 6) * np.minimum(1.0, rho) * earned / ((steps - 1) * envs)
     np.testing.assert_allclose(credit.numpy(), expected, rtol=1e-4, atol=1e-9)
     assert np.count_nonzero(earned) > 20
+
+
+def test_an_update_moves_every_parameter_and_reaches_the_acting_network(cue_unrolls):
+    # As the training loop wires it: channels-last learner, a deep copy acts, the optimizer holds the
+    # learner's parameters, and each update is copied into the acting network under the lock.
+    from seedrl.runtime.learner import Learner, OptimConfig, make_optimizer
+
+    model = _image_model(2)
+    acting = copy.deepcopy(model).eval()
+    batch = cue_unrolls(acting, num_unrolls=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    learner = Learner(model, acting, make_optimizer(OptimConfig(), model.parameters()),
+                      lambda m, b: impala_loss(m, b, ImpalaConfig(reward_clip=1.0)), queue.Queue(), 8,
+                      threading.Lock())
+    versions = []
+    learner.on_publish = versions.append
+    learner.update(batch, frames=0)
+    assert versions == [1]
+    for name, value in model.state_dict().items():
+        assert not torch.equal(value, before[name]), name  # the policy head and the torso all moved
+        assert torch.equal(acting.state_dict()[name], value), name
+    obs = torch.from_numpy(batch.arrays["obs"][0])
+    with torch.no_grad():
+        torch.testing.assert_close(acting.step(obs, ())[0], model.step(obs, ())[0], rtol=0, atol=0)
 
 
 def pixel_cue_config(tmp_path, **log) -> TrainConfig:
