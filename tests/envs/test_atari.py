@@ -1,5 +1,6 @@
 """Atari preprocessing on ale-py, its episodic-life semantics, and agreement with EnvPool."""
 
+import dataclasses
 import importlib.util
 
 import numpy as np
@@ -173,3 +174,28 @@ def test_envpool_episodic_life_reports_whole_games():
     assert res.episodes == [(0, total, steps)]
     assert terms == 5
     batch.close()
+
+
+@needs_envpool
+def test_batches_of_both_backends_match_env_by_env_with_threads():
+    # Several environments and EnvPool worker threads: results come back in any order and every
+    # environment must get its own action (the one-environment test above cannot see a mix-up).
+    n = 3
+    cfg = EnvConfig(kind="atari", id="Pong", sticky_action_prob=0.0, noop_max=1)
+    pool = make_env_batch(dataclasses.replace(cfg, backend="envpool", envpool_threads=2), n, seed=0)
+    ale = make_env_batch(dataclasses.replace(cfg, backend="gymnasium"), n, seed=0)
+    assert np.abs(pool.reset().astype(int) - ale.reset()).max() <= 1
+    rng = np.random.default_rng(1)
+    for _ in range(120):
+        actions = rng.integers(6, size=n)
+        a, b = pool.step(actions), ale.step(actions)
+        np.testing.assert_array_equal(a.reward, b.reward)
+        assert np.abs(a.obs.astype(int) - b.obs).max() <= 1
+    pool.close()
+    ale.close()
+
+
+def test_pong_minimal_action_set():
+    env = AtariEnv("Pong")
+    assert env.get_action_meanings() == ["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"]
+    env.close()

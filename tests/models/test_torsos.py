@@ -134,3 +134,44 @@ def test_impala_resnet_matches_functional_reference():
     ref = F.relu(F.linear(F.relu(x).flatten(1), torso.fc.weight, torso.fc.bias))
     assert x.shape[2:] == (4, 3)  # 13 -> 7 -> 4, 10 -> 5 -> 3
     torch.testing.assert_close(torso(obs), ref, rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+
+def _signal_ratios(torso) -> tuple[float, float]:
+    """``E[f^2] / E[x^2]`` on uniform frames, and ``|f(x) - f(x')| / |x - x'|`` for a 2x2 patch changed in the
+    newest frame (a Pong ball moving): how much of the input's energy and of a small change reaches the features."""
+    torch.manual_seed(1)
+    obs = torch.randint(0, 256, (16, 4, 84, 84), dtype=torch.uint8)
+    moved = obs.clone()
+    moved[:, -1, 40:42, 40:42] = 255 - moved[:, -1, 40:42, 40:42]
+    with torch.no_grad():
+        f, g = torso(obs), torso(moved)
+    x = obs.float() / 255
+    dx = (moved.float() - obs.float()).div(255).flatten(1).norm(dim=1)
+    return float(f.pow(2).mean() / x.pow(2).mean()), float((f - g).norm(dim=1).mean() / dx.mean())
+
+
+@pytest.mark.parametrize("cls", [NatureCNN, ImpalaResNet])
+def test_image_torsos_keep_the_signal_scale_at_initialisation(cls):
+    # PyTorch's default init shrank the Nature CNN's signal energy 1000-fold (ratio 0.0009, patch gain 0.006):
+    # Pong's policy could not tell frames apart and stayed uniform. Orthogonal ReLU-gain layers keep it O(1).
+    torch.manual_seed(0)
+    energy, patch = _signal_ratios(cls((4, 84, 84)))
+    assert 0.2 < energy < 20, energy
+    assert patch > 0.05, patch
+
+
+def test_image_torso_layers_are_orthogonal_with_relu_gain_and_zero_bias():
+    torso = NatureCNN((4, 84, 84))
+    for layer in (*torso.conv[::2], torso.fc):
+        w = layer.weight.flatten(1)  # rows <= columns in every Nature CNN layer: W W^T = 2 I
+        torch.testing.assert_close(w @ w.T, 2.0 * torch.eye(w.shape[0]), atol=1e-4, rtol=0)
+        assert not layer.bias.any()
+    resnet = ImpalaResNet((4, 84, 84))
+    blocks = [m for m in resnet.sections if type(m).__name__ == "_ResidualBlock"]
+    assert len(blocks) == 6
+    for b in blocks:  # the residual branch's last conv is orthogonal with gain 0.1 * sqrt(2): near-identity blocks
+        w = b.conv1.weight.flatten(1)
+        torch.testing.assert_close(w @ w.T, 0.02 * torch.eye(w.shape[0]), atol=1e-5, rtol=0)

@@ -3,45 +3,36 @@
 from __future__ import annotations
 
 import queue
-import threading
 
 import numpy as np
+import pytest
 import torch
 
 from seedrl.envs import COUNTING_ID, EnvConfig
 from seedrl.models.actor_critic import ActorCritic
-from seedrl.runtime.actor import ActorSpec
-from seedrl.runtime.inference import InferenceServer
-from seedrl.runtime.threaded import ThreadedBackend
 from seedrl.runtime.transport import SlotLayout
 from seedrl.runtime.unrolls import stack_unrolls
 
 import gymnasium as gym
 
 
-def _collect(num_actors=2, num_envs=3, T=4, max_episode_steps=None, lstm=None, n_unrolls=12, seed=0):
-    env_cfg = EnvConfig(kind="gym", id=COUNTING_ID, num_envs=num_envs, max_episode_steps=max_episode_steps)
-    obs_space = gym.spaces.Box(-1, 2**62, (3,), np.int64)
-    model = ActorCritic.from_spaces(obs_space, gym.spaces.Discrete(2), torso="mlp", lstm_size=lstm)
-    layout = SlotLayout(num_envs, (3,), "int64")
-    q: queue.Queue = queue.Queue(maxsize=4)
-    server = InferenceServer(model, layout, num_actors, T, q, batch_timeout_s=0.01, seed=seed)
-    backend = ThreadedBackend(layout, num_actors, lambda a, r: ActorSpec(a, env_cfg, num_envs, seed=1000 * (a + 1)))
-    stop = threading.Event()
-    thread = threading.Thread(target=server.serve, args=(backend, stop), daemon=True)
-    backend.start()
-    thread.start()
-    unrolls = [q.get(timeout=30) for _ in range(n_unrolls)]
-    stop.set()
-    thread.join(5)
-    backend.stop()
-    assert not backend.errors
-    return model, server, unrolls
+@pytest.fixture
+def collect(collect_unrolls):
+    def run(num_actors=2, num_envs=3, T=4, max_episode_steps=None, lstm=None, n_unrolls=12, seed=0):
+        env_cfg = EnvConfig(kind="gym", id=COUNTING_ID, num_envs=num_envs, max_episode_steps=max_episode_steps)
+        obs_space = gym.spaces.Box(-1, 2**62, (3,), np.int64)
+        model = ActorCritic.from_spaces(obs_space, gym.spaces.Discrete(2), torso="mlp", lstm_size=lstm)
+        layout = SlotLayout(num_envs, (3,), "int64")
+        server, unrolls = collect_unrolls(model, env_cfg, layout, num_actors=num_actors, unroll_length=T,
+                                          num_unrolls=n_unrolls, seed=seed)
+        return model, server, unrolls
+
+    return run
 
 
-def test_unrolls_record_transitions_exactly_and_overlap_by_one():
+def test_unrolls_record_transitions_exactly_and_overlap_by_one(collect):
     T = 4
-    model, _, unrolls = _collect(T=T)
+    model, _, unrolls = collect(T=T)
     by_actor: dict[int, list] = {}
     for u in unrolls:
         by_actor.setdefault(u.actor_id, []).append(u)
@@ -69,9 +60,9 @@ def test_unrolls_record_transitions_exactly_and_overlap_by_one():
                 np.testing.assert_array_equal(u2.arrays[k][0], u1.arrays[k][T], err_msg=k)
 
 
-def test_truncation_keeps_the_final_observation():
+def test_truncation_keeps_the_final_observation(collect):
     T = 6
-    _, _, unrolls = _collect(T=T, max_episode_steps=3, n_unrolls=6)
+    _, _, unrolls = collect(T=T, max_episode_steps=3, n_unrolls=6)
     seen = 0
     for u in unrolls:
         a = u.arrays
@@ -86,8 +77,8 @@ def test_truncation_keeps_the_final_observation():
     assert seen > 0
 
 
-def test_stacking_unrolls_offsets_final_obs():
-    _, _, unrolls = _collect(T=6, max_episode_steps=3, n_unrolls=4)
+def test_stacking_unrolls_offsets_final_obs(collect):
+    _, _, unrolls = collect(T=6, max_episode_steps=3, n_unrolls=4)
     batch = stack_unrolls(unrolls)
     assert batch.arrays["obs"].shape == (7, 12, 3)
     for (t, n), final in batch.final_obs.items():
@@ -95,8 +86,8 @@ def test_stacking_unrolls_offsets_final_obs():
         np.testing.assert_array_equal(final[:2], batch.arrays["obs"][t - 1, n, :2])
 
 
-def test_recurrent_state_is_kept_per_env_and_reset_on_actor_restart():
-    _, server, unrolls = _collect(lstm=8, n_unrolls=4)
+def test_recurrent_state_is_kept_per_env_and_reset_on_actor_restart(collect):
+    _, server, unrolls = collect(lstm=8, n_unrolls=4)
     h = server.state[0]
     assert h.shape[0] == 6 and h.abs().sum() > 0
     assert unrolls[0].state0[0].shape == (3, 8)
@@ -105,12 +96,12 @@ def test_recurrent_state_is_kept_per_env_and_reset_on_actor_restart():
     assert server.buffers[1].pos == 0
 
 
-def test_learner_batches_split_and_join_actor_unrolls():
+def test_learner_batches_split_and_join_actor_unrolls(collect):
     import threading as th
 
     from seedrl.runtime.learner import Learner
 
-    _, _, unrolls = _collect(T=6, max_episode_steps=3, n_unrolls=4)  # 4 unrolls x 3 envs
+    _, _, unrolls = collect(T=6, max_episode_steps=3, n_unrolls=4)  # 4 unrolls x 3 envs
     q: queue.Queue = queue.Queue()
     for u in unrolls:
         q.put(u)

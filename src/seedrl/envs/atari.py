@@ -118,6 +118,14 @@ class AtariEnv(gym.Env):
     ``reset(seed=s)`` seeds both ALE (sticky actions) and the no-op draw from
     ``s``. ``info`` carries ``lives``, ``real_done`` (on an episode's last step:
     whether the whole game ended) and, after a reset, ``noops``.
+
+    ``emulator`` replaces the ALE game (``game`` is then only a name): an
+    object shaped like ``ale_py.env.AtariEnv(frameskip=1)`` as far as this
+    class uses it: ``ale`` (``act``, ``game_over``, ``lives``, ``reset_game``,
+    ``getScreenGrayscale`` / ``getScreenRGB`` into a ``[210, 160(, 3)]``
+    buffer), ``_action_set``, ``reset(seed=)``, ``get_action_meanings()`` and
+    ``close()``. Toy games use it to run through exactly this preprocessing
+    (:mod:`seedrl.envs.pixel_cue`); sticky actions are then the emulator's own.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -135,22 +143,27 @@ class AtariEnv(gym.Env):
         max_episode_frames: int | None = 108_000,
         resize: int = 84,
         grayscale: bool = True,
+        emulator: Any = None,
     ) -> None:
-        from ale_py.env import AtariEnv as AleEnv
-
         if frame_skip < 1 or frame_stack < 1 or noop_max < 0:
             raise ValueError("frame_skip and frame_stack must be >= 1 and noop_max >= 0")
-        self.game = atari_game(game)
         self.frame_skip, self.noop_max, self.episodic_life = frame_skip, noop_max, episodic_life
         self.max_steps = (max_episode_frames // frame_skip) if max_episode_frames else None
         self.resize = resize
-        self.ale_env = AleEnv(
-            game=self.game,
-            frameskip=1,
-            repeat_action_probability=sticky_action_prob,
-            full_action_space=full_action_space,
-            obs_type="grayscale" if grayscale else "rgb",
-        )
+        if emulator is None:
+            from ale_py.env import AtariEnv as AleEnv
+
+            self.game = atari_game(game)
+            emulator = AleEnv(
+                game=self.game,
+                frameskip=1,
+                repeat_action_probability=sticky_action_prob,
+                full_action_space=full_action_space,
+                obs_type="grayscale" if grayscale else "rgb",
+            )
+        else:
+            self.game = game
+        self.ale_env = emulator
         self.ale = self.ale_env.ale
         self._action_set = list(self.ale_env._action_set)
         self._noop = self._action_set[0]  # NOOP is first in both the minimal and full sets

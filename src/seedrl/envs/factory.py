@@ -7,7 +7,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from seedrl.envs import toy  # noqa: F401  (registers seedrl/Counting-v0)
+from seedrl.envs import pixel_cue, toy  # noqa: F401  (register seedrl/PixelCue-v0, seedrl/Counting-v0)
 from seedrl.envs.base import EnvBatch
 from seedrl.envs.config import EnvConfig
 from seedrl.envs.envpool_batch import EnvpoolBatch, envpool_supports

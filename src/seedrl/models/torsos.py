@@ -9,6 +9,22 @@ inference server or the learner.
 * :class:`MLPTorso` -- fully connected layers for vector observations.
 * :class:`NatureCNN` -- the DQN network of Mnih et al. (2015).
 * :class:`ImpalaResNet` -- the "deep" residual network of Espeholt et al. (2018).
+
+**Initialisation of the image torsos.** A ReLU layer ``y = relu(W x)`` with
+``Var(W_ij) = s / fan_in`` maps a second moment ``E[x^2]`` to about
+``(s / 2) E[x^2]`` (He et al., 2015). PyTorch's default (``kaiming_uniform``,
+``a = sqrt(5)``) has ``s = 1/3``: each layer divides the signal energy by
+about 6, so the Nature CNN's four layers shrink it ~1000-fold (measured:
+``E[f^2] / E[x^2] = 0.0009`` on uniform frames, against 0.87 with the init
+below). The features then hardly vary between frames, the logits (a 0.01-gain
+head on top) cannot tell states apart, and the policy gradient reaching the
+torso is ~1000x weaker than the value gradient: Pong's policy stayed uniform
+for thousands of updates. So the convolutions and the fully connected layer
+are orthogonal with gain ``sqrt(2)`` (``s = 2``, the ReLU gain, as in the
+DQN/PPO baselines) and zero bias; in :class:`ImpalaResNet` the last
+convolution of every residual branch is scaled by ``RESIDUAL_BRANCH_SCALE``
+(0.1), so each block starts close to the identity and the six residual sums
+do not blow the scale up (with the full gain: ``E[f^2] / E[x^2] = 1600``).
 """
 
 from __future__ import annotations
@@ -20,14 +36,25 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["ImpalaResNet", "MLPTorso", "NatureCNN", "conv_output_size", "count_parameters"]
+__all__ = ["ImpalaResNet", "MLPTorso", "NatureCNN", "conv_output_size", "count_parameters", "init_relu_layers"]
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+#: Initial scale of the last convolution of each :class:`ImpalaResNet` residual branch (see the module docstring).
+RESIDUAL_BRANCH_SCALE = 0.1
 
 
 def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
     """Spatial size after a convolution or pooling layer (floor mode, as PyTorch computes it)."""
     return (size + 2 * padding - kernel) // stride + 1
+
+
+def init_relu_layers(module: nn.Module) -> None:
+    """Orthogonal weights with the ReLU gain ``sqrt(2)`` and zero biases for every conv and linear layer of ``module``."""
+    gain = nn.init.calculate_gain("relu")
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.orthogonal_(layer.weight, gain)
+            nn.init.zeros_(layer.bias)
 
 
 def _check_image_shape(name: str, shape: Sequence[int]) -> tuple[int, int, int]:
@@ -116,6 +143,7 @@ class NatureCNN(_ScaledImageTorso):
         self.flat_dim = 64 * h * w
         self.fc = nn.Linear(self.flat_dim, 512)
         self.output_dim = 512
+        init_relu_layers(self)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = self.conv(self._scale(obs, self.conv[0].weight))
@@ -164,6 +192,11 @@ class ImpalaResNet(_ScaledImageTorso):
         self.flat_dim = c * h * w
         self.fc = nn.Linear(self.flat_dim, output_dim)
         self.output_dim = int(output_dim)
+        init_relu_layers(self)
+        with torch.no_grad():
+            for block in self.sections:
+                if isinstance(block, _ResidualBlock):
+                    block.conv1.weight.mul_(RESIDUAL_BRANCH_SCALE)  # near-identity blocks at initialisation
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = self.sections(self._scale(obs, self.sections[0].weight))
