@@ -30,10 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from seedrl.errors import UserError
+
 NAN_MODES = ("error", "zero")
 
 
-class RewardError(ValueError):
+class RewardError(UserError):
     """A reward function returned something unusable (shape, NaN, failure)."""
 
 

@@ -41,6 +41,7 @@ from tqdm import tqdm
 from seedrl.report.metrics import MetricsLogger, plot_curves
 from seedrl.runtime.checkpoint import list_folder_checkpoints, read_policy_state, save_final, save_policy_checkpoint
 from seedrl.runtime.errors import ActorsFailed, check_finite
+from seedrl.runtime.learner import make_optimizer
 from seedrl.runtime.lm_config import LMBondConfig, LMPGConfig, LMRunConfig, LMSamplingConfig, LMTaskConfig
 from seedrl.runtime.lm_updates import BondUpdate, Group, PGUpdate, Request
 from seedrl.runtime.run_dir import RunDir, load_optimizer_state, optimizer_name
@@ -232,7 +233,7 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
     s = cfg.sampling
     base = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, max_new_tokens=s.max_new_tokens)
     requests = [(req, replace(base, n=req.n)) for req in update.requests()]
-    optimizer = torch.optim.Adam(learner_policy.parameters(), lr=cfg.lr)
+    optimizer = make_optimizer(cfg.optim, learner_policy.parameters())
     first_step, samples = 1, 0
     if state is not None:  # every check before anything is written
         load_optimizer_state(optimizer, state["optimizer"], checkpoint, state.get("optimizer_class"))
@@ -249,18 +250,20 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
             state = {"step": step, "samples": samples, "optimizer": optimizer.state_dict(),
                      "optimizer_class": optimizer_name(optimizer), "task": task.state_dict(),
                      "torch_rng": torch.get_rng_state()}
-        return save_policy_checkpoint(run_dir, step, learner_policy, state, cfg.keep_checkpoints, extra=update.save)
+        return save_policy_checkpoint(run_dir, step, learner_policy, state, cfg.log.keep_checkpoints,
+                                      extra=update.save)
 
-    groups: queue.Queue = queue.Queue(maxsize=cfg.queue_groups)
+    groups: queue.Queue = queue.Queue(maxsize=cfg.runtime.queue_groups)
     stop, errors, task_lock = threading.Event(), [], threading.Lock()
-    metrics = MetricsLogger(run_dir, tensorboard=False)
-    recorder = CompletionRecorder(run_dir / "episodes", cfg.record_rate, cfg.seed) if cfg.record_rate > 0 else None
+    metrics = MetricsLogger(run_dir, tensorboard=cfg.log.tensorboard)
+    recorder = (CompletionRecorder(cfg.record.path or run_dir / "episodes", cfg.record.rate, cfg.seed)
+                if cfg.record.rate > 0 else None)
     server = GenerationServer({"policy": served, "reference": reference, **update.served_models()}, max_batch=s.max_batch).start()
     update.server = server
     actors = [
         threading.Thread(target=run_actor, args=(task, task_lock, server, reward_fn, requests, groups, stop, errors, recorder),
                          daemon=True)
-        for _ in range(cfg.num_actors)
+        for _ in range(cfg.runtime.num_actors)
     ]
     for a in actors:
         a.start()
@@ -271,7 +274,7 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
     saved = done if checkpoint is not None else None
     try:
         signals.in_loop = True
-        for step in tqdm(range(first_step, cfg.steps + 1), desc=cfg.name, disable=not cfg.progress, unit="update",
+        for step in tqdm(range(first_step, cfg.steps + 1), desc=cfg.name, disable=not cfg.log.progress, unit="update",
                          initial=first_step - 1, total=cfg.steps):
             batch: list[Group] = []
             while len(batch) < cfg.prompts_per_step and not signals.is_set() and not errors:
@@ -285,7 +288,8 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
             check_finite(loss, "loss", step)  # nothing applied, nothing saved
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(list(learner_policy.parameters()), cfg.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(list(learner_policy.parameters()),
+                                                       cfg.optim.clip_norm or float("inf"))
             check_finite(grad_norm, "gradient norm", step)
             optimizer.step()
             version = server.update_weights("policy", learner_policy)
@@ -297,9 +301,9 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
                    "samples_per_s": (samples - samples_at_start) / (time.perf_counter() - start)}
             if on_step is not None:
                 on_step(row)
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if step % cfg.log.every == 0 or step == cfg.steps:
                 metrics.log(row)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if step % cfg.log.checkpoint_every == 0 or step == cfg.steps:
                 last_ckpt, saved = save(step), step
     except KeyboardInterrupt:
         signals.received = signals.received or "SIGINT"
@@ -309,7 +313,7 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
         for a in actors:
             a.join(5)
         server.stop()
-        if row and done % cfg.log_every != 0 and done != cfg.steps:
+        if row and done % cfg.log.every != 0 and done != cfg.steps:
             metrics.log(row)  # the last update's row, so the metrics reach the checkpoint
         metrics.close()
         if recorder is not None:
