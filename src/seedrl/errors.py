@@ -19,7 +19,8 @@ import errno
 import os
 from pathlib import Path
 
-__all__ = ["EnvironmentSpecError", "InputFileError", "OutputError", "UserError", "check_writable", "is_user_os_error"]
+__all__ = ["EnvironmentSpecError", "InputFileError", "MissingModel", "OutputError", "UserError", "check_model_folder",
+           "check_writable", "is_user_os_error"]
 
 
 class UserError(ValueError):
@@ -36,6 +37,10 @@ class EnvironmentSpecError(UserError):
 
 class OutputError(UserError):
     """An output folder cannot be written (read-only, no space, not a folder)."""
+
+
+class MissingModel(InputFileError, FileNotFoundError):
+    """A model path that does not exist (also a ``FileNotFoundError``)."""
 
 
 #: OS errors that are the machine's state or the user's paths, not a bug
@@ -65,9 +70,11 @@ def check_writable(folder: str | os.PathLike, what: str = "out_dir") -> None:
         raise OutputError(f"{what}: {os.fspath(folder)!r} cannot be created: {os.fspath(probe_dir)!r} is a file")
     probe = probe_dir / f".seedrl-write-test-{os.getpid()}"
     try:
-        with open(probe, "wb") as fh:
-            fh.write(b"x")
-            fh.flush()
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"x")
+        finally:
+            os.close(fd)
     except OSError as err:
         raise OutputError(f"{what}: cannot write in {os.fspath(probe_dir)!r}: {err.strerror or err}") from err
     finally:
@@ -75,3 +82,19 @@ def check_writable(folder: str | os.PathLike, what: str = "out_dir") -> None:
             probe.unlink()
         except OSError:
             pass
+
+
+def check_model_folder(path: str, what: str) -> None:
+    """A local ``path`` must be a folder written by ``save_pretrained`` (holding ``config.json``);
+    anything else (no slash, not on disk) is left to the hub. Raises :class:`InputFileError` naming it."""
+    looks_local = path.startswith((".", "/", "~")) or os.sep in path.rstrip(os.sep).split(os.sep, 1)[-1]
+    local = os.path.expanduser(path)
+    if looks_local and not os.path.exists(local):
+        raise MissingModel(f"{what}: no model at path {path!r} (directory does not exist)")
+    if os.path.exists(local):
+        if not os.path.isdir(local):
+            raise InputFileError(f"{what}: {path!r} is a file; give the model's folder (written by save_pretrained)")
+        if not os.path.isfile(os.path.join(local, "config.json")):
+            found = sorted(os.listdir(local))[:5]
+            raise InputFileError(f"{what}: {path!r} is not a model folder: it has no config.json (it holds "
+                                 f"{found or 'nothing'}); give a folder written by save_pretrained")

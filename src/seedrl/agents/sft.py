@@ -57,6 +57,7 @@ import torch.nn.functional as F
 
 from seedrl.config import config_to_dict
 from seedrl.config.sections import LogConfig, OptimConfig, RunConfig, refuse_unused
+from seedrl.errors import InputFileError, check_model_folder
 from seedrl.runtime.checkpoint import (
     STATE_FILE,
     list_folder_checkpoints,
@@ -152,6 +153,13 @@ class SFTConfig(RunConfig):
         refuse_unused(self.log, _sft_log(), ("every_s", "solved_return"), "log", "sft")
         if not self.model:
             raise ValueError("model: required (a directory written by save_pretrained, or a hub id)")
+
+    def check_inputs(self) -> None:
+        super().check_inputs()
+        check_model_folder(self.model, "model")
+        for key, path in (("data.path", self.data.path), ("data.eval_path", self.data.eval_path)):
+            if path is not None and not Path(path).exists():
+                raise InputFileError(f"{key}: {path!r} does not exist")
 
 
 @dataclass

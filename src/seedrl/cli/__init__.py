@@ -32,17 +32,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _is_user_error(err: BaseException) -> bool:
+#: ``seedrl data`` still reports some bad input as plain ValueError / KeyError (from ``seedrl.data``);
+#: until it raises :class:`~seedrl.data.errors.DataError` for all of it, those print as one line there too
+_LEGACY_INPUT_ERRORS = {"data": (ValueError, KeyError)}
+
+
+def _is_user_error(err: BaseException, command: str = "") -> bool:
     """Input at fault (print one line) rather than a bug (keep the traceback).
 
-    :class:`~seedrl.errors.UserError` and its kinds (config, input file, environment,
-    reward, output), a run that refused to start or stopped (:class:`RunError`), the data store's errors, OS errors about paths and the disk
-    (missing, exists, read-only, full, no permission), and a ``ValueError`` raised by
-    the command-line modules themselves about their arguments."""
+    :class:`~seedrl.errors.UserError` and its kinds (config, input file, environment, reward,
+    output), a run that refused to start or stopped (:class:`RunError`), the data store's
+    errors, OS errors about paths and the disk (missing, exists, read-only, full, no
+    permission), and a ``ValueError`` raised by the command-line modules themselves about
+    their arguments."""
     from seedrl.data.errors import DataError
     from seedrl.errors import UserError, is_user_os_error
 
     if isinstance(err, (UserError, RunError, DataError)) or is_user_os_error(err):
+        return True
+    if isinstance(err, _LEGACY_INPUT_ERRORS.get(command, ())):
         return True
     if type(err) is ValueError and err.__traceback__ is not None:
         tb = err.__traceback__
@@ -53,7 +61,7 @@ def _is_user_error(err: BaseException) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; errors of the user's input print ``error: <message>`` on stderr and return 2
+    """Run a command; errors of the user's input print ``seedrl: error: <message>`` on stderr and return 2
     (``SEEDRL_DEBUG=1`` re-raises them with their traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -63,9 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        if os.environ.get("SEEDRL_DEBUG", "") not in ("", "0") or not _is_user_error(err):
+        if os.environ.get("SEEDRL_DEBUG", "") not in ("", "0") or not _is_user_error(err, args.command):
             raise
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        print(f"seedrl: error: {_one_line(err)}", file=sys.stderr)
         return 2
 
 

@@ -20,7 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
-from seedrl.errors import UserError
+from seedrl.errors import UserError, check_model_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -110,6 +110,7 @@ def cmd_bon(args: argparse.Namespace) -> int:
         ns = [int(x) for x in args.n.split(",") if x.strip()]
     except ValueError:
         raise UserError(f"--n={args.n!r}: expected comma-separated integers like 1,2,4,8") from None
+    check_model_folder(args.model, "--model")
     info = read_toy_info(args.model) if Path(args.model).is_dir() else None
     if args.world is None and info is None:
         raise UserError(f"--world is required: {args.model!r} has no seedrl_toy.json naming its world")

@@ -141,6 +141,8 @@ def run_config(algo: str, config: str, overrides: list[str], *, resume: bool = F
         print(format_config_help(entry.config_class()))
         return 0
     cfg = load_config(entry.config_class(), config, overrides)
+    if hasattr(cfg, "check_inputs"):  # model folders, data files, a writable out_dir: before anything is written
+        cfg.check_inputs()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     print(entry.report(entry.train_fn()(cfg, resume=resume)))
     return 0

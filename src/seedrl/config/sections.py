@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from seedrl.config.loader import ConfigError
+from seedrl.errors import check_writable
 
 __all__ = ["LogConfig", "OptimConfig", "RecordConfig", "RunConfig", "refuse_unused"]
 
@@ -44,6 +45,12 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
+
+    def check_inputs(self) -> None:
+        """Start-up checks that look at the disk (``validate`` looks only at the config): ``out_dir``
+        can be written; subclasses add their model folders and data files. ``seedrl run`` calls it
+        before anything is written; each raises a :class:`~seedrl.errors.UserError` naming the key."""
+        check_writable(self.out_dir, "out_dir")
 
 
 @dataclass

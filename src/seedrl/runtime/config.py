@@ -8,6 +8,7 @@ from pathlib import Path
 from seedrl.agents.impala import ImpalaConfig
 from seedrl.config import ConfigError
 from seedrl.config.sections import LogConfig, OptimConfig, RecordConfig, RunConfig, refuse_unused
+from seedrl.envs.checks import check_discrete_actions
 from seedrl.envs.config import EnvConfig
 from seedrl.models.config import ModelConfig
 
@@ -49,3 +50,5 @@ class TrainConfig(RunConfig):
         if self.log.checkpoint_every < 1:
             raise ConfigError(f"config error: 'log.checkpoint_every' = {self.log.checkpoint_every} is below the "
                               "minimum 1 for impala runs", "log.checkpoint_every")
+        if self.env.kind == "gym":  # Atari games always have discrete actions and image observations
+            check_discrete_actions(self.env, "impala")

@@ -7,6 +7,7 @@ REINFORCE-LOO's settings and :class:`LMBondConfig` BOND / J-BOND's.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,6 +15,8 @@ from typing import Any, ClassVar
 from seedrl.agents.bond import BondConfig
 from seedrl.agents.pg import PGConfig
 from seedrl.config.sections import LogConfig, OptimConfig, RecordConfig, RunConfig, refuse_unused
+from seedrl.errors import InputFileError, check_model_folder
+from seedrl.rewards.base import load_reward_callable
 
 __all__ = ["LMBondConfig", "LMPGConfig", "LMRunConfig", "LMRuntimeConfig", "LMSamplingConfig", "LMTaskConfig"]
 
@@ -103,6 +106,20 @@ class LMRunConfig(RunConfig):
             raise ValueError("policy: give a model directory or hub id (e.g. from `seedrl lm setup-toy`)")
         if self.task.world is None and self.task.data_path is None:
             raise ValueError("task: set task.world or task.data_path")
+
+    def check_inputs(self) -> None:
+        super().check_inputs()
+        check_model_folder(self.policy, "policy")
+        if self.reference is not None:
+            check_model_folder(self.reference, "reference")
+        t = self.task
+        for key, model in (("task.reward_model", t.reward_model), ("task.nli_model", t.nli_model)):
+            if model is not None:
+                check_model_folder(model, key)
+        if t.world is None and t.data_path is not None and not Path(t.data_path).exists():
+            raise InputFileError(f"task.data_path: {os.fspath(t.data_path)!r} does not exist")
+        if t.reward is not None:
+            load_reward_callable(t.reward, "task.reward")
 
 
 @dataclass

@@ -23,7 +23,6 @@ anchor samples for BOND / J-BOND) and turns a batch into a loss.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import queue
@@ -67,10 +66,10 @@ def _task_and_reward(cfg: LMRunConfig, tokenizer):
         task = TextTask(str(t.data_path), t.template, tokenizer=tokenizer, seed=t.seed)
         task_reward = None
         if t.reward is not None:
-            from seedrl.rewards import CallableReward
+            from seedrl.rewards import check_reward_on, load_reward_callable
 
-            module, _, fn = t.reward.partition(":")
-            task_reward = CallableReward(getattr(importlib.import_module(module), fn), batched=True)
+            task_reward = load_reward_callable(t.reward, "task.reward")
+            check_reward_on(task_reward, [task.prompt(i) for i in range(min(2, len(task)))], "task.reward")
     return task, _combined_reward(t, task_reward)
 
 
