@@ -197,3 +197,19 @@ def test_command_line_arguments_are_one_line_errors(tmp_path, capsys):
     assert main(["bon", "--model", str(tmp_path), "--world", "arith"]) == 2
     _error(capsys, "--model", "not a model folder")
     assert issubclass(ConfigError, UserError) and issubclass(RewardError, UserError)
+
+
+def test_an_sft_file_with_a_row_lacking_its_target_fails_at_start_naming_the_line(tmp_path, capsys):
+    from seedrl.envs.text import build_toy_assets
+
+    build_toy_assets(tmp_path / "init", "arithmetic", corpus_size=50, n_embd=16, n_layer=1, n_head=2)
+    rows = [{"q": f"{i}+1=", "a": str(i + 1)} for i in range(6)]
+    rows[4] = {"q": "4+1="}
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["run", str(CONFIGS / "arith_sft.yaml"), f"model={tmp_path / 'init'}", f"out_dir={tmp_path / 'runs'}",
+            "data.world=null", f"data.path={path}", "data.template={q}", "data.completion_field=a",
+            "data.eval_examples=0", "steps=1", "batch_size=2", "eval_prompts=0", "log.progress=false"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the model loader's progress bars
+    assert err.startswith("seedrl: error:") and "pairs.jsonl: line 5" in err and "no completion field 'a'" in err, err

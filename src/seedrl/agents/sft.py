@@ -230,13 +230,24 @@ class _Data:
 
 
 def _target_text(example: dict, fieldname: str, where: str) -> str:
+    from seedrl.envs.text.tasks import TaskDataError, TemplateError
+
     if fieldname not in example:
-        raise KeyError(f"{where}: example has no completion field {fieldname!r}; its fields are {sorted(example)} "
-                       "(set data.completion_field)")
+        raise TemplateError(f"{where}: the example has no completion field {fieldname!r}; its fields are "
+                            f"{sorted(example)} (set data.completion_field)")
     value = example[fieldname]
     if not isinstance(value, str):
-        raise TypeError(f"{where}: completion field {fieldname!r} is {type(value).__name__}, expected str")
+        raise TaskDataError(f"{where}: completion field {fieldname!r} is {type(value).__name__}, expected str")
     return value
+
+
+def _checked_rows(examples, fieldname: str, source: str) -> list[dict]:
+    """The rows of a data file, every target checked at start (not when its example is first drawn)."""
+    lines = getattr(examples, "lines", None)
+    rows = list(examples)
+    for i, row in enumerate(rows):
+        _target_text(row, fieldname, f"{source}: line {lines[i]}" if lines else f"{source}: row {i}")
+    return rows
 
 
 def build_data(cfg: SFTConfig, policy) -> _Data:
@@ -246,13 +257,13 @@ def build_data(cfg: SFTConfig, policy) -> _Data:
     d = cfg.data
     world = make_world(d.world, d.world_options) if d.world else None
     if d.path is not None:
-        rows = list(load_examples(d.path))
+        fieldname = d.completion_field or "completion"
+        rows = _checked_rows(load_examples(d.path), fieldname, d.path)
         if d.eval_path is not None:
-            held = list(load_examples(d.eval_path))
+            held = _checked_rows(load_examples(d.eval_path), fieldname, d.eval_path)
         else:
             k = min(d.eval_examples, len(rows) - 1)
             rows, held = rows[: len(rows) - k], rows[len(rows) - k:]
-        fieldname = d.completion_field or "completion"
     else:
         rows = world.examples(d.num_examples, d.seed)
         held = world.examples(d.eval_examples, d.seed + 1) if d.eval_examples else []
