@@ -5,7 +5,7 @@ give help and constraints through ``field(metadata={"help": ..., "min": ...,
 "max": ..., "min_exclusive": ..., "max_exclusive": ..., "choices": [...]})``
 and cross-field checks through an optional ``validate(self)`` method::
 
-    cfg = load_config(TrainConfig, "configs/cartpole.yaml", ["learner.lr=3e-4"])
+    cfg = load_config(TrainConfig, "configs/cartpole_impala.yaml", ["optim.lr=3e-4"])
     save_config(cfg, run_dir / "config.yaml")
 
 Unknown keys, wrong types, out-of-range values and missing required keys all

@@ -128,7 +128,8 @@ def load_examples(source: Any, *, split: str | None = None, columns: Sequence[st
 
                 return pq.read_table(path, columns=list(columns) if columns else None).to_pylist()
             raise TaskDataError(f"{path}: unknown file type (expected .jsonl, .json or .parquet)")
-        if not os.path.exists(path) and (path.endswith((".jsonl", ".json", ".parquet")) or path.startswith((".", "/", "~"))):
+        looks_like_a_file = path.endswith((".jsonl", ".json", ".parquet")) or path.startswith((".", "/", "~"))
+        if looks_like_a_file and not os.path.exists(path):
             raise TaskDataError(f"examples file {path!r} does not exist")
         import datasets  # lazy: only for Hugging Face sources
 
