@@ -213,3 +213,17 @@ def test_an_sft_file_with_a_row_lacking_its_target_fails_at_start_naming_the_lin
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the model loader's progress bars
     assert err.startswith("seedrl: error:") and "pairs.jsonl: line 5" in err and "no completion field 'a'" in err, err
+
+
+def test_bad_world_options_and_reward_weights_are_one_line(tmp_path, capsys, prompts_file):
+    from seedrl.lm.toy_setup import make_world
+    from seedrl.runtime.lm_loop import _task_and_reward
+
+    with pytest.raises(UserError, match=r"world 'arith': bad world_options .*unknown ops"):
+        make_world("arith", {"ops": ["divide"]})
+    cfg = load_config(LMPGConfig, {"policy": "m", "task": {"reward_weights": {"bonus": 1.0}}})
+    with pytest.raises(ConfigError, match="task.reward_weights: unknown sources"):
+        _task_and_reward(cfg, None)
+    cfg = load_config(LMPGConfig, {"policy": "m", "task": {"world": None, "data_path": str(prompts_file)}})
+    with pytest.raises(ConfigError, match="task.reward_weights.task=1.0: no task reward is configured"):
+        _task_and_reward(cfg, None)

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 
 from seedrl.config import config_to_dict
 from seedrl.config.sections import LogConfig, OptimConfig, RunConfig, refuse_unused
-from seedrl.errors import InputFileError, check_model_folder
+from seedrl.errors import InputFileError, UserError, check_model_folder
 from seedrl.runtime.checkpoint import (
     STATE_FILE,
     list_folder_checkpoints,
@@ -271,12 +271,12 @@ def build_data(cfg: SFTConfig, policy) -> _Data:
             seen = {r["prompt"] for r in rows}
             held = [r for r in held if r["prompt"] not in seen]
             if not held:
-                raise ValueError(
+                raise UserError(
                     f"data.disjoint_eval: all {d.eval_examples} held-out examples of world {d.world!r} also occur in the "
                     "training set (the task space is small); set data.disjoint_eval=false or enlarge the world")
         fieldname = d.completion_field or "reference"
     if not rows:
-        raise ValueError(f"data: no training examples (path={d.path!r}, eval_examples={d.eval_examples})")
+        raise UserError(f"data: no training examples (path={d.path!r}, eval_examples={d.eval_examples})")
     tok = policy.tokenizer
     task = TextTask(rows, d.template, tokenizer=tok, seed=cfg.seed, shuffle=True,
                     max_prompt_tokens=cfg.max_prompt_tokens, too_long=cfg.too_long, name=d.world or "sft")
@@ -298,7 +298,7 @@ def build_data(cfg: SFTConfig, policy) -> _Data:
 def _eos_id(policy, model: str) -> int:
     eos = policy.tokenizer.eos_token_id
     if eos is None:
-        raise ValueError(f"tokenizer of {model!r} has no eos_token (eos_token_id=None): SFT appends EOS to every "
+        raise UserError(f"tokenizer of {model!r} has no eos_token (eos_token_id=None): SFT appends EOS to every "
                          "target so the model learns to stop")
     return int(eos)
 

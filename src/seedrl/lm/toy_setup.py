@@ -56,6 +56,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seedrl.errors import UserError
+
 ALIASES = {"arith": "arithmetic", "arithmetic": "arithmetic", "facts": "facts"}
 TOY_FILE = "seedrl_toy.json"
 
@@ -87,7 +89,7 @@ REWARD = {"arithmetic": "exact", "facts": "f1"}
 def world_name(name: str) -> str:
     """Canonical world name of ``name`` (``arith`` -> ``arithmetic``)."""
     if name not in ALIASES:
-        raise ValueError(f"world={name!r}: expected one of {sorted(ALIASES)}")
+        raise UserError(f"world={name!r}: expected one of {sorted(ALIASES)}")
     return ALIASES[name]
 
 
@@ -98,8 +100,8 @@ def make_world(name: str, options: Mapping[str, Any] | None = None):
     cls = WORLDS[world_name(name)]
     try:
         return cls(**dict(options or {}))
-    except TypeError as err:
-        raise ValueError(f"world {name!r}: bad world_options {dict(options or {})!r}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise UserError(f"world {name!r}: bad world_options {dict(options or {})!r}: {err}") from None
 
 
 def set_dropout(model_dir: str | Path, p: float) -> None:

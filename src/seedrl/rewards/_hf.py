@@ -67,7 +67,7 @@ def prepare_pad(model, tokenizer, *, what: str, where: str = "", pad_token: str 
     if pad_token is not None:
         tokenizer.pad_token = pad_token
     if tokenizer.pad_token is None:
-        raise ValueError(
+        raise InputFileError(
             f"{what}: tokenizer{' at ' + repr(where) if where else ''} has no pad token, so completions cannot be "
             f"batched; pass pad_token= (e.g. pad_token=tokenizer.eos_token, eos={tokenizer.eos_token!r})"
         )

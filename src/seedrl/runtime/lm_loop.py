@@ -38,6 +38,7 @@ import torch
 from tqdm import tqdm
 
 from seedrl.report.metrics import MetricsLogger, plot_curves
+from seedrl.config import ConfigError
 from seedrl.runtime.checkpoint import list_folder_checkpoints, read_policy_state, save_final, save_policy_checkpoint
 from seedrl.runtime.errors import ActorsFailed, check_finite
 from seedrl.runtime.learner import make_optimizer
@@ -84,15 +85,15 @@ def _combined_reward(t, task_reward):
         models["nli"] = NLIReward.from_pretrained(t.nli_model, source_field=t.nli_source_field)
     unknown = set(t.reward_weights) - {"task", "reward_model", "nli"}
     if unknown:
-        raise ValueError(f"task.reward_weights: unknown sources {sorted(unknown)}; use task, reward_model, nli")
+        raise ConfigError(f"task.reward_weights: unknown sources {sorted(unknown)}; use task, reward_model, nli")
     weights = {"task": 0.0 if models else 1.0, **{k: 1.0 for k in models}, **t.reward_weights}
     sources = {"task": task_reward, **models}
     for key, w in weights.items():
         if w != 0 and sources.get(key) is None:
-            raise ValueError(f"task.reward_weights.{key}={w}: no {key} reward is configured")
+            raise ConfigError(f"task.reward_weights.{key}={w}: no {key} reward is configured")
     parts = [(sources[k], w) for k, w in weights.items() if w != 0]
     if not parts:
-        raise ValueError("task: no reward (give a world, task.reward, task.reward_model or task.nli_model)")
+        raise ConfigError("task: no reward (give a world, task.reward, task.reward_model or task.nli_model)")
     return parts[0][0] if len(parts) == 1 and parts[0][1] == 1.0 else CombinedReward(parts)
 
 

@@ -317,13 +317,13 @@ class TextTask:
         """Resume the stream; the dataset and seed must be those the state was saved with."""
         for key in ("seed", "shuffle", "num_examples"):
             if key in state and state[key] != getattr(self, key):
-                raise ValueError(
+                raise TaskDataError(
                     f"task {self.name!r}: state {key}={state[key]!r} but this task has {key}={getattr(self, key)!r}; "
                     "resuming would visit different prompts"
                 )
         position = int(state["position"])
         if not 0 <= position < self.num_examples:
-            raise ValueError(f"task {self.name!r}: state position={position} outside [0, {self.num_examples})")
+            raise TaskDataError(f"task {self.name!r}: state position={position} outside [0, {self.num_examples})")
         self.epoch, self.position, self.skipped = int(state["epoch"]), position, int(state.get("skipped", 0))
 
     # --------------------------------------------------------------- episodes
