@@ -105,6 +105,14 @@ def test_a_bad_reward_callable_is_one_line_naming_it(tmp_path, capsys, prompts_f
 
 
 @pytest.mark.parametrize("fn, needle", [("one_too_many", "expected shape (2,)"), ("broken", "KeyError")])
+def test_a_reward_of_the_wrong_shape_fails_before_the_run_folder(tmp_path, capsys, prompts_file, reward_module, fn,
+                                                                   needle):
+    assert main(_lm(tmp_path, "task.world=null", f"task.data_path={prompts_file}", f"task.reward=my_rewards:{fn}")) == 2
+    _error(capsys, "task.reward: a trial call", needle)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("fn, needle", [("one_too_many", "expected shape (2,)"), ("broken", "KeyError")])
 def test_a_reward_of_the_wrong_shape_fails_at_start_up(tmp_path, prompts_file, reward_module, fn, needle):
     from seedrl.runtime.lm_loop import _task_and_reward
 
@@ -203,6 +211,7 @@ def test_an_sft_file_with_a_row_lacking_its_target_fails_at_start_naming_the_lin
     from seedrl.envs.text import build_toy_assets
 
     build_toy_assets(tmp_path / "init", "arithmetic", corpus_size=50, n_embd=16, n_layer=1, n_head=2)
+    capsys.readouterr()
     rows = [{"q": f"{i}+1=", "a": str(i + 1)} for i in range(6)]
     rows[4] = {"q": "4+1="}
     path = tmp_path / "pairs.jsonl"
@@ -211,8 +220,12 @@ def test_an_sft_file_with_a_row_lacking_its_target_fails_at_start_naming_the_lin
             "data.world=null", f"data.path={path}", "data.template={q}", "data.completion_field=a",
             "data.eval_examples=0", "steps=1", "batch_size=2", "eval_prompts=0", "log.progress=false"]
     assert main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the model loader's progress bars
-    assert err.startswith("seedrl: error:") and "pairs.jsonl: line 5" in err and "no completion field 'a'" in err, err
+    _error(capsys, "pairs.jsonl: line 5", "no completion field 'a'")
+    assert not (tmp_path / "runs").exists()  # checked before the run folder is made
+    rows[4] = {"q": " ", "a": "5"}
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(args) == 2
+    _error(capsys, "pairs.jsonl: line 5", "empty prompt")
 
 
 def test_bad_world_options_and_reward_weights_are_one_line(tmp_path, capsys, prompts_file):

@@ -157,9 +157,15 @@ class SFTConfig(RunConfig):
     def check_inputs(self) -> None:
         super().check_inputs()
         check_model_folder(self.model, "model")
+        from seedrl.envs.text import TextTask, load_examples
+
+        field = self.data.completion_field or "completion"
         for key, path in (("data.path", self.data.path), ("data.eval_path", self.data.eval_path)):
-            if path is not None and not Path(path).exists():
-                raise InputFileError(f"{key}: {path!r} does not exist")
+            if path is not None:
+                if not Path(path).exists():
+                    raise InputFileError(f"{key}: {path!r} does not exist")
+                TextTask(path, self.data.template, shuffle=False)  # every line: the template's fields, a prompt
+                _checked_rows(load_examples(path), field, path)  # and a target
 
 
 @dataclass

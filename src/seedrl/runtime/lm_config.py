@@ -16,7 +16,7 @@ from seedrl.agents.bond import BondConfig
 from seedrl.agents.pg import PGConfig
 from seedrl.config.sections import LogConfig, OptimConfig, RecordConfig, RunConfig, refuse_unused
 from seedrl.errors import InputFileError, check_model_folder
-from seedrl.rewards.base import load_reward_callable
+from seedrl.rewards.base import check_reward_on, load_reward_callable
 
 __all__ = ["LMBondConfig", "LMPGConfig", "LMRunConfig", "LMRuntimeConfig", "LMSamplingConfig", "LMTaskConfig"]
 
@@ -116,10 +116,15 @@ class LMRunConfig(RunConfig):
         for key, model in (("task.reward_model", t.reward_model), ("task.nli_model", t.nli_model)):
             if model is not None:
                 check_model_folder(model, key)
-        if t.world is None and t.data_path is not None and not Path(t.data_path).exists():
-            raise InputFileError(f"task.data_path: {os.fspath(t.data_path)!r} does not exist")
-        if t.reward is not None:
-            load_reward_callable(t.reward, "task.reward")
+        if t.world is None and t.data_path is not None:
+            if not Path(t.data_path).exists():
+                raise InputFileError(f"task.data_path: {os.fspath(t.data_path)!r} does not exist")
+            from seedrl.envs.text import TextTask
+
+            task = TextTask(os.fspath(t.data_path), t.template, shuffle=False)  # every line checked
+            if t.reward is not None:
+                reward = load_reward_callable(t.reward, "task.reward")
+                check_reward_on(reward, [task.prompt(i) for i in range(min(2, len(task)))], "task.reward")
 
 
 @dataclass
