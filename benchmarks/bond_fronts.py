@@ -25,7 +25,7 @@ import numpy as np
 from seedrl.config import load_config
 from seedrl.runtime.lm_loop import LMBondConfig, LMPGConfig, train_lm
 
-COMMON = ["progress=false", "log_every=1", "checkpoint_every=100000", "frontier_prompts=0"]
+COMMON = ["log.progress=false", "log.every=1", "log.checkpoint_every=100000", "frontier_prompts=0"]
 
 
 def run(kind: str, config: str, overrides: list[str], args, tmp: str, steps: int | None = None) -> dict:
@@ -33,7 +33,7 @@ def run(kind: str, config: str, overrides: list[str], args, tmp: str, steps: int
     steps = steps or args.steps
     name = "_".join(o.replace("=", "").replace(".", "") for o in overrides) or kind
     cfg = load_config(cls, config, [f"policy={args.reference}", f"out_dir={tmp}", f"name={kind}_{name}",
-                                     f"steps={steps}", f"lr={args.lr}", f"seed={args.seed}",
+                                     f"steps={steps}", f"optim.lr={args.lr}", f"seed={args.seed}",
                                      f"task.num_examples={args.num_examples}",
                                      *[c for c in COMMON if kind == "bond" or not c.startswith("frontier")], *overrides])
     rows: list[dict] = []

@@ -28,8 +28,8 @@ from seedrl.runtime.lm_loop import LMBondConfig, LMPGConfig, train_lm
 
 def measure(kind: str, args, tmp: str, rnd: int) -> dict:
     p = args.policy_samples
-    common = [f"policy={args.reference}", f"out_dir={tmp}", f"name={kind}{rnd}", f"steps={args.steps}", "progress=false",
-              "log_every=1000", "checkpoint_every=100000"]
+    common = [f"policy={args.reference}", f"out_dir={tmp}", f"name={kind}{rnd}", f"steps={args.steps}", "log.progress=false",
+              "log.every=1000", "log.checkpoint_every=100000"]
     if kind == "pg":
         cfg = load_config(LMPGConfig, "configs/arith_pg.yaml", [*common, "pg.samples_per_prompt=2", f"prompts_per_step={p // 2}"])
     else:

@@ -136,14 +136,17 @@ def test_argument_errors():
 def adder(tmp_path_factory):
     """A tiny GPT-2 taught single-digit addition for 120 SFT steps (imperfect: BoN helps)."""
     from seedrl.agents.sft import SFTConfig, SFTDataConfig, train_sft
+    from seedrl.config import load_config
     from seedrl.envs.text import build_toy_assets
 
     root = tmp_path_factory.mktemp("bon_adder")
     build_toy_assets(root / "init", "arithmetic", seed=0, corpus_size=200, n_embd=64, n_layer=2, n_positions=64)
-    cfg = SFTConfig(model=str(root / "init"), out_dir=root, name="sft", lr=5e-3, warmup_steps=10, steps=120,
-                    max_completion_tokens=8, eval_every=0, eval_prompts=0, eval_at_start=False, progress=False,
-                    data=SFTDataConfig(world="arith", world_options={"ops": ["add"], "max_digits": 1},
-                                       num_examples=2000, eval_examples=0))
+    cfg = load_config(SFTConfig, {
+        "model": str(root / "init"), "out_dir": str(root), "name": "sft", "steps": 120, "max_completion_tokens": 8,
+        "eval_every": 0, "eval_prompts": 0, "eval_at_start": False, "optim": {"lr": 5e-3, "warmup_steps": 10},
+        "log": {"progress": False},
+        "data": SFTDataConfig(world="arith", world_options={"ops": ["add"], "max_digits": 1}, num_examples=2000,
+                              eval_examples=0)})
     return str(train_sft(cfg).final_dir)
 
 

@@ -163,7 +163,7 @@ def test_config_errors_name_the_field(tmp_path):
 
 
 def _train(tmp_path, name, bond, **kw):
-    cfg = load_config(BanditBondConfig, {"out_dir": str(tmp_path), "name": name, "log_every": 100, "bond": bond,
+    cfg = load_config(BanditBondConfig, {"out_dir": str(tmp_path), "name": name, "log": {"every": 100}, "bond": bond,
                                          "steps": 800, "prompts_per_step": 256, **kw})
     return train_bond_bandit(cfg)
 

@@ -41,9 +41,12 @@ def nopad_model(tmp_path_factory):
 def _cfg(model, tmp_path, **kw):
     data = kw.pop("data", SFTDataConfig(world="arith", world_options=ADD, num_examples=2000, eval_examples=100,
                                         disjoint_eval=False))
-    base = dict(model=model, out_dir=tmp_path, pad_token="eos", data=data, batch_size=32, lr=5e-3, warmup_steps=10,
-                max_completion_tokens=8, eval_prompts=64, progress=False, log_every=10, torch_threads=1)
-    return SFTConfig(**{**base, **kw})
+    base = dict(model=model, out_dir=str(tmp_path), pad_token="eos", data=data, batch_size=32,
+                optim={"lr": 5e-3, "warmup_steps": 10}, max_completion_tokens=8, eval_prompts=64,
+                log={"progress": False, "every": 10}, runtime={"torch_threads": 1})
+    for section in ("optim", "log", "runtime"):
+        kw[section] = {**base[section], **kw.get(section, {})}
+    return load_config(SFTConfig, {**base, **kw})
 
 
 def test_eos_is_a_label_when_pad_is_eos(nopad_model):
@@ -110,8 +113,9 @@ def test_sft_learns_addition_and_to_stop(nopad_model, tmp_path):
 def test_resume_continues_exactly(nopad_model, tmp_path):
     """Stop after step 3 (checkpoint), resume: step 4's loss equals the uninterrupted run's
     (same batch order, optimizer moments, lr schedule and dropout noise)."""
-    kw = dict(steps=6, eval_every=0, eval_at_start=False, eval_prompts=4, batch_size=8, log_every=1)
-    full = train_sft(_cfg(nopad_model, tmp_path, name="full", checkpoint_every=2, keep_checkpoints=1, **kw))
+    kw = dict(steps=6, eval_every=0, eval_at_start=False, eval_prompts=4, batch_size=8, log={"every": 1})
+    full = train_sft(_cfg(nopad_model, tmp_path, name="full", **{**kw, "log": {"every": 1, "checkpoint_every": 2,
+                                                                                "keep_checkpoints": 1}}))
     kept = list_sft_checkpoints(full.run_dir)
     assert [p.name for p in kept] == ["checkpoint-4"]  # periodic (2, 4), newest kept; 6 is final/
     assert {"config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt"} <= {p.name for p in kept[0].iterdir()}

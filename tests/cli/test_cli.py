@@ -130,7 +130,8 @@ def test_run_dispatches_an_sft_config_and_resumes_it(tmp_path, capsys, one_torch
     raw = yaml.safe_load(Path("configs/arith_sft.yaml").read_text())
     assert raw["algo"] == "sft"
     raw.update(model=str(init), out_dir=str(tmp_path), name="s", steps=4, batch_size=4, eval_every=0, eval_prompts=2,
-               checkpoint_every=0, max_completion_tokens=8, progress=False)
+               max_completion_tokens=8)
+    raw["log"].update(checkpoint_every=0, progress=False)
     raw["data"].update(num_examples=40, eval_examples=6)
     cfg = tmp_path / "sft.yaml"
     cfg.write_text(yaml.safe_dump(raw))
@@ -147,7 +148,7 @@ def test_run_dispatches_an_sft_config_and_resumes_it(tmp_path, capsys, one_torch
     out = capsys.readouterr().out
     assert "done: 4/4 steps" in out and str(tmp_path / "s" / "final") in out
     rows = [json.loads(x) for x in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["updates"] for r in rows if "loss" in r] == [2, 4]  # log_every=10: rows at the stop and the end
+    assert [r["updates"] for r in rows if "loss" in r] == [2, 4]  # log.every=10: rows at the stop and the end
     assert load_config(SFTConfig, tmp_path / "s" / "config.yaml").algo == "sft"
 
     # a fresh run of an old config (no algo key) via `seedrl run algo=sft`, and the keys of an SFT config

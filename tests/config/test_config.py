@@ -315,7 +315,9 @@ def test_validate_hook_on_root_and_defaults():
             assert self.a > 0, "a must be positive"
 
     assert "config error at 'optim': warmup (9)" in _error(Root)
-    assert "config error at '<root>': a must be positive" in _error(Root, {"a": 0, "optim": {}})
+    # a section given as a mapping keeps the field's default instance for the keys it leaves out
+    assert "config error at 'optim': warmup (9)" in _error(Root, {"a": 0, "optim": {}})
+    assert "config error at '<root>': a must be positive" in _error(Root, {"a": 0, "optim": {"warmup": 0}})
     assert calls == [0]
 
 

@@ -89,7 +89,7 @@ def test_sft_cli(arith_toy, tmp_path, capsys):
     cfg = tmp_path / "sft.yaml"
     cfg.write_text(f"name: tiny\nout_dir: {tmp_path}\nmodel: {arith_toy.out / 'init' / 'reference'}\n"
                    "data:\n  world: arith\n  num_examples: 50\n  eval_examples: 10\n"
-                   "batch_size: 8\nsteps: 2\neval_prompts: 4\nmax_completion_tokens: 16\nprogress: false\n")
+                   "batch_size: 8\nsteps: 2\neval_prompts: 4\nmax_completion_tokens: 16\nlog:\n  progress: false\n")
     assert run_cli(["lm", "sft", str(cfg), "steps=3", "eval_every=0"]) == 0
     printed = capsys.readouterr().out
     assert "done: 3/3 steps" in printed and str(tmp_path / "tiny" / "final") in printed

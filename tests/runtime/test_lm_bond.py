@@ -30,9 +30,10 @@ def assets(tmp_path_factory):
 def _cfg(tmp_path, assets, bond, **kw):
     base = {"name": "bond", "out_dir": str(tmp_path), "policy": str(assets.path),
             "task": {"world": "arithmetic", "num_examples": 200}, "sampling": {"max_new_tokens": 6},
-            "bond": bond, "steps": 30, "prompts_per_step": 8, "lr": 1e-2, "num_actors": 2, "progress": False,
-            "log_every": 1, "frontier_prompts": 16}
-    return load_config(LMBondConfig, {**base, **kw})
+            "bond": bond, "steps": 30, "prompts_per_step": 8, "optim": {"lr": 1e-2}, "runtime": {"num_actors": 2},
+            "log": {"progress": False, "every": 1}, "frontier_prompts": 16}
+    log = {**base["log"], **kw.pop("log", {})}
+    return load_config(LMBondConfig, {**base, **kw, "log": log})
 
 
 def test_bond_distils_best_of_n_of_the_reference(tmp_path, assets):
@@ -63,7 +64,7 @@ def test_jbond_ema_anchor_moves_is_checkpointed_and_resumes(tmp_path, assets):
     bond = {"n": 2, "beta": 0.5, "backward_reward": "jbond", "policy_samples": 1, "anchor": "ema", "anchor_ema": 0.2,
             "anchor_kl_coef": 0.1, "forward_estimator": "pool"}
     rows = []
-    train_lm(_cfg(tmp_path, assets, bond, steps=4, checkpoint_every=4, frontier_prompts=0), reward_fn=sevens,
+    train_lm(_cfg(tmp_path, assets, bond, steps=4, log={"checkpoint_every": 4}, frontier_prompts=0), reward_fn=sevens,
              on_step=rows.append)
     assert all(np.isfinite(r["kl_anchor"]) for r in rows)
     ckpt = tmp_path / "bond" / "checkpoint-4"
@@ -73,7 +74,7 @@ def test_jbond_ema_anchor_moves_is_checkpointed_and_resumes(tmp_path, assets):
     key = next(k for k in saved if saved[k].is_floating_point() and saved[k].numel() > 100)
     # the EMA anchor sits strictly between the reference and the policy after 4 moves
     assert not torch.equal(saved[key], reference[key]) and not torch.equal(saved[key], policy[key])
-    cfg = _cfg(tmp_path, assets, bond, steps=6, checkpoint_every=2, frontier_prompts=0)
+    cfg = _cfg(tmp_path, assets, bond, steps=6, log={"checkpoint_every": 2}, frontier_prompts=0)
     update = BondUpdate(cfg, LMPolicy.from_pretrained(str(ckpt)), ckpt)
     assert torch.equal(dict(update.anchor.model.named_parameters())[key].detach(), saved[key])
     resumed = []

@@ -42,18 +42,19 @@ def model(tmp_path_factory):
     return str(path)
 
 
-def _pg(tmp_path, model, **kw) -> dict:
+def _pg(tmp_path, model, log=(), runtime=(), **kw) -> dict:
     return {"name": "pg", "out_dir": str(tmp_path), "policy": model, "task": {"world": "arithmetic", "num_examples": 100},
-            "sampling": {"max_new_tokens": 4}, "pg": {"samples_per_prompt": 2}, "prompts_per_step": 4, "num_actors": 1,
-            "progress": False, "log_every": 1, "checkpoint_every": 2, "steps": 4, **kw}
+            "sampling": {"max_new_tokens": 4}, "pg": {"samples_per_prompt": 2}, "prompts_per_step": 4,
+            "runtime": {"num_actors": 1, **dict(runtime)},
+            "log": {"progress": False, "every": 1, "checkpoint_every": 2, **dict(log)}, "steps": 4, **kw}
 
 
-def _sft(tmp_path, model, **kw) -> dict:
+def _sft(tmp_path, model, log=(), **kw) -> dict:
     return {"name": "sft", "out_dir": str(tmp_path), "model": model,
             "data": {"world": "arith", "world_options": {"ops": ["add"], "max_digits": 1}, "num_examples": 200,
                      "eval_examples": 0},
             "batch_size": 4, "max_completion_tokens": 4, "eval_at_start": False, "eval_every": 0, "eval_prompts": 0,
-            "progress": False, "log_every": 1, "checkpoint_every": 2, "steps": 4, **kw}
+            "log": {"progress": False, "every": 1, "checkpoint_every": 2, **dict(log)}, "steps": 4, **kw}
 
 
 def _snapshot(run_dir: Path) -> dict[str, bytes]:
@@ -108,7 +109,7 @@ def _wait_for(lines: queue.Queue, prefix: str, seen: list[str], timeout: float =
     ("pg", signal.SIGINT, True),  # a background job of a non-interactive shell starts with SIGINT ignored
 ])
 def test_a_signal_stops_a_language_run_with_a_checkpoint_and_it_resumes(tmp_path, model, kind, sig, sigint_ignored):
-    raw = (_pg if kind == "pg" else _sft)(tmp_path, model, steps=10_000, checkpoint_every=10_000)
+    raw = (_pg if kind == "pg" else _sft)(tmp_path, model, steps=10_000, log={"checkpoint_every": 10_000})
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     preexec = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, kind, json.dumps(raw)], stdout=subprocess.PIPE,
@@ -147,7 +148,7 @@ def test_pg_resume_with_fewer_steps_or_at_its_end_changes_nothing(tmp_path, mode
     with pytest.raises(RunFinished, match="checkpoint-3 is at 3 of steps=3"):
         train_lm(load_config(LMPGConfig, {**raw, "steps": 3}), resume=True, reward_fn=sevens)
     with pytest.raises(ResumeMismatch, match="steps=2 is below the 3 of its checkpoint checkpoint-3"):
-        train_lm(load_config(LMPGConfig, {**raw, "steps": 2, "lr": 0.5}), resume=True, reward_fn=sevens)
+        train_lm(load_config(LMPGConfig, {**raw, "steps": 2, "optim": {"lr": 0.5}}), resume=True, reward_fn=sevens)
     assert _snapshot(tmp_path / "pg") == before  # config.yaml, final/, checkpoints, metrics untouched
 
 
@@ -226,7 +227,7 @@ def test_a_failing_actor_keeps_the_learners_state(tmp_path, model):
             raise ConnectionError("reward server went away")
         return sevens(prompts, completions, examples)
 
-    raw = _pg(tmp_path, model, checkpoint_every=100, queue_groups=1)
+    raw = _pg(tmp_path, model, log={"checkpoint_every": 100}, runtime={"queue_groups": 1})
     with pytest.raises(ActorsFailed, match=r"an actor failed: ConnectionError\('reward server went away'\)\. The "
                                            r"learner's state is saved in .*checkpoint-1; fix the cause, then --resume"):
         train_lm(load_config(LMPGConfig, raw), reward_fn=flaky)

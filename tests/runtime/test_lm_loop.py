@@ -28,8 +28,8 @@ def test_pg_reward_rises_and_kl_is_tracked(tmp_path):
             "task": {"world": "arithmetic", "num_examples": 200},
             "sampling": {"max_new_tokens": 6},
             "pg": {"samples_per_prompt": 4, "kl_coef": 0.01},
-            "steps": 40, "prompts_per_step": 8, "lr": 3e-3, "num_actors": 2, "progress": False, "log_every": 1,
-            "record_rate": 0.5,
+            "steps": 40, "prompts_per_step": 8, "optim": {"lr": 3e-3}, "runtime": {"num_actors": 2},
+            "log": {"progress": False, "every": 1}, "record": {"rate": 0.5},
         },
     )
     rows = []
@@ -64,8 +64,8 @@ def test_pg_resume_continues_steps_optimizer_and_prompt_order(tmp_path):
     base = {
         "name": "pg", "out_dir": str(tmp_path), "policy": str(assets.path),
         "task": {"world": "arithmetic", "num_examples": 100}, "sampling": {"max_new_tokens": 4},
-        "pg": {"samples_per_prompt": 2}, "prompts_per_step": 4, "num_actors": 1, "progress": False,
-        "log_every": 1, "checkpoint_every": 3,
+        "pg": {"samples_per_prompt": 2}, "prompts_per_step": 4, "runtime": {"num_actors": 1},
+        "log": {"progress": False, "every": 1, "checkpoint_every": 3},
     }
     train_lm_pg(load_config(LMPGConfig, {**base, "steps": 6}), reward_fn=sevens)
     state = torch.load(tmp_path / "pg" / "checkpoint-6" / "trainer_state.pt", weights_only=False)

@@ -32,7 +32,8 @@ def _cfg(tmp_path, policy, **task):
     return load_config(LMPGConfig, {"name": "r", "out_dir": str(tmp_path), "policy": str(policy),
                                     "task": {"world": "arithmetic", "num_examples": 50, **task},
                                     "sampling": {"max_new_tokens": 4}, "pg": {"samples_per_prompt": 2},
-                                    "steps": 2, "prompts_per_step": 2, "num_actors": 1, "progress": False})
+                                    "steps": 2, "prompts_per_step": 2, "runtime": {"num_actors": 1},
+                                    "log": {"progress": False}})
 
 
 def test_reward_model_replaces_the_task_reward_and_weights_combine(tmp_path, paths):

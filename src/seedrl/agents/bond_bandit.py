@@ -27,35 +27,50 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 
 from seedrl.agents.bond import BondConfig, anchor_samples_needed, backward_reward, bond_loss, forward_weights, move_anchor
+from seedrl.config.sections import LogConfig, OptimConfig, RunConfig, refuse_unused
 from seedrl.ops.bond import best_of_n_probs, bon_log_ratio, quantiles
 
 __all__ = ["BanditBondConfig", "format_bandit_result", "exact_fixed_point", "expected_backward_reward", "iterated_target", "train_bond_bandit"]
 
 
+def _bandit_optim() -> OptimConfig:
+    return OptimConfig(lr=0.03, grad_clip=None, lr_decay="linear", min_lr_ratio=0.1)
+
+
+def _bandit_log() -> LogConfig:
+    return LogConfig(every=50, tensorboard=False)
+
+
 @dataclass
-class BanditBondConfig:
-    """BOND / J-BOND on a categorical bandit (``configs/bandit_*.yaml``)."""
+class BanditBondConfig(RunConfig):
+    """BOND / J-BOND on a categorical bandit (``configs/bandit_*.yaml``).
+
+    ``optim``: Adam on the logits; with ``lr_decay: linear`` the learning rate decays to
+    ``lr * min_lr_ratio`` by the end of each anchor round."""
 
     algo: str = field(default="bond_bandit", metadata={"help": "bond_bandit", "choices": ["bond_bandit"]})
     name: str = field(default="bandit_bond", metadata={"help": "run name"})
-    out_dir: Path = field(default=Path("runs"), metadata={"help": "parent of run directories"})
-    seed: int = field(default=0, metadata={"help": "seed of sampling"})
     reference: list[float] = field(default_factory=lambda: [0.5, 0.3, 0.2], metadata={"help": "π_ref over the arms (sums to 1)"})
     rewards: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0], metadata={"help": "reward of each arm (ties allowed)"})
     bond: BondConfig = field(default_factory=BondConfig)
     steps: int = field(default=1500, metadata={"help": "updates", "min": 1})
     prompts_per_step: int = field(default=512, metadata={"help": "P rows per update", "min": 1})
-    lr: float = field(default=0.03, metadata={"help": "Adam learning rate on the logits", "min_exclusive": 0.0})
-    lr_final_fraction: float = field(default=0.1, metadata={
-        "help": "learning rate decays linearly to this fraction of lr by the end of each anchor round", "min": 0.0, "max": 1.0})
-    log_every: int = field(default=50, metadata={"help": "updates between metric rows", "min": 1})
+    optim: OptimConfig = field(default_factory=_bandit_optim)
+    log: LogConfig = field(default_factory=_bandit_log)
+
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "lr": "optim.lr", "lr_final_fraction": "optim.min_lr_ratio", "log_every": "log.every"}
 
     def validate(self) -> None:
+        # seconds-long runs: no checkpoints, progress bar or TensorBoard
+        refuse_unused(self.log, _bandit_log(), ("every_s", "tensorboard", "checkpoint_every", "keep_checkpoints",
+                                                "progress", "solved_return"), "log", "bond_bandit")
+        refuse_unused(self.optim, _bandit_optim(), ("warmup_steps",), "optim", "bond_bandit")
         if len(self.reference) != len(self.rewards) or len(self.reference) < 2:
             raise ValueError(f"reference: needs as many arms (>= 2) as rewards, got {len(self.reference)} and {len(self.rewards)}")
         if any(p < 0 for p in self.reference) or abs(sum(self.reference) - 1.0) > 1e-6:
@@ -139,6 +154,7 @@ def train_bond_bandit(cfg: BanditBondConfig, on_step: Callable[[dict], None] | N
 
 def _train_bond_bandit(cfg: BanditBondConfig, run, on_step: Callable[[dict], None] | None) -> dict[str, Any]:
     from seedrl.report.metrics import MetricsLogger, plot_curves
+    from seedrl.runtime.learner import make_optimizer
 
     b = cfg.bond
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -147,10 +163,11 @@ def _train_bond_bandit(cfg: BanditBondConfig, run, on_step: Callable[[dict], Non
     log_ref = torch.log(ref.clamp(min=1e-30)).float()
     theta = log_ref.clone().requires_grad_(True)
     anchor_theta = log_ref.clone()
-    opt = torch.optim.Adam([theta], lr=cfg.lr)
+    opt = make_optimizer(cfg.optim, [theta])
     round_len = b.anchor_every if b.anchor == "periodic" else cfg.steps
+    final = cfg.optim.min_lr_ratio if cfg.optim.lr_decay == "linear" else 1.0
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: 1.0 - (1.0 - cfg.lr_final_fraction) * min(i % round_len, round_len - 1) / max(round_len - 1, 1))
+        opt, lambda i: 1.0 - (1.0 - final) * min(i % round_len, round_len - 1) / max(round_len - 1, 1))
     exact_table = None
     run_dir = run.path
     run.begin(cfg)
@@ -173,10 +190,12 @@ def _train_bond_bandit(cfg: BanditBondConfig, run, on_step: Callable[[dict], Non
             loss, logs = bond_loss(logp[y], torch.log_softmax(anchor_theta, 0)[y], r_b, logp[ya], weights, b)
             opt.zero_grad()
             loss.backward()
+            if cfg.optim.clip_norm:
+                torch.nn.utils.clip_grad_norm_([theta], cfg.optim.clip_norm)
             opt.step()
             sched.step()
             move_anchor([anchor_theta], [theta], step, b)
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if step % cfg.log.every == 0 or step == cfg.steps:
                 with torch.no_grad():
                     p = torch.softmax(theta, 0).double()
                 row = {"updates": step, **logs, "reward": float((p * rewards).sum()), "kl_ref": _kl(p, ref),

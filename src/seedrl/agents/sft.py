@@ -12,9 +12,9 @@ equals the EOS id, and masking "pad" tokens by id would drop EOS from the loss, 
 the model would never learn to stop. :func:`sft_loss` is that loss,
 :func:`completion_targets` the target ids.
 
-Optimisation: AdamW, global gradient-norm clipping, learning rate
-``lr * min((s + 1) / warmup, 1)`` during warm-up then linearly decayed to
-``lr * min_lr_ratio`` at the last step.
+Optimisation (``optim``): AdamW by default, global gradient-norm clipping, learning rate
+``lr * min((s + 1) / warmup_steps, 1)`` during warm-up then linearly decayed to
+``lr * min_lr_ratio`` at the last step (``lr_decay: none``: constant after warm-up).
 
 Data (:class:`SFTDataConfig`): a toy world (``examples(n, seed)``; the completion is
 the world's ``reference``) or a JSONL / Parquet file with prompt and completion
@@ -30,7 +30,7 @@ greedy completions (``LMPolicy.generate``, temperature 0) of the first
 ``eval_prompts`` held-out prompts, plus the fraction that ended with EOS.
 
 Run directory ``<out_dir>/<name>``: ``config.yaml``, ``metrics.jsonl`` (one row per
-``log_every`` steps and per evaluation; ``frames`` = examples seen, ``updates`` =
+``log.every`` steps and per evaluation; ``frames`` = examples seen, ``updates`` =
 steps), ``curves.png``, ``checkpoint-<step>/`` (``save_pretrained`` model + tokenizer,
 ``trainer_state.pt``: optimizer, schedule, task order, RNG states, and the checksum
 ``MANIFEST.json``), and ``final/`` (model + tokenizer), which ends the run.
@@ -49,13 +49,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from seedrl.config import config_to_dict
+from seedrl.config.sections import LogConfig, OptimConfig, RunConfig, refuse_unused
+from seedrl.errors import InputFileError, UserError, check_model_folder
 from seedrl.runtime.checkpoint import (
     STATE_FILE,
     list_folder_checkpoints,
@@ -94,24 +96,44 @@ class SFTDataConfig:
 
 
 @dataclass
-class SFTConfig:
-    """An SFT run (``configs/*_sft.yaml``; ``seedrl run`` or ``seedrl lm sft``)."""
+class SFTRuntimeConfig:
+    """Where the model trains."""
+
+    device: str = field(default="cpu", metadata={"help": "torch device"})
+    torch_threads: int | None = field(default=None, metadata={"help": "torch intra-op threads", "min": 1})
+
+
+def _sft_optim() -> OptimConfig:
+    return OptimConfig(name="adamw", lr=1e-3, grad_clip=1.0, lr_decay="linear")
+
+
+def _sft_log() -> LogConfig:
+    return LogConfig(every=10, checkpoint_every=0, keep_checkpoints=2, tensorboard=False)
+
+
+#: flat keys of older releases -> their sections
+SFT_RENAMED_KEYS = {
+    "lr": "optim.lr", "weight_decay": "optim.weight_decay", "grad_clip": "optim.grad_clip",
+    "warmup_steps": "optim.warmup_steps", "min_lr_ratio": "optim.min_lr_ratio", "log_every": "log.every",
+    "checkpoint_every": "log.checkpoint_every", "keep_checkpoints": "log.keep_checkpoints",
+    "progress": "log.progress", "tensorboard": "log.tensorboard", "device": "runtime.device",
+    "torch_threads": "runtime.torch_threads",
+}
+
+
+@dataclass
+class SFTConfig(RunConfig):
+    """An SFT run (``configs/*_sft.yaml``; ``seedrl run`` or ``seedrl lm sft``).
+
+    ``optim``: AdamW by default; ``log.checkpoint_every`` = 0 saves only when interrupted."""
 
     algo: str = field(default="sft", metadata={"help": "sft (what `seedrl run` dispatches on; may be left out)", "choices": ["sft"]})
+    name: str = field(default="sft", metadata={"help": "run name; the run directory is <out_dir>/<name>"})
     model: str = field(default="", metadata={"help": "model directory (save_pretrained) or hub id"})
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
-    name: str = field(default="sft", metadata={"help": "run name; the run directory is <out_dir>/<name>"})
-    out_dir: Path = field(default=Path("runs"), metadata={"help": "parent of run directories"})
-    seed: int = field(default=0, metadata={"help": "seed of the data order and dropout"})
     dtype: str = field(default="float32", metadata={"help": "parameter dtype", "choices": ["float32", "bfloat16", "float16"]})
-    device: str = field(default="cpu", metadata={"help": "torch device"})
     pad_token: str | None = field(default=None, metadata={"help": "for tokenizers without pad: 'eos' or a token"})
     batch_size: int = field(default=32, metadata={"help": "examples per step", "min": 1})
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate", "min_exclusive": 0.0})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay", "min": 0.0})
-    grad_clip: float = field(default=1.0, metadata={"help": "max global gradient norm (0 = off)", "min": 0.0})
-    warmup_steps: int = field(default=0, metadata={"help": "linear warm-up steps", "min": 0})
-    min_lr_ratio: float = field(default=0.0, metadata={"help": "final lr / peak lr of the linear decay", "min": 0.0, "max": 1.0})
     epochs: int = field(default=1, metadata={"help": "passes over the data when steps = 0", "min": 1})
     steps: int = field(default=0, metadata={"help": "optimizer steps (0: epochs * ceil(examples / batch_size))", "min": 0})
     max_prompt_tokens: int | None = field(default=None, metadata={"help": "longer prompts: see too_long", "min": 1})
@@ -121,20 +143,29 @@ class SFTConfig:
     eval_prompts: int = field(default=64, metadata={"help": "held-out prompts completed greedily for the reward", "min": 0})
     eval_max_new_tokens: int | None = field(default=None, metadata={"help": "generation length (default max_completion_tokens)", "min": 1})
     eval_at_start: bool = field(default=True, metadata={"help": "evaluate before the first step"})
-    checkpoint_every: int = field(default=0, metadata={"help": "steps between checkpoints (0: only when interrupted)", "min": 0})
-    keep_checkpoints: int = field(default=2, metadata={"help": "newest checkpoints kept", "min": 1})
-    log_every: int = field(default=10, metadata={"help": "steps per metrics row", "min": 1})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-    tensorboard: bool = field(default=False, metadata={"help": "also write TensorBoard events"})
-    torch_threads: int | None = field(default=None, metadata={"help": "torch intra-op threads", "min": 1})
+    optim: OptimConfig = field(default_factory=_sft_optim)
+    runtime: SFTRuntimeConfig = field(default_factory=SFTRuntimeConfig)
+    log: LogConfig = field(default_factory=_sft_log)
+
+    renamed_keys: ClassVar[dict[str, str]] = SFT_RENAMED_KEYS
 
     def validate(self) -> None:
+        refuse_unused(self.log, _sft_log(), ("every_s", "solved_return"), "log", "sft")
         if not self.model:
             raise ValueError("model: required (a directory written by save_pretrained, or a hub id)")
 
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.out_dir) / self.name
+    def check_inputs(self) -> None:
+        super().check_inputs()
+        check_model_folder(self.model, "model")
+        from seedrl.envs.text import TextTask, load_examples
+
+        field = self.data.completion_field or "completion"
+        for key, path in (("data.path", self.data.path), ("data.eval_path", self.data.eval_path)):
+            if path is not None:
+                if not Path(path).exists():
+                    raise InputFileError(f"{key}: {path!r} does not exist")
+                TextTask(path, self.data.template, shuffle=False)  # every line: the template's fields, a prompt
+                _checked_rows(load_examples(path), field, path)  # and a target
 
 
 @dataclass
@@ -205,13 +236,24 @@ class _Data:
 
 
 def _target_text(example: dict, fieldname: str, where: str) -> str:
+    from seedrl.envs.text.tasks import TaskDataError, TemplateError
+
     if fieldname not in example:
-        raise KeyError(f"{where}: example has no completion field {fieldname!r}; its fields are {sorted(example)} "
-                       "(set data.completion_field)")
+        raise TemplateError(f"{where}: the example has no completion field {fieldname!r}; its fields are "
+                            f"{sorted(example)} (set data.completion_field)")
     value = example[fieldname]
     if not isinstance(value, str):
-        raise TypeError(f"{where}: completion field {fieldname!r} is {type(value).__name__}, expected str")
+        raise TaskDataError(f"{where}: completion field {fieldname!r} is {type(value).__name__}, expected str")
     return value
+
+
+def _checked_rows(examples, fieldname: str, source: str) -> list[dict]:
+    """The rows of a data file, every target checked at start (not when its example is first drawn)."""
+    lines = getattr(examples, "lines", None)
+    rows = list(examples)
+    for i, row in enumerate(rows):
+        _target_text(row, fieldname, f"{source}: line {lines[i]}" if lines else f"{source}: row {i}")
+    return rows
 
 
 def build_data(cfg: SFTConfig, policy) -> _Data:
@@ -221,13 +263,13 @@ def build_data(cfg: SFTConfig, policy) -> _Data:
     d = cfg.data
     world = make_world(d.world, d.world_options) if d.world else None
     if d.path is not None:
-        rows = list(load_examples(d.path))
+        fieldname = d.completion_field or "completion"
+        rows = _checked_rows(load_examples(d.path), fieldname, d.path)
         if d.eval_path is not None:
-            held = list(load_examples(d.eval_path))
+            held = _checked_rows(load_examples(d.eval_path), fieldname, d.eval_path)
         else:
             k = min(d.eval_examples, len(rows) - 1)
             rows, held = rows[: len(rows) - k], rows[len(rows) - k:]
-        fieldname = d.completion_field or "completion"
     else:
         rows = world.examples(d.num_examples, d.seed)
         held = world.examples(d.eval_examples, d.seed + 1) if d.eval_examples else []
@@ -235,12 +277,12 @@ def build_data(cfg: SFTConfig, policy) -> _Data:
             seen = {r["prompt"] for r in rows}
             held = [r for r in held if r["prompt"] not in seen]
             if not held:
-                raise ValueError(
+                raise UserError(
                     f"data.disjoint_eval: all {d.eval_examples} held-out examples of world {d.world!r} also occur in the "
                     "training set (the task space is small); set data.disjoint_eval=false or enlarge the world")
         fieldname = d.completion_field or "reference"
     if not rows:
-        raise ValueError(f"data: no training examples (path={d.path!r}, eval_examples={d.eval_examples})")
+        raise UserError(f"data: no training examples (path={d.path!r}, eval_examples={d.eval_examples})")
     tok = policy.tokenizer
     task = TextTask(rows, d.template, tokenizer=tok, seed=cfg.seed, shuffle=True,
                     max_prompt_tokens=cfg.max_prompt_tokens, too_long=cfg.too_long, name=d.world or "sft")
@@ -262,7 +304,7 @@ def build_data(cfg: SFTConfig, policy) -> _Data:
 def _eos_id(policy, model: str) -> int:
     eos = policy.tokenizer.eos_token_id
     if eos is None:
-        raise ValueError(f"tokenizer of {model!r} has no eos_token (eos_token_id=None): SFT appends EOS to every "
+        raise UserError(f"tokenizer of {model!r} has no eos_token (eos_token_id=None): SFT appends EOS to every "
                          "target so the model learns to stop")
     return int(eos)
 
@@ -321,23 +363,25 @@ def _train_sft(cfg: SFTConfig, run: RunDir, signals: StopSignals, max_steps: int
     from seedrl.models.lm.policy import LMPolicy
     from seedrl.report.metrics import MetricsLogger, plot_curves
     from seedrl.runtime.checkpoint import rng_state, set_rng_state
+    from seedrl.runtime.learner import make_optimizer
 
     t0 = time.perf_counter()
     run_dir = cfg.run_dir
     ckpt, state = run.resume_state(read_policy_state)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
+    if cfg.runtime.torch_threads:
+        torch.set_num_threads(cfg.runtime.torch_threads)
     torch.manual_seed(cfg.seed)
 
-    policy = LMPolicy.from_pretrained(ckpt or cfg.model, dtype=cfg.dtype, device=cfg.device, pad_token=cfg.pad_token)
+    policy = LMPolicy.from_pretrained(ckpt or cfg.model, dtype=cfg.dtype, device=cfg.runtime.device, pad_token=cfg.pad_token)
     eos = _eos_id(policy, cfg.model)
     data = build_data(cfg, policy)
     task = data.task
     total = cfg.steps or cfg.epochs * math.ceil(len(task) / cfg.batch_size)
     params = [p for p in policy.model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(cfg.optim, params)
+    final_ratio = cfg.optim.min_lr_ratio if cfg.optim.lr_decay == "linear" else 1.0
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: linear_schedule(s, cfg.warmup_steps, total, cfg.min_lr_ratio))
+        opt, lambda s: linear_schedule(s, cfg.optim.warmup_steps, total, final_ratio))
     step, seen = 0, 0
     if state is not None:  # every check before anything is written
         run.check_length(int(state["step"]), total, "steps")
@@ -348,7 +392,7 @@ def _train_sft(cfg: SFTConfig, run: RunDir, signals: StopSignals, max_steps: int
         step, seen = int(state["step"]), int(state["examples_seen"])
         log.info("resumed %s at step %d", ckpt, step)
     run.begin(cfg, step if state is not None else None)
-    metrics = MetricsLogger(run_dir, tensorboard=cfg.tensorboard)
+    metrics = MetricsLogger(run_dir, tensorboard=cfg.log.tensorboard)
     result = SFTResult(run_dir, None, ckpt, step, total, False, 0.0)
     eval_kw = dict(batch_size=cfg.batch_size, num_prompts=cfg.eval_prompts,
                    max_new_tokens=cfg.eval_max_new_tokens or cfg.max_completion_tokens)
@@ -365,10 +409,10 @@ def _train_sft(cfg: SFTConfig, run: RunDir, signals: StopSignals, max_steps: int
     def checkpoint() -> Path:
         state = {"step": step, "examples_seen": seen, "optimizer": opt.state_dict(), "optimizer_class": optimizer_name(opt),
                  "scheduler": sched.state_dict(), "task": task.state_dict(), "rng": rng_state(), "config": config_to_dict(cfg)}
-        result.checkpoint = save_policy_checkpoint(run_dir, step, policy, state, cfg.keep_checkpoints)
+        result.checkpoint = save_policy_checkpoint(run_dir, step, policy, state, cfg.log.keep_checkpoints)
         return result.checkpoint
 
-    bar = tqdm(total=total, initial=step, unit="step", disable=not cfg.progress, desc=cfg.name)
+    bar = tqdm(total=total, initial=step, unit="step", disable=not cfg.log.progress, desc=cfg.name)
     window: list[float] = []
     postfix: dict[str, float] = {}
     stop_at = total if max_steps is None else min(total, max_steps)
@@ -392,7 +436,7 @@ def _train_sft(cfg: SFTConfig, run: RunDir, signals: StopSignals, max_steps: int
             check_finite(loss, "SFT loss", step + 1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_norm or float("inf"))
             check_finite(gnorm, "SFT gradient norm", step + 1)
             lr = sched.get_last_lr()[0]
             opt.step()
@@ -401,7 +445,7 @@ def _train_sft(cfg: SFTConfig, run: RunDir, signals: StopSignals, max_steps: int
             result.losses[step] = loss_value = float(loss.detach())
             window.append(loss_value)
             bar.update(1)
-            if step % cfg.log_every == 0 or step == stop_at:
+            if step % cfg.log.every == 0 or step == stop_at:
                 metrics.log({"frames": seen, "updates": step, "step": step, "loss": float(np.mean(window)), "lr": lr,
                              "grad_norm": float(gnorm), "tokens": ntok, "epoch": task.epoch})
                 postfix["loss"] = round(float(np.mean(window)), 4)
@@ -409,7 +453,7 @@ def _train_sft(cfg: SFTConfig, run: RunDir, signals: StopSignals, max_steps: int
                 window = []
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
                 evaluate()
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
+            if cfg.log.checkpoint_every and step % cfg.log.checkpoint_every == 0 and step < total:
                 checkpoint()
     except KeyboardInterrupt:
         result.interrupted = True

@@ -7,7 +7,9 @@ Each subcommand lives in its own module and registers itself through a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from seedrl import __version__
@@ -30,7 +32,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: ``seedrl data`` still reports some bad input as plain ValueError / KeyError (from ``seedrl.data``);
+#: until it raises :class:`~seedrl.data.errors.DataError` for all of it, those print as one line there too
+_LEGACY_INPUT_ERRORS = {"data": (ValueError, KeyError)}
+
+
+def _is_user_error(err: BaseException, command: str = "") -> bool:
+    """Input at fault (print one line) rather than a bug (keep the traceback).
+
+    :class:`~seedrl.errors.UserError` and its kinds (config, input file, environment, reward,
+    output), a run that refused to start or stopped (:class:`RunError`), the data store's
+    errors, OS errors about paths and the disk (missing, exists, read-only, full, no
+    permission), and a ``ValueError`` raised by the command-line modules themselves about
+    their arguments."""
+    from seedrl.data.errors import DataError
+    from seedrl.errors import UserError, is_user_os_error
+
+    if isinstance(err, (UserError, RunError, DataError)) or is_user_os_error(err):
+        return True
+    if isinstance(err, _LEGACY_INPUT_ERRORS.get(command, ())):
+        return True
+    if type(err) is ValueError and err.__traceback__ is not None:
+        tb = err.__traceback__
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        return Path(tb.tb_frame.f_code.co_filename).resolve().parent == Path(__file__).resolve().parent
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; errors of the user's input print ``seedrl: error: <message>`` on stderr and return 2
+    (``SEEDRL_DEBUG=1`` re-raises them with their traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -38,10 +70,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError, RunError) as err:
-        # Configuration and data errors name the field and value, run errors what to do: show them plainly.
-        print(f"seedrl: error: {err}", file=sys.stderr)
+    except Exception as err:
+        if os.environ.get("SEEDRL_DEBUG", "") not in ("", "0") or not _is_user_error(err, args.command):
+            raise
+        print(f"seedrl: error: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return " ".join(text.split()) or type(err).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,6 +20,8 @@ import argparse
 import json
 from pathlib import Path
 
+from seedrl.errors import UserError, check_model_folder
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     lm = sub.add_parser("lm", help="language models: toy setup and supervised fine-tuning")
@@ -64,6 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     bon.set_defaults(func=cmd_bon)
 
 
+def _json_arg(text: str, flag: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{flag}={text!r}: not valid JSON ({err.msg} at character {err.pos})") from None
+
+
 def cmd_setup_toy(args: argparse.Namespace) -> int:
     from seedrl.lm.toy_setup import TRAINING, setup_toy, world_name
 
@@ -73,7 +82,7 @@ def cmd_setup_toy(args: argparse.Namespace) -> int:
         training["reference"]["steps"] = args.steps
     if args.teacher_steps is not None:
         training["teacher"]["steps"] = args.teacher_steps
-    sizes = json.loads(args.size) if args.size else None
+    sizes = _json_arg(args.size, "--size") if args.size else None
     res = setup_toy(name, args.out, seed=args.seed, teacher=not args.no_teacher, training=training, sizes=sizes,
                     num_examples=args.num_examples, progress=not args.quiet, overwrite=args.overwrite)
     print(res.describe())
@@ -86,7 +95,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
     from seedrl.cli.train import run_config
 
     if args.config is None and not args.help_config:
-        raise ValueError("seedrl lm sft: give a YAML config (e.g. configs/arith_sft.yaml) or --help-config")
+        raise UserError("seedrl lm sft: give a YAML config (e.g. configs/arith_sft.yaml) or --help-config")
     # the same path as `seedrl run` on a config with algo: sft
     return run_config("sft", args.config, args.overrides, resume=args.resume, help_config=args.help_config)
 
@@ -100,13 +109,14 @@ def cmd_bon(args: argparse.Namespace) -> int:
     try:
         ns = [int(x) for x in args.n.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"--n={args.n!r}: expected comma-separated integers like 1,2,4,8") from None
+        raise UserError(f"--n={args.n!r}: expected comma-separated integers like 1,2,4,8") from None
+    check_model_folder(args.model, "--model")
     info = read_toy_info(args.model) if Path(args.model).is_dir() else None
     if args.world is None and info is None:
-        raise ValueError(f"--world is required: {args.model!r} has no seedrl_toy.json naming its world")
+        raise UserError(f"--world is required: {args.model!r} has no seedrl_toy.json naming its world")
     name = world_name(args.world) if args.world else info["world"]
     if args.world_options is not None:
-        options = json.loads(args.world_options)
+        options = _json_arg(args.world_options, "--world-options")
     else:
         options = info["world_options"] if info and info["world"] == name else {}
     world = make_world(name, options)

@@ -141,6 +141,8 @@ def run_config(algo: str, config: str, overrides: list[str], *, resume: bool = F
         print(format_config_help(entry.config_class()))
         return 0
     cfg = load_config(entry.config_class(), config, overrides)
+    if hasattr(cfg, "check_inputs"):  # model folders, data files, a writable out_dir: before anything is written
+        cfg.check_inputs()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     print(entry.report(entry.train_fn()(cfg, resume=resume)))
     return 0
@@ -148,18 +150,18 @@ def run_config(algo: str, config: str, overrides: list[str], *, resume: bool = F
 
 def _algo(config: str, overrides: list[str]) -> str:
     """Which trainer a config is for: its ``algo`` key (default impala, the game agent)."""
-    import yaml
+    from seedrl.config import ConfigError
+    from seedrl.config.loader import read_yaml_file
 
     algo = "impala"
-    with open(config, encoding="utf-8") as fh:
-        raw = yaml.safe_load(fh) or {}
+    raw = read_yaml_file(config)
     if isinstance(raw, dict) and "algo" in raw:
         algo = str(raw["algo"])
     for item in overrides:
         if item.startswith("algo="):
             algo = item.split("=", 1)[1]
     if algo not in ALGOS:
-        raise ValueError(f"config error at 'algo': {algo!r} is not one of {sorted(ALGOS)}")
+        raise ConfigError(f"config error at 'algo': {algo!r} is not one of {sorted(ALGOS)}", "algo")
     return algo
 
 

@@ -6,13 +6,15 @@ import dataclasses
 import enum
 from typing import Any
 
-from seedrl.config.loader import _plain, field_types, is_dataclass_type, strip_optional, type_name
+from seedrl.config.loader import _field_default, _plain, field_types, is_dataclass_type, strip_optional, type_name
 
 _CONSTRAINTS = (("min", ">="), ("max", "<="), ("min_exclusive", ">"), ("max_exclusive", "<"))
 
 
-def _default_text(f: dataclasses.Field) -> str:
-    if f.default is not dataclasses.MISSING:
+def _default_text(f: dataclasses.Field, owner: Any = None) -> str:
+    if owner is not None:
+        value = getattr(owner, f.name)
+    elif f.default is not dataclasses.MISSING:
         value = f.default
     elif f.default_factory is not dataclasses.MISSING:
         try:
@@ -37,16 +39,19 @@ def _help_text(f: dataclasses.Field, tp: Any) -> str:
     return f"{text} [{', '.join(notes)}]".strip() if notes else text
 
 
-def _rows(cls: type, prefix: str, seen: tuple[type, ...]) -> list[tuple[str, str, str, str]]:
+def _rows(cls: type, prefix: str, seen: tuple[type, ...], owner: Any = None) -> list[tuple[str, str, str, str]]:
+    """Rows of ``cls``'s keys; ``owner`` is the instance whose values are the defaults (a section's
+    defaults are its field's default instance, which may differ from the section class's)."""
     rows = []
     for f, tp in field_types(cls):
         key = prefix + f.name
         base, optional = strip_optional(tp)
         nested = is_dataclass_type(base) and base not in seen
         if not nested or optional:
-            rows.append((key, type_name(tp), _default_text(f), _help_text(f, tp)))
+            rows.append((key, type_name(tp), _default_text(f, owner), _help_text(f, tp)))
         if nested:
-            rows.extend(_rows(base, key + ".", seen + (base,)))
+            inner = getattr(owner, f.name) if owner is not None else _field_default(f)
+            rows.extend(_rows(base, key + ".", seen + (base,), inner if isinstance(inner, base) else None))
     return rows
 
 
@@ -61,4 +66,8 @@ def format_config_help(cls: type) -> str:
     rows = [("KEY", "TYPE", "DEFAULT", "HELP"), *_rows(cls, "", (cls,))]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3] for row in rows]
+    renames = getattr(cls, "renamed_keys", None) or {}
+    if renames:
+        lines += ["", "Old spellings still accepted (with a deprecation warning): "
+                  + ", ".join(f"{old} -> {new}" for old, new in renames.items())]
     return "\n".join(line.rstrip() for line in lines)

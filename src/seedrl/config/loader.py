@@ -19,21 +19,30 @@ import os
 import pathlib
 import types
 import typing
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TypeVar, Union
 
 from seedrl.config._yaml import YAMLError, dump_yaml, load_yaml
+from seedrl.errors import InputFileError, UserError
 
 T = TypeVar("T")
 _NONE = type(None)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config could not be loaded; the message names the key path and the bad value."""
 
     def __init__(self, message: str, path: str = "") -> None:
         super().__init__(message)
         self.path = path
+
+
+class ConfigDeprecationWarning(DeprecationWarning):
+    """A config used a key spelling of an older release (the message names old -> new key)."""
+
+
+warnings.filterwarnings("default", category=ConfigDeprecationWarning)  # shown to users, not only in tests
 
 
 # --- annotation helpers (shared with seedrl.config.help)
@@ -114,8 +123,10 @@ def _unknown_key(key: Any, path: str, names: Iterable[str]) -> ConfigError:
 
 
 # --- conversion
-def _convert(tp: Any, value: Any, path: str) -> Any:
-    """Check ``value`` against annotation ``tp`` and return it in its typed form."""
+def _convert(tp: Any, value: Any, path: str, default: Any = None) -> Any:
+    """Check ``value`` against annotation ``tp`` and return it in its typed form.
+
+    ``default`` (a dataclass instance) supplies the keys a mapping for a dataclass leaves out."""
     if tp is Any or tp is object:
         return value
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -124,7 +135,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             return None
         members = [a for a in args if a is not _NONE]
         if len(members) == 1:  # Optional[X]: keep X's precise error
-            return _convert(members[0], value, path)
+            return _convert(members[0], value, path, default)
         for member in members:
             try:
                 return _convert(member, value, path)
@@ -147,7 +158,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             value = config_to_dict(value)
         if not isinstance(value, Mapping):
             raise _type_error(tp, value, path)
-        return _build(tp, value, path)
+        return _build(tp, value, path, default if isinstance(default, tp) else None)
     if tp is _NONE or tp is bool:
         if value is None if tp is _NONE else isinstance(value, bool):
             return value
@@ -221,9 +232,19 @@ def _check_metadata(meta: Mapping, value: Any, path: str) -> None:
             raise _not_one_of(path, value, choices)
 
 
-def _build(cls: type[T], data: Mapping, path: str) -> T:
+def _field_default(f: dataclasses.Field) -> Any:
+    """The default of a nested-config field (an instance from its factory), else ``None``."""
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+        return value if _is_config(value) else None
+    return f.default if _is_config(f.default) else None
+
+
+def _build(cls: type[T], data: Mapping, path: str, base: Any = None) -> T:
+    """``cls`` from mapping ``data``; keys it leaves out come from ``base`` (an instance), else the defaults."""
     fields = field_types(cls)
     names = [f.name for f, _ in fields]
+    data = _renamed(cls, data, path)
     for key in data:
         if key not in names:
             raise _unknown_key(key, path, names)
@@ -231,8 +252,11 @@ def _build(cls: type[T], data: Mapping, path: str) -> T:
     for f, tp in fields:
         sub = _join(path, f.name)
         if f.name in data:
-            kwargs[f.name] = _convert(tp, data[f.name], sub)
+            default = getattr(base, f.name) if base is not None else _field_default(f)
+            kwargs[f.name] = _convert(tp, data[f.name], sub, default)
             _check_metadata(f.metadata, kwargs[f.name], sub)
+        elif base is not None:
+            kwargs[f.name] = copy.deepcopy(getattr(base, f.name))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"config error: missing required key '{sub}' ({type_name(tp)})", sub)
     try:
@@ -242,6 +266,61 @@ def _build(cls: type[T], data: Mapping, path: str) -> T:
     except Exception as exc:
         message = str(exc) or type(exc).__name__
         raise ConfigError(f"config error at '{path or '<root>'}': {message}", path) from exc
+
+
+# --- renamed keys (``renamed_keys`` of a config class: old dotted key -> new dotted key)
+def _warn_renamed(old: str, new: str, where: str) -> None:
+    warnings.warn(f"config key '{old}' is deprecated{where}: use '{new}'", ConfigDeprecationWarning, stacklevel=4)
+
+
+def _renamed(cls: type, data: Mapping, path: str) -> Mapping:
+    """``data`` with the old spellings of ``cls.renamed_keys`` moved to their new keys (warning for each);
+    a mapping that gives both spellings of one key is refused."""
+    renames = getattr(cls, "renamed_keys", None) or {}
+    if not renames or not any(old.split(".")[0] in data for old in renames):
+        return data
+    data = copy.deepcopy(dict(data))
+    for old, new in renames.items():
+        found, value = _pop_path(data, old.split("."))
+        if not found:
+            continue
+        full_old, full_new = _join(path, old), _join(path, new)
+        if _pop_path(copy.deepcopy(data), new.split("."))[0]:
+            raise ConfigError(f"config error: both '{full_old}' (old spelling) and '{full_new}' are given; "
+                              f"keep only '{full_new}'", full_new)
+        _warn_renamed(full_old, full_new, "")
+        _set_path(data, new.split("."), value)
+    return data
+
+
+def _pop_path(data: dict, parts: list[str]) -> tuple[bool, Any]:
+    node = data
+    for part in parts[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict) and parts[-1] in node:
+        value = node.pop(parts[-1])
+        return True, value
+    return False, None
+
+
+def _set_path(data: dict, parts: list[str], value: Any) -> None:
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        child = config_to_dict(child) if _is_config(child) else child
+        node[part] = child = dict(child) if isinstance(child, Mapping) else {}
+        node = child
+    node[parts[-1]] = value
+
+
+def _renamed_override(cls: type, key: str) -> str:
+    """The current spelling of override key ``key`` (a warning if it was an old one)."""
+    renames = getattr(cls, "renamed_keys", None) or {}
+    for old, new in renames.items():
+        if key == old or key.startswith(old + "."):
+            _warn_renamed(old, new + key[len(old):], " (in an override)")
+            return new + key[len(old):]
+    return key
 
 
 def _validate_tree(obj: Any, path: str) -> None:
@@ -278,11 +357,13 @@ def _wants_raw_text(tp: Any) -> bool:
     return False
 
 
-def _apply_override(cls: type, data: dict, text: str) -> None:
+def _apply_override(cls: type, data: dict, text: str) -> str:
+    """Set ``key=value`` of ``text`` in ``data``; returns the key (in its current spelling)."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"config error: override {text!r} is not of the form key=value")
+    key = _renamed_override(cls, key)
     parts = key.split(".")
     tp: Any = cls
     for i, part in enumerate(parts):
@@ -309,13 +390,8 @@ def _apply_override(cls: type, data: dict, text: str) -> None:
             value = load_yaml(raw)
         except YAMLError as exc:
             raise ConfigError(f"config error at '{key}': cannot parse {raw!r}: {exc}", key) from exc
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        child = config_to_dict(child) if _is_config(child) else child
-        node[part] = child = dict(child) if isinstance(child, Mapping) else {}
-        node = child
-    node[parts[-1]] = value
+    _set_path(data, parts, value)
+    return key
 
 
 # --- public API
@@ -337,20 +413,44 @@ def load_config(
     elif isinstance(source, Mapping):
         data = copy.deepcopy(dict(source))
     elif isinstance(source, (str, os.PathLike)):
-        try:
-            data = load_yaml(pathlib.Path(source).read_text(encoding="utf-8"))
-        except YAMLError as exc:
-            raise ConfigError(f"config error: cannot parse YAML file '{os.fspath(source)}': {exc}") from exc
+        data = read_yaml_file(source)
         if not isinstance(data, dict | None):
             raise ConfigError(f"config error: top level of '{os.fspath(source)}' must be a mapping")
         data = data or {}
     else:
         raise TypeError(f"load_config source must be a path, a mapping or None, got {type(source).__name__}")
+    data = dict(_renamed(cls, data, ""))  # old spellings of the file first: overrides then win over the file
+    given: dict[str, str] = {}
     for text in [overrides] if isinstance(overrides, str) else overrides:
-        _apply_override(cls, data, text)
+        key = _apply_override(cls, data, text)
+        first = given.setdefault(key, text)
+        if first != text and first.partition("=")[0].strip() != text.partition("=")[0].strip():
+            raise ConfigError(f"config error: overrides {first!r} and {text!r} both set '{key}' (old and new "
+                              "spelling); keep only the new one", key)
     obj = _convert(cls, data, "")
     _validate_tree(obj, "")
     return obj
+
+
+def read_yaml_file(path: str | os.PathLike) -> Any:
+    """The YAML document in ``path``; a missing file or a syntax error is one :class:`ConfigError` line
+    naming the file (and the line and column of the error)."""
+    where = os.fspath(path)
+    try:
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputFileError(f"config file '{where}' does not exist") from None
+    except IsADirectoryError:
+        raise InputFileError(f"config file '{where}' is a folder, not a YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config error: '{where}' is not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+    try:
+        return load_yaml(text)
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config error: cannot parse YAML file '{where}':{at} {problem}") from None
 
 
 def _plain(value: Any) -> Any:

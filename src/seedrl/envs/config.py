@@ -67,6 +67,10 @@ class EnvConfig:
     def validate(self) -> None:
         if not self.id:
             raise ValueError("id must not be empty")
+        if self.kind == "gym":
+            from seedrl.envs.checks import check_env_id
+
+            check_env_id(self.id)
         if self.kind == "atari":
             if importlib.util.find_spec("ale_py") is not None:  # a learner-only host may lack it
                 from seedrl.envs.atari import atari_game

@@ -12,6 +12,7 @@ from seedrl.envs.base import EnvBatch
 from seedrl.envs.config import EnvConfig
 from seedrl.envs.envpool_batch import EnvpoolBatch, envpool_supports
 from seedrl.envs.gymnasium_batch import GymnasiumBatch
+from seedrl.errors import EnvironmentSpecError
 
 _NO_LIMIT = 2**30
 
@@ -35,7 +36,7 @@ def resolve_backend(cfg: EnvConfig) -> str:
         return "gymnasium"
     supported = envpool_supports(envpool_task(cfg))
     if cfg.backend == "envpool" and not supported:
-        raise ValueError(f"envpool is not installed or does not support {cfg.id!r} (task {envpool_task(cfg)!r})")
+        raise EnvironmentSpecError(f"envpool is not installed or does not support {cfg.id!r} (task {envpool_task(cfg)!r})")
     return "envpool" if supported else "gymnasium"
 
 

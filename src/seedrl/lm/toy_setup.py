@@ -56,6 +56,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seedrl.errors import UserError
+
 ALIASES = {"arith": "arithmetic", "arithmetic": "arithmetic", "facts": "facts"}
 TOY_FILE = "seedrl_toy.json"
 
@@ -76,10 +78,10 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
 }
 #: SFT settings per world and role (steps, batch size, learning rate).
 TRAINING: dict[str, dict[str, dict[str, Any]]] = {
-    "arithmetic": {"reference": {"steps": 1500, "batch_size": 32, "lr": 3e-3},
-                   "teacher": {"steps": 2500, "batch_size": 32, "lr": 2e-3}},
-    "facts": {"reference": {"steps": 3000, "batch_size": 16, "lr": 3e-3},
-              "teacher": {"steps": 3000, "batch_size": 16, "lr": 3e-3}},
+    "arithmetic": {"reference": {"steps": 1500, "batch_size": 32, "optim.lr": 3e-3},
+                   "teacher": {"steps": 2500, "batch_size": 32, "optim.lr": 2e-3}},
+    "facts": {"reference": {"steps": 3000, "batch_size": 16, "optim.lr": 3e-3},
+              "teacher": {"steps": 3000, "batch_size": 16, "optim.lr": 3e-3}},
 }
 REWARD = {"arithmetic": "exact", "facts": "f1"}
 
@@ -87,7 +89,7 @@ REWARD = {"arithmetic": "exact", "facts": "f1"}
 def world_name(name: str) -> str:
     """Canonical world name of ``name`` (``arith`` -> ``arithmetic``)."""
     if name not in ALIASES:
-        raise ValueError(f"world={name!r}: expected one of {sorted(ALIASES)}")
+        raise UserError(f"world={name!r}: expected one of {sorted(ALIASES)}")
     return ALIASES[name]
 
 
@@ -98,8 +100,8 @@ def make_world(name: str, options: Mapping[str, Any] | None = None):
     cls = WORLDS[world_name(name)]
     try:
         return cls(**dict(options or {}))
-    except TypeError as err:
-        raise ValueError(f"world {name!r}: bad world_options {dict(options or {})!r}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise UserError(f"world {name!r}: bad world_options {dict(options or {})!r}: {err}") from None
 
 
 def set_dropout(model_dir: str | Path, p: float) -> None:
@@ -150,9 +152,10 @@ def setup_toy(
     """Build the tokenizer and tiny models for ``world`` and SFT a reference (and a teacher).
 
     ``sizes`` / ``training`` override :data:`SIZES` / :data:`TRAINING` per role (any
-    :class:`~seedrl.agents.sft.SFTConfig` field in ``training``).
+    :class:`~seedrl.agents.sft.SFTConfig` key in ``training``, dotted: ``{"optim.lr": 1e-3}``).
     """
-    from seedrl.agents.sft import SFTConfig, SFTDataConfig, train_sft
+    from seedrl.agents.sft import SFTConfig, train_sft
+    from seedrl.config import load_config
     from seedrl.envs.text import build_toy_assets
 
     name = world_name(world)
@@ -174,12 +177,12 @@ def setup_toy(
         set_dropout(init, size["dropout"])
         result.tokenizer = result.tokenizer or assets.tokenizer_path
         train = {**TRAINING[name][role], **dict((training or {}).get(role, {}))}
-        cfg = SFTConfig(
-            model=str(init), name=role, out_dir=out / "sft", seed=seed, progress=progress,
-            data=SFTDataConfig(world=name, world_options=options, num_examples=num_examples,
-                               eval_examples=eval_examples, seed=seed, reward=REWARD[name]),
-            eval_prompts=eval_prompts, **{"eval_every": 500, "warmup_steps": 50, "max_completion_tokens": 64, **train},
-        )
+        base = {"model": str(init), "name": role, "out_dir": str(out / "sft"), "seed": seed,
+                "data": {"world": name, "world_options": options, "num_examples": num_examples,
+                         "eval_examples": eval_examples, "seed": seed, "reward": REWARD[name]},
+                "eval_prompts": eval_prompts, "eval_every": 500, "max_completion_tokens": 64,
+                "optim": {"warmup_steps": 50}, "log": {"progress": progress}}
+        cfg = load_config(SFTConfig, base, [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in train.items()])
         res = train_sft(cfg)
         final = out / role
         shutil.copytree(res.final_dir, final)

@@ -17,6 +17,8 @@ from seedrl.rewards.base import (
     RewardError,
     RewardFn,
     as_reward_fn,
+    check_reward_on,
+    load_reward_callable,
     validate_rewards,
 )
 
@@ -42,7 +44,9 @@ __all__ = [
     "RewardFn",
     "RewardModel",
     "as_reward_fn",
+    "check_reward_on",
     "chunk_windows",
     "find_entailment_label",
+    "load_reward_callable",
     "validate_rewards",
 ]

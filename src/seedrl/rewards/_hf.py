@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from seedrl.errors import InputFileError, check_model_folder
+
 TRUNCATION_SIDES = ("left", "right")
 
 
@@ -39,21 +41,25 @@ def load_classifier(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = os.fspath(path)
-    looks_local = path.startswith((".", "/", "~")) or os.sep in path.rstrip(os.sep).split(os.sep, 1)[-1]
-    if looks_local and not os.path.exists(os.path.expanduser(path)):
-        raise FileNotFoundError(f"{what}: no model at path {path!r} (directory does not exist)")
+    check_model_folder(path, what)
     kwargs = {"dtype": resolve_dtype(dtype)} if dtype is not None else {}
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:
-        raise OSError(f"{what}: cannot load a sequence-classification model from {path!r}: {e}") from e
+        raise InputFileError(f"{what}: cannot load a sequence-classification model from {path!r}: "
+                             f"{_first_line(e)}") from e
     tok_path = os.fspath(tokenizer_path) if tokenizer_path is not None else path
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_path)
     except (OSError, ValueError) as e:
-        raise OSError(f"{what}: cannot load a tokenizer from {tok_path!r}: {e}") from e
+        raise InputFileError(f"{what}: cannot load a tokenizer from {tok_path!r}: {_first_line(e)}") from e
     prepare_pad(model, tokenizer, what=what, where=tok_path, pad_token=pad_token)
     return model.to(device).eval(), tokenizer
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def prepare_pad(model, tokenizer, *, what: str, where: str = "", pad_token: str | None = None) -> None:
@@ -61,7 +67,7 @@ def prepare_pad(model, tokenizer, *, what: str, where: str = "", pad_token: str 
     if pad_token is not None:
         tokenizer.pad_token = pad_token
     if tokenizer.pad_token is None:
-        raise ValueError(
+        raise InputFileError(
             f"{what}: tokenizer{' at ' + repr(where) if where else ''} has no pad token, so completions cannot be "
             f"batched; pass pad_token= (e.g. pad_token=tokenizer.eos_token, eos={tokenizer.eos_token!r})"
         )

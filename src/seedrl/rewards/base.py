@@ -30,10 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from seedrl.errors import UserError
+
 NAN_MODES = ("error", "zero")
 
 
-class RewardError(ValueError):
+class RewardError(UserError):
     """A reward function returned something unusable (shape, NaN, failure)."""
 
 
@@ -153,6 +155,48 @@ class CallableReward(RewardFn):
                     f"reward {self.name!r}: index {i} returned {type(value).__name__} {value!r:.60}, expected a float"
                 ) from None
         return out
+
+
+def load_reward_callable(spec: str, key: str = "task.reward") -> CallableReward:
+    """The batched reward ``'module:function'`` names (``module`` importable from the working
+    directory or ``sys.path``); a spec that does not import or is not callable is a
+    :class:`RewardError` naming ``key`` and the spec."""
+    import importlib
+    import sys
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise RewardError(f"{key}={spec!r}: expected 'module:function' (e.g. my_rewards:score)")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # a module beside the config, as `python -m` would find it
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:
+        raise RewardError(f"{key}={spec!r}: cannot import module {module_name!r}: {type(err).__name__}: {err}") from err
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise RewardError(f"{key}={spec!r}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise RewardError(f"{key}={spec!r}: {attr!r} is a {type(obj).__name__}, not a function")
+    return CallableReward(obj, batched=True, name=spec)
+
+
+def check_reward_on(reward: RewardFn, prompts: Sequence[Any], key: str) -> None:
+    """A trial call before training: ``reward`` on ``prompts`` (drawn :class:`TextPrompt`-likes with
+    ``text`` and ``example``) and empty completions must give one finite float each, or a
+    :class:`RewardError` names ``key`` now rather than at update ~15."""
+    if not prompts:
+        return
+    texts, examples = [p.text for p in prompts], [p.example for p in prompts]
+    try:
+        reward(texts, [""] * len(texts), examples)
+    except RewardError as err:
+        raise RewardError(f"{key}: a trial call on {len(texts)} prompts failed: {err}") from err
+    except Exception as err:
+        raise RewardError(f"{key}: a trial call on {len(texts)} prompts (empty completions) raised "
+                          f"{type(err).__name__}: {err}") from err
 
 
 def as_reward_fn(fn: Any) -> RewardFn:

@@ -6,9 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seedrl.agents.impala import ImpalaConfig
+from seedrl.config import ConfigError
+from seedrl.config.sections import LogConfig, OptimConfig, RecordConfig, RunConfig, refuse_unused
+from seedrl.envs.checks import check_discrete_actions
 from seedrl.envs.config import EnvConfig
 from seedrl.models.config import ModelConfig
-from seedrl.runtime.learner import OptimConfig
+
+__all__ = ["LogConfig", "OptimConfig", "RecordConfig", "RuntimeConfig", "TrainConfig"]
 
 
 @dataclass
@@ -26,33 +30,10 @@ class RuntimeConfig:
 
 
 @dataclass
-class LogConfig:
-    """Metrics, progress and checkpoints."""
-
-    every_s: float = field(default=2.0, metadata={"help": "seconds between metric rows", "min": 0.0})
-    tensorboard: bool = field(default=True, metadata={"help": "also write TensorBoard events (if installed)"})
-    checkpoint_every: int = field(default=500, metadata={"help": "learner updates between checkpoints", "min": 1})
-    keep_checkpoints: int = field(default=3, metadata={"help": "newest checkpoints kept", "min": 1})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-    solved_return: float | None = field(default=None, metadata={"help": "stop once the mean return of the last 100 episodes reaches this"})
-
-
-@dataclass
-class RecordConfig:
-    """Recording of the actors' episodes into an RLDS store."""
-
-    rate: float = field(default=0.0, metadata={"help": "fraction of episodes recorded (0 = off)", "min": 0.0, "max": 1.0})
-    path: Path | None = field(default=None, metadata={"help": "dataset directory (default: <run>/episodes)"})
-
-
-@dataclass
-class TrainConfig:
+class TrainConfig(RunConfig):
     """A whole IMPALA training job (``configs/*_impala.yaml``)."""
 
     algo: str = field(default="impala", metadata={"help": "impala (V-trace actor-critic on games)", "choices": ["impala"]})
-    name: str = field(default="run", metadata={"help": "run name; the run directory is <out_dir>/<name>"})
-    out_dir: Path = field(default=Path("runs"), metadata={"help": "parent of run directories"})
-    seed: int = field(default=0, metadata={"help": "seed of models, samplers and environments"})
     total_frames: int = field(default=1_000_000, metadata={"help": "environment frames to train for", "min": 1})
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -62,6 +43,12 @@ class TrainConfig:
     log: LogConfig = field(default_factory=LogConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
 
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.out_dir) / self.name
+    def validate(self) -> None:
+        # game runs log by time and schedule the learning rate by frames
+        refuse_unused(self.log, LogConfig(), ("every",), "log", "impala")
+        refuse_unused(self.optim, OptimConfig(), ("warmup_steps", "min_lr_ratio"), "optim", "impala")
+        if self.log.checkpoint_every < 1:
+            raise ConfigError(f"config error: 'log.checkpoint_every' = {self.log.checkpoint_every} is below the "
+                              "minimum 1 for impala runs", "log.checkpoint_every")
+        if self.env.kind == "gym":  # Atari games always have discrete actions and image observations
+            check_discrete_actions(self.env, "impala")

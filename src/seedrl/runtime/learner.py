@@ -13,32 +13,23 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 
+from seedrl.config.sections import OptimConfig
 from seedrl.runtime.errors import check_finite
 from seedrl.runtime.unrolls import Unroll, stack_unrolls
 
 
-@dataclass
-class OptimConfig:
-    """Optimizer settings of the learner."""
-
-    name: str = field(default="adam", metadata={"help": "adam or rmsprop", "choices": ["adam", "rmsprop"]})
-    lr: float = field(default=6e-4, metadata={"help": "learning rate", "min_exclusive": 0.0})
-    eps: float = field(default=1e-8, metadata={"help": "optimizer epsilon (RMSProp in IMPALA: 0.01)", "min_exclusive": 0.0})
-    rmsprop_alpha: float = field(default=0.99, metadata={"help": "RMSProp smoothing", "min": 0.0, "max": 1.0})
-    grad_clip: float | None = field(default=40.0, metadata={"help": "global grad-norm clip; null = none"})
-    lr_decay: str = field(default="linear", metadata={"help": "linear (to 0 at total_frames) or none", "choices": ["linear", "none"]})
-
-
 def make_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
+    """The torch optimizer of ``optim`` (``name``, ``lr``, ``eps``, ``weight_decay``, ``rmsprop_alpha``)."""
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.eps)
-    return torch.optim.RMSprop(params, lr=cfg.lr, eps=cfg.eps, alpha=cfg.rmsprop_alpha)
+        return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    return torch.optim.RMSprop(params, lr=cfg.lr, eps=cfg.eps, alpha=cfg.rmsprop_alpha, weight_decay=cfg.weight_decay)
 
 
 class Learner:

@@ -7,14 +7,18 @@ REINFORCE-LOO's settings and :class:`LMBondConfig` BOND / J-BOND's.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from seedrl.agents.bond import BondConfig
 from seedrl.agents.pg import PGConfig
+from seedrl.config.sections import LogConfig, OptimConfig, RecordConfig, RunConfig, refuse_unused
+from seedrl.errors import InputFileError, check_model_folder
+from seedrl.rewards.base import check_reward_on, load_reward_callable
 
-__all__ = ["LMBondConfig", "LMPGConfig", "LMRunConfig", "LMSamplingConfig", "LMTaskConfig"]
+__all__ = ["LMBondConfig", "LMPGConfig", "LMRunConfig", "LMRuntimeConfig", "LMSamplingConfig", "LMTaskConfig"]
 
 
 @dataclass
@@ -50,34 +54,77 @@ class LMSamplingConfig:
 
 
 @dataclass
-class LMRunConfig:
+class LMRuntimeConfig:
+    """Actor threads drawing prompts and scoring rewards around the generation server."""
+
+    num_actors: int = field(default=4, metadata={"help": "actor threads drawing prompts and scoring rewards", "min": 1})
+    queue_groups: int = field(default=16, metadata={"help": "bound of the actor->learner queue", "min": 1})
+
+
+def _lm_optim() -> OptimConfig:
+    return OptimConfig(lr=1e-4, grad_clip=1.0, lr_decay="none")
+
+
+def _lm_log() -> LogConfig:
+    return LogConfig(every=5, checkpoint_every=50, keep_checkpoints=2, tensorboard=False)
+
+
+#: flat keys of older releases -> their sections
+LM_RENAMED_KEYS = {
+    "lr": "optim.lr", "grad_clip": "optim.grad_clip", "num_actors": "runtime.num_actors",
+    "queue_groups": "runtime.queue_groups", "record_rate": "record.rate", "log_every": "log.every",
+    "checkpoint_every": "log.checkpoint_every", "keep_checkpoints": "log.keep_checkpoints", "progress": "log.progress",
+}
+
+
+@dataclass
+class LMRunConfig(RunConfig):
     """What every language-model algorithm on the runtime shares."""
 
     algo: str = field(default="pg", metadata={"help": "pg | bond", "choices": ["pg", "bond"]})
     name: str = field(default="lm_run", metadata={"help": "run name"})
-    out_dir: Path = field(default=Path("runs"), metadata={"help": "parent of run directories"})
-    seed: int = field(default=0, metadata={"help": "seed of sampling and initialisation"})
     policy: str = field(default="", metadata={"help": "policy model directory (save_pretrained) or hub id"})
     reference: str | None = field(default=None, metadata={"help": "reference model (default: the initial policy)"})
     task: LMTaskConfig = field(default_factory=LMTaskConfig)
     sampling: LMSamplingConfig = field(default_factory=LMSamplingConfig)
     steps: int = field(default=200, metadata={"help": "learner updates", "min": 1})
     prompts_per_step: int = field(default=8, metadata={"help": "prompts (each with K completions) per update", "min": 1})
-    lr: float = field(default=1e-4, metadata={"help": "Adam learning rate", "min_exclusive": 0.0})
-    grad_clip: float = field(default=1.0, metadata={"help": "global grad-norm clip", "min_exclusive": 0.0})
-    num_actors: int = field(default=4, metadata={"help": "actor threads drawing prompts and scoring rewards", "min": 1})
-    queue_groups: int = field(default=16, metadata={"help": "bound of the actor->learner queue", "min": 1})
-    record_rate: float = field(default=0.0, metadata={"help": "fraction of completions recorded as RLDS steps", "min": 0.0, "max": 1.0})
-    log_every: int = field(default=5, metadata={"help": "updates between metric rows", "min": 1})
-    checkpoint_every: int = field(default=50, metadata={"help": "updates between checkpoints (model, optimizer, prompt order, RNG)", "min": 1})
-    keep_checkpoints: int = field(default=2, metadata={"help": "newest checkpoints kept", "min": 1})
-    progress: bool = field(default=True, metadata={"help": "progress bar"})
+    optim: OptimConfig = field(default_factory=_lm_optim)
+    runtime: LMRuntimeConfig = field(default_factory=LMRuntimeConfig)
+    log: LogConfig = field(default_factory=_lm_log)
+    record: RecordConfig = field(default_factory=RecordConfig)
+
+    renamed_keys: ClassVar[dict[str, str]] = LM_RENAMED_KEYS
 
     def validate(self) -> None:
+        # constant learning rate; metric rows by updates; checkpoints (model, optimizer, prompt order, RNG) by updates
+        refuse_unused(self.optim, _lm_optim(), ("lr_decay", "warmup_steps", "min_lr_ratio"), "optim", "pg/bond")
+        refuse_unused(self.log, _lm_log(), ("every_s", "solved_return"), "log", "pg/bond")
+        if self.log.checkpoint_every < 1:
+            raise ValueError(f"log.checkpoint_every: {self.log.checkpoint_every} is below the minimum 1 for pg/bond runs")
         if not self.policy:
             raise ValueError("policy: give a model directory or hub id (e.g. from `seedrl lm setup-toy`)")
         if self.task.world is None and self.task.data_path is None:
             raise ValueError("task: set task.world or task.data_path")
+
+    def check_inputs(self) -> None:
+        super().check_inputs()
+        check_model_folder(self.policy, "policy")
+        if self.reference is not None:
+            check_model_folder(self.reference, "reference")
+        t = self.task
+        for key, model in (("task.reward_model", t.reward_model), ("task.nli_model", t.nli_model)):
+            if model is not None:
+                check_model_folder(model, key)
+        if t.world is None and t.data_path is not None:
+            if not Path(t.data_path).exists():
+                raise InputFileError(f"task.data_path: {os.fspath(t.data_path)!r} does not exist")
+            from seedrl.envs.text import TextTask
+
+            task = TextTask(os.fspath(t.data_path), t.template, shuffle=False)  # every line checked
+            if t.reward is not None:
+                reward = load_reward_callable(t.reward, "task.reward")
+                check_reward_on(reward, [task.prompt(i) for i in range(min(2, len(task)))], "task.reward")
 
 
 @dataclass

@@ -23,7 +23,6 @@ anchor samples for BOND / J-BOND) and turns a batch into a loss.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import queue
@@ -39,8 +38,10 @@ import torch
 from tqdm import tqdm
 
 from seedrl.report.metrics import MetricsLogger, plot_curves
+from seedrl.config import ConfigError
 from seedrl.runtime.checkpoint import list_folder_checkpoints, read_policy_state, save_final, save_policy_checkpoint
 from seedrl.runtime.errors import ActorsFailed, check_finite
+from seedrl.runtime.learner import make_optimizer
 from seedrl.runtime.lm_config import LMBondConfig, LMPGConfig, LMRunConfig, LMSamplingConfig, LMTaskConfig
 from seedrl.runtime.lm_updates import BondUpdate, Group, PGUpdate, Request
 from seedrl.runtime.run_dir import RunDir, load_optimizer_state, optimizer_name
@@ -66,10 +67,10 @@ def _task_and_reward(cfg: LMRunConfig, tokenizer):
         task = TextTask(str(t.data_path), t.template, tokenizer=tokenizer, seed=t.seed)
         task_reward = None
         if t.reward is not None:
-            from seedrl.rewards import CallableReward
+            from seedrl.rewards import check_reward_on, load_reward_callable
 
-            module, _, fn = t.reward.partition(":")
-            task_reward = CallableReward(getattr(importlib.import_module(module), fn), batched=True)
+            task_reward = load_reward_callable(t.reward, "task.reward")
+            check_reward_on(task_reward, [task.prompt(i) for i in range(min(2, len(task)))], "task.reward")
     return task, _combined_reward(t, task_reward)
 
 
@@ -84,15 +85,15 @@ def _combined_reward(t, task_reward):
         models["nli"] = NLIReward.from_pretrained(t.nli_model, source_field=t.nli_source_field)
     unknown = set(t.reward_weights) - {"task", "reward_model", "nli"}
     if unknown:
-        raise ValueError(f"task.reward_weights: unknown sources {sorted(unknown)}; use task, reward_model, nli")
+        raise ConfigError(f"task.reward_weights: unknown sources {sorted(unknown)}; use task, reward_model, nli")
     weights = {"task": 0.0 if models else 1.0, **{k: 1.0 for k in models}, **t.reward_weights}
     sources = {"task": task_reward, **models}
     for key, w in weights.items():
         if w != 0 and sources.get(key) is None:
-            raise ValueError(f"task.reward_weights.{key}={w}: no {key} reward is configured")
+            raise ConfigError(f"task.reward_weights.{key}={w}: no {key} reward is configured")
     parts = [(sources[k], w) for k, w in weights.items() if w != 0]
     if not parts:
-        raise ValueError("task: no reward (give a world, task.reward, task.reward_model or task.nli_model)")
+        raise ConfigError("task: no reward (give a world, task.reward, task.reward_model or task.nli_model)")
     return parts[0][0] if len(parts) == 1 and parts[0][1] == 1.0 else CombinedReward(parts)
 
 
@@ -232,7 +233,7 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
     s = cfg.sampling
     base = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, max_new_tokens=s.max_new_tokens)
     requests = [(req, replace(base, n=req.n)) for req in update.requests()]
-    optimizer = torch.optim.Adam(learner_policy.parameters(), lr=cfg.lr)
+    optimizer = make_optimizer(cfg.optim, learner_policy.parameters())
     first_step, samples = 1, 0
     if state is not None:  # every check before anything is written
         load_optimizer_state(optimizer, state["optimizer"], checkpoint, state.get("optimizer_class"))
@@ -249,18 +250,20 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
             state = {"step": step, "samples": samples, "optimizer": optimizer.state_dict(),
                      "optimizer_class": optimizer_name(optimizer), "task": task.state_dict(),
                      "torch_rng": torch.get_rng_state()}
-        return save_policy_checkpoint(run_dir, step, learner_policy, state, cfg.keep_checkpoints, extra=update.save)
+        return save_policy_checkpoint(run_dir, step, learner_policy, state, cfg.log.keep_checkpoints,
+                                      extra=update.save)
 
-    groups: queue.Queue = queue.Queue(maxsize=cfg.queue_groups)
+    groups: queue.Queue = queue.Queue(maxsize=cfg.runtime.queue_groups)
     stop, errors, task_lock = threading.Event(), [], threading.Lock()
-    metrics = MetricsLogger(run_dir, tensorboard=False)
-    recorder = CompletionRecorder(run_dir / "episodes", cfg.record_rate, cfg.seed) if cfg.record_rate > 0 else None
+    metrics = MetricsLogger(run_dir, tensorboard=cfg.log.tensorboard)
+    recorder = (CompletionRecorder(cfg.record.path or run_dir / "episodes", cfg.record.rate, cfg.seed)
+                if cfg.record.rate > 0 else None)
     server = GenerationServer({"policy": served, "reference": reference, **update.served_models()}, max_batch=s.max_batch).start()
     update.server = server
     actors = [
         threading.Thread(target=run_actor, args=(task, task_lock, server, reward_fn, requests, groups, stop, errors, recorder),
                          daemon=True)
-        for _ in range(cfg.num_actors)
+        for _ in range(cfg.runtime.num_actors)
     ]
     for a in actors:
         a.start()
@@ -271,7 +274,7 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
     saved = done if checkpoint is not None else None
     try:
         signals.in_loop = True
-        for step in tqdm(range(first_step, cfg.steps + 1), desc=cfg.name, disable=not cfg.progress, unit="update",
+        for step in tqdm(range(first_step, cfg.steps + 1), desc=cfg.name, disable=not cfg.log.progress, unit="update",
                          initial=first_step - 1, total=cfg.steps):
             batch: list[Group] = []
             while len(batch) < cfg.prompts_per_step and not signals.is_set() and not errors:
@@ -285,7 +288,8 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
             check_finite(loss, "loss", step)  # nothing applied, nothing saved
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(list(learner_policy.parameters()), cfg.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(list(learner_policy.parameters()),
+                                                       cfg.optim.clip_norm or float("inf"))
             check_finite(grad_norm, "gradient norm", step)
             optimizer.step()
             version = server.update_weights("policy", learner_policy)
@@ -297,9 +301,9 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
                    "samples_per_s": (samples - samples_at_start) / (time.perf_counter() - start)}
             if on_step is not None:
                 on_step(row)
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if step % cfg.log.every == 0 or step == cfg.steps:
                 metrics.log(row)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if step % cfg.log.checkpoint_every == 0 or step == cfg.steps:
                 last_ckpt, saved = save(step), step
     except KeyboardInterrupt:
         signals.received = signals.received or "SIGINT"
@@ -309,7 +313,7 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
         for a in actors:
             a.join(5)
         server.stop()
-        if row and done % cfg.log_every != 0 and done != cfg.steps:
+        if row and done % cfg.log.every != 0 and done != cfg.steps:
             metrics.log(row)  # the last update's row, so the metrics reach the checkpoint
         metrics.close()
         if recorder is not None:

@@ -173,7 +173,7 @@ def _train(
 
     learner = Learner(
         model, inference_model, optimizer, lambda m, b: impala_loss(m, b, cfg.agent), unroll_queue,
-        rt.batch_size, weights_lock, grad_clip=cfg.optim.grad_clip, lr_schedule=lr_at,
+        rt.batch_size, weights_lock, grad_clip=cfg.optim.clip_norm, lr_schedule=lr_at,
     )
     learner.updates = counters["updates"]
     learner.on_publish = lambda version: setattr(inference, "version", version)

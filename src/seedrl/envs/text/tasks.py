@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from seedrl.envs.text.steps import completion_step
+from seedrl.errors import UserError
 from seedrl.envs.text.templates import (
     ChatTemplate,
     PromptTemplate,
@@ -48,7 +49,7 @@ from seedrl.envs.text.templates import (
 STATE_VERSION = 1
 TOO_LONG = ("error", "skip")
 
-__all__ = ["TextEpisode", "TextPrompt", "TextTask", "load_examples"]
+__all__ = ["TaskDataError", "TextEpisode", "TextPrompt", "TextTask", "load_examples"]
 
 
 # --------------------------------------------------------------------- loading
@@ -62,9 +63,9 @@ def _read_jsonl(path: str) -> list[dict]:
                 rows = json.load(f)
             for n, row in enumerate(rows):
                 if not isinstance(row, dict):
-                    raise ValueError(f"{path}: item {n} is a {type(row).__name__}, expected a JSON object")
+                    raise TaskDataError(f"{path}: item {n} is a {type(row).__name__}, expected a JSON object")
             return rows
-    rows = []
+    rows = _Rows()
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -72,11 +73,24 @@ def _read_jsonl(path: str) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: line {n} is not valid JSON: {e}") from None
+                raise TaskDataError(f"{path}: line {n} is not valid JSON: {e}") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path}: line {n} holds a {type(row).__name__}, expected a JSON object")
+                raise TaskDataError(f"{path}: line {n} holds a {type(row).__name__}, expected a JSON object")
             rows.append(row)
+            rows.lines.append(n)
     return rows
+
+
+class _Rows(list):
+    """Examples of a JSON-lines file; ``lines[i]`` is the file line of example ``i`` (for errors)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[int] = []
+
+
+class TaskDataError(UserError):
+    """An example of a text task cannot be used (empty prompt, bad JSON line); the message names the line."""
 
 
 def _hf_split(ds: Any, split: str | None, where: str) -> Any:
@@ -85,9 +99,9 @@ def _hf_split(ds: Any, split: str | None, where: str) -> Any:
         if split is None:
             if len(splits) == 1:
                 return ds[splits[0]]
-            raise ValueError(f"{where} has splits {splits}; pass split=")
+            raise TaskDataError(f"{where} has splits {splits}; pass split=")
         if split not in splits:
-            raise ValueError(f"{where}: no split {split!r}; splits are {splits}")
+            raise TaskDataError(f"{where}: no split {split!r}; splits are {splits}")
         return ds[split]
     return ds
 
@@ -103,12 +117,20 @@ def load_examples(source: Any, *, split: str | None = None, columns: Sequence[st
         if os.path.isfile(path):
             if path.endswith((".jsonl", ".json")):
                 rows = _read_jsonl(path)
-                return [{k: r[k] for k in columns} for r in rows] if columns else rows
+                if not columns:
+                    return rows
+                picked = _Rows()
+                picked.extend({k: r[k] for k in columns} for r in rows)
+                picked.lines = list(getattr(rows, "lines", []))
+                return picked
             if path.endswith(".parquet"):
                 import pyarrow.parquet as pq
 
                 return pq.read_table(path, columns=list(columns) if columns else None).to_pylist()
-            raise ValueError(f"{path}: unknown file type (expected .jsonl, .json or .parquet)")
+            raise TaskDataError(f"{path}: unknown file type (expected .jsonl, .json or .parquet)")
+        looks_like_a_file = path.endswith((".jsonl", ".json", ".parquet")) or path.startswith((".", "/", "~"))
+        if looks_like_a_file and not os.path.exists(path):
+            raise TaskDataError(f"examples file {path!r} does not exist")
         import datasets  # lazy: only for Hugging Face sources
 
         if os.path.isdir(path):
@@ -154,7 +176,8 @@ class TextTask:
         self.examples = load_examples(examples, split=split)
         self.num_examples = len(self.examples)
         if self.num_examples == 0:
-            raise ValueError("TextTask: no examples")
+            where = os.fspath(examples) if isinstance(examples, (str, os.PathLike)) else "TextTask"
+            raise TaskDataError(f"{where}: no examples")
         if too_long not in TOO_LONG:
             raise ValueError(f"too_long={too_long!r}: expected one of {TOO_LONG}")
         if max_prompt_tokens is not None and tokenizer is None:
@@ -169,11 +192,30 @@ class TextTask:
         self.name = name or (os.path.basename(os.fspath(examples)) if isinstance(examples, (str, os.PathLike)) else "task")
         self.epoch, self.position, self.skipped = 0, 0, 0
         self._order: tuple[int, np.ndarray] | None = None
+        self.source = os.fspath(examples) if isinstance(examples, (str, os.PathLike)) else None
+        self.check_examples()
+
+    def where(self, index: int) -> str:
+        """Where example ``index`` comes from, for errors: ``file: line n`` (JSON lines), else its row."""
+        lines = getattr(self.examples, "lines", None)
+        if self.source is not None:
+            return f"{self.source}: line {lines[index]}" if lines else f"{self.source}: row {index}"
+        return f"task {self.name!r}: example {index}"
+
+    def check_examples(self) -> None:
+        """One pass over every example before any is drawn: each has the template's fields, and a
+        string template renders it to a non-empty prompt. Raises naming the line (or row)."""
         fields = getattr(self.template, "fields", ())
-        first = self.example(0)
-        missing = [f for f in fields if f not in first]
-        if missing:
-            raise TemplateError(f"template needs field {missing[0]!r}, which the examples lack; fields are {sorted(first)}")
+        renders = isinstance(self.template, PromptTemplate)
+        for i in range(self.num_examples):
+            ex = self.examples[i]
+            missing = [f for f in fields if f not in ex]
+            if missing:
+                raise TemplateError(f"{self.where(i)}: the template needs field {missing[0]!r}, which this "
+                                    f"example lacks; its fields are {sorted(ex)}")
+            if renders and not self.template.render(ex, i).strip():
+                raise TaskDataError(f"{self.where(i)}: empty prompt (template {self.template.template!r} "
+                                    f"renders this example to {self.template.render(ex, i)!r})")
 
     @classmethod
     def from_jsonl(cls, path, template="{prompt}", **kw) -> TextTask:
@@ -253,7 +295,7 @@ class TextTask:
                 self.skipped += 1
                 skipped_run += 1
                 if skipped_run >= self.num_examples:
-                    raise ValueError(
+                    raise TaskDataError(
                         f"task {self.name!r}: every example is longer than max_prompt_tokens={self.max_prompt_tokens}"
                     ) from None
 
@@ -275,13 +317,13 @@ class TextTask:
         """Resume the stream; the dataset and seed must be those the state was saved with."""
         for key in ("seed", "shuffle", "num_examples"):
             if key in state and state[key] != getattr(self, key):
-                raise ValueError(
+                raise TaskDataError(
                     f"task {self.name!r}: state {key}={state[key]!r} but this task has {key}={getattr(self, key)!r}; "
                     "resuming would visit different prompts"
                 )
         position = int(state["position"])
         if not 0 <= position < self.num_examples:
-            raise ValueError(f"task {self.name!r}: state position={position} outside [0, {self.num_examples})")
+            raise TaskDataError(f"task {self.name!r}: state position={position} outside [0, {self.num_examples})")
         self.epoch, self.position, self.skipped = int(state["epoch"]), position, int(state.get("skipped", 0))
 
     # --------------------------------------------------------------- episodes
@@ -296,7 +338,7 @@ class TextTask:
         return [self.start_episode(p) for p in self.next_batch(n)]
 
 
-class PromptTooLong(ValueError):
+class PromptTooLong(UserError):
     """A prompt has more tokens than ``max_prompt_tokens``."""
 
 

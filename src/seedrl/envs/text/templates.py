@@ -22,10 +22,12 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from seedrl.errors import UserError
+
 __all__ = ["ChatTemplate", "PromptTemplate", "TemplateError", "as_template", "encode_prompt", "render_messages"]
 
 
-class TemplateError(KeyError):
+class TemplateError(UserError, KeyError):
     """A template refers to a field the example does not have (or is malformed)."""
 
     def __str__(self) -> str:  # KeyError would quote the message
