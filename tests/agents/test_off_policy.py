@@ -41,7 +41,7 @@ def seq_probs(theta: torch.Tensor) -> torch.Tensor:
 THETA, LAGGED, REF = _table(0), _table(1), _table(2)
 
 
-def expected_pg_grad(sample_theta, cfg, corrected: bool) -> torch.Tensor:
+def expected_pg_grad(sample_theta, cfg, corrected: bool, reward=REWARD) -> torch.Tensor:
     """E over pairs (y_a, y_b) ~ sample_theta of ∇ rloo_loss, by enumeration (K = 2, one prompt)."""
     theta = THETA.clone().requires_grad_(True)
     q = seq_probs(sample_theta)
@@ -52,7 +52,7 @@ def expected_pg_grad(sample_theta, cfg, corrected: bool) -> torch.Tensor:
         tok = token_logprobs(theta, seqs)
         mu = token_logprobs(sample_theta, seqs).sum(1) if corrected else None
         loss, _ = rloo_loss(tok.sum(1), tok, token_logprobs(REF, seqs), torch.ones(2, 2, dtype=torch.bool),
-                            REWARD[[a, b]], cfg, mu)
+                            reward[[a, b]], cfg, mu)
         total = total + q[a] * q[b] * loss
     (grad,) = torch.autograd.grad(total, theta)
     return grad
@@ -119,3 +119,27 @@ def test_bond_backward_term_corrected_equals_on_policy():
     on_policy = expected(THETA, False)
     assert torch.allclose(expected(LAGGED, True), on_policy, atol=1e-10)
     assert (expected(LAGGED, False) - on_policy).abs().max() > 0.05
+
+
+def test_k3_gradient_is_the_per_token_forward_kl_with_contexts_held_fixed():
+    """pg.py's docstring: E_π[∇ Σ_t k3_t] = Σ_t E_{c_t~π}[∇ KL(π_ref(·|c_t) ‖ π(·|c_t))] (contexts not
+    differentiated), which for two-token completions is not ∇ KL(π_ref ‖ π) of the sequences."""
+    beta = 0.7
+    cfg = PGConfig(samples_per_prompt=2, kl_coef=beta, kl_mode="loss")
+    got = expected_pg_grad(THETA, cfg, corrected=False, reward=torch.zeros(9, dtype=torch.float64))
+
+    theta = THETA.clone().requires_grad_(True)
+
+    def forward_kl(ref_logits, logits):
+        return (torch.softmax(ref_logits, -1) * (torch.log_softmax(ref_logits, -1) - torch.log_softmax(logits, -1))).sum()
+
+    first = torch.softmax(THETA[0], -1)  # the context distribution of token 2, held fixed
+    per_token = forward_kl(REF[0], theta[0]) + sum(first[y] * forward_kl(REF[1 + y], theta[1 + y]) for y in range(V))
+    (want,) = torch.autograd.grad(per_token, theta)
+    assert torch.allclose(got, beta * want, atol=1e-6)
+
+    theta = THETA.clone().requires_grad_(True)
+    ref_seq = seq_probs(REF)
+    seq_kl = (ref_seq * (ref_seq.log() - token_logprobs(theta, SEQS).sum(1))).sum()
+    (seq_grad,) = torch.autograd.grad(seq_kl, theta)
+    assert (got - beta * seq_grad).abs().max() > 0.05

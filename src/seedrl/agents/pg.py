@@ -30,8 +30,9 @@ Two ways to put the KL in (``kl_mode``):
   ``π*(y) = β·π_ref(y) / (λ − r(y))`` with λ normalising, not the exponential
   tilt (both fixed points are tested on a bandit). For longer completions it
   is neither the sequence-level forward KL ``KL(π_ref(·|x) ‖ π(·|x))`` (that
-  would weight contexts by π_ref) nor the reverse one, and its fixed point has
-  no closed form; use ``"reward"`` when the regularised optimum matters.
+  would weight contexts by π_ref) nor the reverse one (both checked by
+  enumeration on two-token completions), and its fixed point has no closed
+  form; use ``"reward"`` when the regularised optimum matters.
 
 Baseline: the mean of the other K − 1 rewards of the same prompt (leave one
 out), which keeps the estimator unbiased. Loss (to minimise)::
