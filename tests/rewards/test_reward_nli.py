@@ -177,3 +177,47 @@ def test_real_bert_with_known_head(tmp_path, nli_tokenizer):
     with torch.no_grad():
         want = torch.log_softmax(model(**enc).logits[0], 0)[2].item()
     assert got[0] == pytest.approx(want, abs=1e-5)
+
+
+# ---------------------------------------------------------------- byte-level BPE: re-encoded windows may grow
+def _byte_bpe_tokenizer():
+    """A tiny byte-level BPE (trained here, no download) whose merges mostly exist with a
+    leading space ("Ġword"): a window cut at a word's first character re-encodes longer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    words = [f"{a}{b}{c}" for a, b, c in itertools.product("bdklmprst", "aeiou", "gnxz")]
+    corpus = [" " + " ".join(words[i:i + 9]) for i in range(0, len(words), 3)] * 4
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["[PAD]", "[CLS]", "[SEP]"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    tok.post_processor = processors.Sequence([  # offsets without the leading space, as RoBERTa's
+        processors.ByteLevel(trim_offsets=True),
+        processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+            special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+                                   model_max_length=512)
+    return fast, words
+
+
+def test_bpe_windows_fit_and_cover_every_word():
+    tokenizer, vocab = _byte_bpe_tokenizer()
+    cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=16, max_position_embeddings=64, num_labels=3,
+                     id2label={0: "contradiction", 1: "entailment", 2: "neutral"})
+    torch.manual_seed(0)
+    nli = NLIReward(BertForSequenceClassification(cfg), tokenizer, max_length=24, batch_size=64)
+    rng = np.random.default_rng(0)
+    hypothesis = " ".join(vocab[:3])
+    for size in range(20, 60):  # distinct words; the sizes vary where the last window starts
+        document = " ".join(rng.permutation(vocab)[:size].tolist())
+        windows, hyps, _ = nli.pairs([document], [hypothesis])
+        lengths = [len(tokenizer(w, h)["input_ids"]) for w, h in zip(windows, hyps)]
+        assert max(lengths) <= 24, (size, lengths)  # nothing is cut by truncation="only_first"
+        scored = set(itertools.chain.from_iterable(w.split() for w in windows))
+        assert set(document.split()) <= scored, (size, sorted(set(document.split()) - scored))
+    assert nli(["p"], [hypothesis], [{"document": document}]).shape == (1,)

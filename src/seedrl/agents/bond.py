@@ -20,7 +20,11 @@ and ``π_BoN = Bo_n(π_a)`` the distribution of the best of ``n`` anchor samples
   ``log π_BoN(y)/π_a(y)``:
 
   - ``log_quantile``: ``(n − 1)·log p̂_≤(y)`` from ``k`` anchor samples (floored);
-    its backward optimum is ``π_a·E[p̂_≤^{n−1}]``-like, close to ``π_a·p_≤^{n−1}/Z``;
+    the backward-only objective ``E_π[E[r_B(y)] − log π(y)/π_a(y)]`` is maximised by
+    ``π ∝ π_a·exp(E[(n − 1)·log p̂_≤(y)])`` (expectation over the ``k`` anchor
+    samples, ``k·p̂ ~ Bin(k, p_≤(y))``), not ``π_a·E[p̂^{n−1}]``. Its ``k → ∞``
+    limit ``π_a·p_≤^{n−1}/Z`` is ``π_BoN`` only approximately: for distinct rewards
+    ``π_BoN(y)/(n·π_a(y)·p_≤^{n−1}) = (p_≤^n − p_<^n)/(n·π_a·p_≤^{n−1}) → 1`` as ``π_a(y) → 0``;
   - ``jbond``: J-BOND's ``−log 16`` if ``y`` is worse than *both* of two anchor
     samples, else 0 (``n = 2``); in expectation ``−log 16·(1 − p_≤(y))²``, so the
     backward optimum is ``π ∝ π_a·16^{−(1−p_≤)²}``;
@@ -35,8 +39,18 @@ and ``π_BoN = Bo_n(π_a)`` the distribution of the best of ``n`` anchor samples
 
 The loss, per batch of ``P`` prompts with ``S`` policy samples each::
 
-    L = −(1 − β)·mean_p log π(y*_p) − mean_{p,s} A_{p,s}·log π(y_{p,s})
+    L = −(1 − β)·mean_p log π(y*_p) − mean_{p,s} ρ̄_{p,s}·A_{p,s}·log π(y_{p,s})
     A = β·(r_B − Δ) − γ·Δ − baseline,   Δ = log π(y) − log π_a(y)  (no gradient)
+
+**Off-policy correction.** The policy samples come from the actors' lagging
+weights ``μ``; with their behaviour log-probs, ``ρ̄ = min(c, π(y)/μ(y))`` per
+sequence (:func:`seedrl.ops.truncated_importance_weights`, ``c =
+importance_clip``) turns the backward policy gradient into the on-policy one in
+expectation (exactly when untruncated; the leave-one-out baseline depends only
+on the other samples, so it stays unbiased). ``ρ̄ = 1`` without behaviour
+log-probs. The forward term needs no weight: its samples come from the anchor
+itself (for ``ema``/``periodic`` anchors, from the served copy the learner
+pushes after each move).
 
 **Anchors.** ``fixed`` keeps ``π_a = π_ref`` (BOND). ``periodic`` copies the policy
 into the anchor every ``anchor_every`` updates (iterative BOND: after ``M`` moves
@@ -52,6 +66,7 @@ from typing import Iterable
 import torch
 
 from seedrl.ops.bond import bon_pool_weights, bond_reward, jbond_reward, quantile_estimate
+from seedrl.ops.importance import truncated_importance_weights
 
 __all__ = ["BondConfig", "anchor_samples_needed", "backward_reward", "best_anchor_index", "bond_loss", "forward_weights",
            "move_anchor", "quantile_of"]
@@ -77,6 +92,9 @@ class BondConfig:
     forward_estimator: str = field(default="best", metadata={
         "help": "best: likelihood of the best of the first n anchor samples; pool: every anchor sample weighted by its "
                 "chance of being the best of n (same expectation, lower variance)", "choices": ["best", "pool"]})
+    importance_clip: float | None = field(default=1.0, metadata={
+        "help": "c of the truncated importance weight min(c, π/μ) of the policy samples (policy lag); null = untruncated",
+        "min_exclusive": 0.0})
 
     def validate(self) -> None:
         if self.backward_reward == "jbond" and self.n != 2:
@@ -146,6 +164,7 @@ def bond_loss(
     forward_logprobs: torch.Tensor,
     forward_weights: torch.Tensor,
     cfg: BondConfig,
+    behaviour_logprobs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The Jeffreys BOND loss (module docstring).
 
@@ -156,6 +175,8 @@ def bond_loss(
         forward_logprobs: ``[P, M]`` log π of the anchor samples (differentiable where weighted).
         forward_weights: ``[P, M]`` their weights in the forward term, rows summing to 1
             (:func:`forward_weights`: one-hot on the best of n, or the pool weights).
+        behaviour_logprobs: ``[P, S]`` log μ(y) of the distribution the policy samples were
+            drawn from; None = on-policy (weights 1).
     """
     if policy_logprobs.shape != anchor_logprobs.shape or policy_logprobs.shape != rewards_b.shape or policy_logprobs.dim() != 2:
         raise ValueError(f"policy_logprobs {tuple(policy_logprobs.shape)}, anchor_logprobs {tuple(anchor_logprobs.shape)} "
@@ -168,7 +189,11 @@ def bond_loss(
     shaped = beta * (rewards_b.float() - delta) - gamma * delta
     adv = (shaped - _baseline(shaped)).detach()
     forward = -(forward_weights.to(forward_logprobs.dtype) * forward_logprobs).sum(1).mean()
-    backward = -(adv * policy_logprobs).mean()
+    if behaviour_logprobs is None:
+        rho = torch.ones_like(adv)
+    else:
+        rho = truncated_importance_weights(policy_logprobs.float(), behaviour_logprobs.float(), cfg.importance_clip)
+    backward = -(rho * adv * policy_logprobs).mean()
     loss = (1 - beta) * forward + backward
     return loss, {
         "loss": float(loss.detach()),
@@ -177,6 +202,7 @@ def bond_loss(
         "log_quantile": float(rewards_b.float().mean() / max(cfg.n - 1, 1)) if cfg.backward_reward == "log_quantile"
         else float("nan"),
         "kl_anchor": float(delta.mean()),
+        "importance_weight": float(rho.mean()),
     }
 
 

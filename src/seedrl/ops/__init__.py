@@ -10,6 +10,8 @@ works). Functions that produce learning targets return detached tensors.
   and ``h^{-1}``.
 * :mod:`seedrl.ops.bond` -- Best-of-N distribution (ties handled), quantiles,
   the BOND and J-BOND rewards, the KL bound.
+* :func:`truncated_importance_weights` -- ``min(c, π/μ)`` for off-policy
+  sequence-level policy gradients.
 """
 
 from seedrl.ops.bond import (
@@ -21,6 +23,7 @@ from seedrl.ops.bond import (
     quantile_estimate,
     quantiles,
 )
+from seedrl.ops.importance import truncated_importance_weights
 from seedrl.ops.returns import double_q_n_step_targets, n_step_returns, sequence_priority
 from seedrl.ops.value_rescaling import DEFAULT_EPS, inverse_value_rescaling, value_rescaling
 from seedrl.ops.vtrace import VTraceReturns, vtrace
@@ -39,6 +42,7 @@ __all__ = [
     "quantile_estimate",
     "quantiles",
     "sequence_priority",
+    "truncated_importance_weights",
     "value_rescaling",
     "vtrace",
 ]

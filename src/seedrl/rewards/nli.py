@@ -27,8 +27,16 @@ window always holds at least half the budget. All (window, hypothesis)
 pairs of a batch are scored together, ``batch_size`` pairs per forward.
 
 Windows are cut at token boundaries and sent as text (character spans from
-the tokenizer's offsets, or decoded tokens for a slow tokenizer); the pair is
-re-encoded with ``truncation="only_first"`` as a guard.
+the tokenizer's offsets, or decoded tokens for a slow tokenizer). Re-encoding
+a cut can take more tokens than it was cut from (byte-level BPE: a window that
+starts at a word without its leading space splits it differently), and the
+pair would then be truncated, dropping the window's last words unscored. So
+each (window, hypothesis) pair is re-encoded and, while it exceeds ``L``, the
+window loses its last token; when that uncovers premise tokens the next
+planned window would not reach, a further window starting no later than the
+shrunk end (and ``stride`` after the window's start when it can) takes them.
+Every premise token thus lies in some window that is scored whole;
+``truncation="only_first"`` remains only as a guard.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -165,8 +174,8 @@ class NLIReward(RewardFn):
             if self.max_premise_tokens is not None:
                 chunk = min(chunk, self.max_premise_tokens)
             stride = self.chunk_stride if self.chunk_stride is not None else max(1, chunk // 2)
-            for a, b in chunk_windows(len(prem_spans[i]), chunk, stride):
-                windows.append(self._cut(prem, prem_spans[i], a, b))
+            for window in self._fitted_windows(prem, prem_spans[i], hyp, chunk, stride):
+                windows.append(window)
                 hyps.append(hyp)
                 owner.append(i)
         if truncated:
@@ -175,6 +184,26 @@ class NLIReward(RewardFn):
                 "were cut at the end (max_hypothesis_tokens)", stacklevel=3,
             )
         return windows, hyps, np.asarray(owner, np.int64)
+
+    def _pair_length(self, window: str, hypothesis: str) -> int:
+        return len(self.tokenizer(window, hypothesis, add_special_tokens=True)["input_ids"])
+
+    def _fitted_windows(self, text: str, spans: list[tuple[int, int]], hyp: str, chunk: int, stride: int) -> list[str]:
+        """The planned token windows (:func:`chunk_windows`) as texts whose pair with ``hyp``
+        re-encodes within ``max_length``, extended to keep every token covered (module docstring)."""
+        plan = deque(chunk_windows(len(spans), chunk, stride))
+        out = []
+        while plan:
+            a, b = plan.popleft()
+            end = b
+            window = self._cut(text, spans, a, end)
+            while end > a + 1 and self._pair_length(window, hyp) > self.max_length:
+                end -= 1
+                window = self._cut(text, spans, a, end)
+            out.append(window)
+            if end < b and (not plan or plan[0][0] > end):  # tokens end..b-1 would be left out
+                plan.appendleft((max(a + 1, min(a + stride, end)), b))
+        return out
 
     def pair_log_probs(self, windows: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
         """log p(entailment | window, hypothesis) for each pair, float32."""

@@ -106,6 +106,13 @@ class LMRunConfig(RunConfig):
             raise ValueError("policy: give a model directory or hub id (e.g. from `seedrl lm setup-toy`)")
         if self.task.world is None and self.task.data_path is None:
             raise ValueError("task: set task.world or task.data_path")
+        s = self.sampling
+        for name, value, neutral in (("temperature", s.temperature, 1.0), ("top_k", s.top_k, 0), ("top_p", s.top_p, 1.0)):
+            if value != neutral:
+                raise ValueError(
+                    f"sampling.{name}: {value!r} is not supported for training (use {neutral!r}): the learners "
+                    "estimate gradients of the temperature-1 policy and correct only policy lag; a tempered or "
+                    "filtered sampling distribution would train on a different one (filtered tokens are never drawn)")
 
     def check_inputs(self) -> None:
         super().check_inputs()

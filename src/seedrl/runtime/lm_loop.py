@@ -101,8 +101,9 @@ class CompletionRecorder:
     """Records sampled completions as single-step RLDS episodes (shared by the actor threads).
 
     Each step holds the prompt (text, tokens), the completion (text, tokens),
-    the reward and, as step metadata, the behaviour log-probabilities and the
-    weights version that produced it."""
+    the reward and, as step metadata, the behaviour log-probabilities (of the
+    distribution actually sampled from: temperature, top-k and top-p applied)
+    and the weights version that produced it."""
 
     def __init__(self, path: Path, rate: float, seed: int):
         from seedrl.data import DatasetWriter
@@ -121,7 +122,7 @@ class CompletionRecorder:
                     continue
             step = completion_step(
                 prompt.text, np.asarray(prompt.tokens, np.int32), c.text, np.asarray(c.tokens, np.int32), float(r),
-                {"behaviour_logprobs": np.asarray(c.logprobs, np.float32), "weights_version": np.int64(c.weights_version)},
+                {"behaviour_logprobs": np.asarray(c.sampling_logprobs, np.float32), "weights_version": np.int64(c.weights_version)},
             )
             if self.writer.spec is None:
                 with self.lock:

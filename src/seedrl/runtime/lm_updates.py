@@ -9,6 +9,10 @@ prompt and turns a batch of :class:`Group` s into a loss:
 * :class:`BondUpdate`: BOND / J-BOND (:mod:`seedrl.agents.bond`), policy samples
   plus anchor samples per prompt; it owns the anchor (fixed = the reference, or
   a third served model moved by the learner and pushed in place).
+
+Both weight each policy sample by the truncated importance ratio ``min(c, π/μ)``
+of the learner's policy to the distribution it was sampled from
+(:func:`behaviour_logprobs`), which corrects the actors' policy lag.
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ class Request:
     n: int
 
 
+def behaviour_logprobs(completions) -> torch.Tensor:
+    """``[N]`` log μ(y) of each sampled completion: the sum of its sampling log-probs (the
+    distribution actually sampled from, by the actor's weights of that moment)."""
+    return torch.tensor([float(np.sum(c.sampling_logprobs, dtype=np.float64)) for c in completions])
+
+
 def _entropy(scores, rows: slice | None = None) -> float:
     ent, mask = scores.entropies.detach(), scores.mask
     if rows is not None:
@@ -71,8 +81,9 @@ class PGUpdate:
         rewards = torch.from_numpy(np.concatenate([g.rewards for g in batch]))
         ref = self.server.score("reference", prompts, completions).result()
         scores = self.policy.score(prompts, completions)
+        mu = behaviour_logprobs([c for g in batch for c in g.completions]).to(scores.sequence_logprobs.device)
         loss, logs = rloo_loss(scores.sequence_logprobs, scores.token_logprobs, ref.token_logprobs.to(scores.token_logprobs.device),
-                               scores.mask, rewards, self.cfg.pg)
+                               scores.mask, rewards, self.cfg.pg, mu)
         return loss, {**logs, "entropy": _entropy(scores)}
 
     def after_update(self, step: int) -> None:
@@ -129,7 +140,8 @@ class BondUpdate:
         ref_seq = ref_f.result().sequence_logprobs.to(lp.device).view(p, s)
         anc_seq = anc_f.result().sequence_logprobs.to(lp.device).view(p, s)
         r_b = backward_reward(pol_r, anc_r, b) if b.beta > 0 else torch.zeros_like(pol_r)
-        loss, logs = bond_loss(pol_lp, anc_seq, r_b.to(lp.device), fwd_lp, weights.to(lp.device), b)
+        mu = behaviour_logprobs([c for g in batch for c in g.completions]).to(lp.device).view(p, s)
+        loss, logs = bond_loss(pol_lp, anc_seq, r_b.to(lp.device), fwd_lp, weights.to(lp.device), b, mu)
         p_hat = quantile_of(pol_r, anc_r, b)
         mask = scores.mask[: p * s].float()
         return loss, {
