@@ -66,6 +66,12 @@ def _report_lm_bond(final: dict) -> str:
     return text + (f"\nfront:   {plot}  (policy beside Best-of-N of the reference)" if plot.exists() else "")
 
 
+def _report_lm_gkd(final: dict) -> str:
+    return (f"done: {final['updates']} updates, divergence to the teacher {final['divergence']:.4f}, "
+            f"reward {final['reward']:.3f}, {final['samples_per_s']:.1f} samples/s\n"
+            f"model:   {final['final']}\ncurves:  {final['run_dir']}/curves.png")
+
+
 def _report_bandit(result: dict) -> str:
     from seedrl.agents.bond_bandit import format_bandit_result
 
@@ -122,6 +128,7 @@ ALGOS: dict[str, Algo] = {
     "pg": Algo("seedrl.runtime.lm_loop:LMPGConfig", "seedrl.runtime.lm_loop:train_lm_pg", _report_lm_pg),
     "sft": Algo("seedrl.agents.sft:SFTConfig", "seedrl.agents.sft:train_sft", _report_sft),
     "bond": Algo("seedrl.runtime.lm_loop:LMBondConfig", "seedrl.runtime.lm_loop:train_lm", _report_lm_bond),
+    "gkd": Algo("seedrl.agents.gkd:LMGKDConfig", "seedrl.runtime.lm_loop:train_lm", _report_lm_gkd),
     "bond_bandit": Algo("seedrl.agents.bond_bandit:BanditBondConfig", "seedrl.agents.bond_bandit:train_bond_bandit",
                         _report_bandit),
 }
