@@ -60,3 +60,17 @@ def test_off_policy_sources_and_the_rl_mix_run(tmp_path, assets, gkd):
         assert all("teacher_reward" in r for r in rows)
     if gkd.get("alpha", 1) < 1:
         assert all("pg_loss" in r for r in rows)
+
+
+def test_seedrl_run_trains_the_shipped_gkd_config(tmp_path, assets, capsys):
+    """configs/arith_gkd.yaml through ``seedrl run``'s dispatch (tiny models in place of setup-toy's)."""
+    from pathlib import Path
+
+    from seedrl.cli.train import run_config
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "arith_gkd.yaml"
+    overrides = [f"policy={assets[0]}", f"teacher={assets[1]}", f"out_dir={tmp_path}", "steps=2", "prompts_per_step=2",
+                 "num_actors=1", "progress=false", "task.num_examples=20", "sampling.max_new_tokens=4"]
+    assert run_config("gkd", str(config), overrides) == 0
+    out = capsys.readouterr().out
+    assert "divergence to the teacher" in out and (tmp_path / "arith_gkd" / "final" / "config.json").exists()
