@@ -17,7 +17,7 @@ from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser("run", help="train from a YAML config: games (algo: impala), LM SFT (algo: sft) or LM PG (algo: pg)")
+    run = sub.add_parser("run", help="train from a YAML config: games (algo: impala), LM SFT (sft), PG (pg), BOND (bond) or GKD (gkd)")
     run.add_argument("config", help="YAML file")
     run.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. runtime.num_actors=4")
     run.add_argument("--resume", action="store_true", help="continue the run in <out_dir>/<name> from its last checkpoint")
