@@ -74,3 +74,58 @@ def test_seedrl_run_trains_the_shipped_gkd_config(tmp_path, assets, capsys):
     assert run_config("gkd", str(config), overrides) == 0
     out = capsys.readouterr().out
     assert "divergence to the teacher" in out and (tmp_path / "arith_gkd" / "final" / "config.json").exists()
+
+
+def test_cached_teacher_round_trips_and_feeds_the_dataset_batches(tmp_path, assets):
+    """`seedrl lm cache-teacher` stores the teacher's top-k over the fixed outputs as RLDS; read back
+    they equal the live teacher's, and a supervised-KD run (λ = 0) trains from them."""
+    from pathlib import Path
+
+    import torch
+
+    from seedrl.agents.gkd import GKDUpdate
+    from seedrl.agents.gkd_cache import TeacherCache
+    from seedrl.cli import main
+    from seedrl.data import open_dataset
+    from seedrl.models.lm.policy import LMPolicy
+    from seedrl.runtime.lm_loop import _task_and_reward
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "arith_gkd.yaml"
+    out = tmp_path / "cache"
+    over = [f"policy={assets[0]}", f"teacher={assets[1]}", "task.num_examples=12", "gkd.top_k=5", "gkd.temperature=1.5",
+            f"out_dir={tmp_path}", "progress=false", "num_actors=1", "prompts_per_step=2", "sampling.max_new_tokens=4"]
+    assert main(["lm", "cache-teacher", str(config), *over, "--out", str(out)]) == 0
+    assert len(open_dataset(out).episode_ids) == 12
+    cache = TeacherCache(out, temperature=1.5)
+    teacher, student = LMPolicy.from_pretrained(assets[1]), LMPolicy.from_pretrained(assets[0])
+    cfg = load_config(LMGKDConfig, str(config), over)
+    targets = GKDUpdate.dataset_targets(student.tokenizer, cfg.gkd)
+    task, _ = _task_and_reward(cfg, student.tokenizer)
+    prompts = [task.prompt(i) for i in range(4)]
+    comps = [targets(p.example) for p in prompts]
+    assert [cache.target(p.tokens) for p in prompts] == comps
+    live = teacher.next_token_distributions([p.tokens for p in prompts], comps, temperature=1.5, top_k=5)
+    got = cache.distributions([p.tokens for p in prompts])
+    assert torch.equal(got.mask, live.mask)
+    m = live.mask
+    torch.testing.assert_close(got.topk.logprobs[m], live.topk.logprobs[m].detach())
+    assert torch.equal(got.topk.indices[m], live.topk.indices[m])
+    torch.testing.assert_close(got.topk.rest_logprob[m], live.topk.rest_logprob[m].detach())
+    with pytest.raises(ValueError, match="gkd.temperature=1.0"):
+        TeacherCache(out, temperature=1.0)
+    # the learner's dataset batch: the same loss from the cache (no server at all) as from the live teacher
+    from seedrl.models.lm.server import GenerationServer
+    from seedrl.runtime.lm_updates import Group
+
+    batch = [Group(p.tokens, [], np.zeros(0, np.float32), example=p.example) for p in prompts]
+    cfg = load_config(LMGKDConfig, str(config), [*over, "gkd.lmbda=0", f"gkd.teacher_cache={out}", "steps=4", "name=cached"])
+    cached = GKDUpdate(cfg, student)
+    assert cached.server is None
+    loss_cached, _ = cached.loss(batch)
+    live_update = GKDUpdate(load_config(LMGKDConfig, str(config), [*over, "gkd.lmbda=0"]), student)
+    with GenerationServer({"teacher": teacher}) as live_update.server:
+        loss_live, _ = live_update.loss(batch)
+    torch.testing.assert_close(loss_cached, loss_live)
+    rows = []
+    train_lm(cfg, on_step=rows.append)
+    assert all(r["on_policy"] == 0.0 and np.isfinite(r["divergence"]) for r in rows)

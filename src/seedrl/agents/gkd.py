@@ -20,7 +20,8 @@ leave-one-out baseline of :mod:`seedrl.agents.pg`; needs ``samples_per_prompt >=
 
 The teacher is one more model of the generation server (central inference): it
 samples for sequence-level KD and gives its next-token distributions, full or top-k
-(``gkd.top_k``), through :meth:`~seedrl.models.lm.server.GenerationServer.distributions`.
+(``gkd.top_k``), through :meth:`~seedrl.models.lm.server.GenerationServer.distributions`,
+or, for dataset batches, from a cache made once (``gkd.teacher_cache``, :mod:`seedrl.agents.gkd_cache`).
 Teacher and student may differ in size and architecture, not in tokenizer:
 :func:`check_same_vocabulary` refuses that at start-up.
 
@@ -69,6 +70,8 @@ class GKDConfig:
     chunk_tokens: int = field(default=256, metadata={"help": "positions per divergence chunk (memory bound)", "min": 1})
     max_target_tokens: int = field(default=64, metadata={"help": "dataset outputs: tokens incl. EOS (longer ones are cut)", "min": 1})
     target_field: str = field(default="reference", metadata={"help": "example field holding the fixed output"})
+    teacher_cache: str | None = field(default=None, metadata={
+        "help": "dataset from `seedrl lm cache-teacher`: dataset batches take the teacher's top-k from it"})
 
 
 @dataclass
@@ -138,7 +141,12 @@ class GKDUpdate:
         self.teacher = LMPolicy.from_pretrained(cfg.teacher).eval()
         check_same_vocabulary(learner_policy, self.teacher, cfg.policy, cfg.teacher)
         self.rng = np.random.default_rng([cfg.seed, 0x6BD])
-        self.targets: dict[str, list[int]] = {}
+        self.target = self.dataset_targets(learner_policy.tokenizer, self.g)
+        self.cache = None
+        if self.g.teacher_cache:
+            from seedrl.agents.gkd_cache import TeacherCache
+
+            self.cache = TeacherCache(self.g.teacher_cache, temperature=self.g.temperature)
 
     def requests(self) -> list[Request]:
         k = self.g.samples_per_prompt
@@ -148,17 +156,24 @@ class GKDUpdate:
     def served_models(self) -> dict[str, Any]:
         return {"teacher": self.teacher}
 
-    def _dataset_target(self, example: dict) -> list[int]:
+    @staticmethod
+    def dataset_targets(tokenizer, g: GKDConfig):
+        """``example -> token ids`` of its fixed output (``g.target_field`` + EOS, cut at
+        ``g.max_target_tokens``), memoised."""
         from seedrl.agents.sft import completion_targets
 
-        if not isinstance(example, dict) or self.g.target_field not in example:
-            raise ValueError(f"gkd.target_field={self.g.target_field!r}: the task's examples have no such field "
-                             f"(have {sorted(example) if isinstance(example, dict) else type(example).__name__})")
-        text = str(example[self.g.target_field])
-        if text not in self.targets:
-            tok = self.policy.tokenizer
-            self.targets[text] = completion_targets(tok, text, tok.eos_token_id, self.g.max_target_tokens)
-        return self.targets[text]
+        memo: dict[str, list[int]] = {}
+
+        def target(example) -> list[int]:
+            if not isinstance(example, dict) or g.target_field not in example:
+                have = sorted(example) if isinstance(example, dict) else type(example).__name__
+                raise ValueError(f"gkd.target_field={g.target_field!r}: the task's examples have no such field (have {have})")
+            text = str(example[g.target_field])
+            if text not in memo:
+                memo[text] = completion_targets(tokenizer, text, tokenizer.eos_token_id, g.max_target_tokens)
+            return memo[text]
+
+        return target
 
     def _completions(self, batch: list[Group]) -> tuple[str, list[list[int]], list[list[int]]]:
         """``(source, prompts, completions)`` of this batch's distillation term."""
@@ -168,21 +183,23 @@ class GKDUpdate:
         elif g.off_policy == "teacher":
             source, rows = "teacher", [(x.prompt_tokens, c.tokens) for x in batch for c in x.anchor_completions]
         else:
-            source, rows = "dataset", [(x.prompt_tokens, self._dataset_target(x.example)) for x in batch]
+            target = (lambda x: self.cache.target(x.prompt_tokens)) if self.cache else (lambda x: self.target(x.example))
+            source, rows = "dataset", [(x.prompt_tokens, target(x)) for x in batch]
         rows = [(p, list(c)) for p, c in rows if len(c)]  # an empty completion has no positions to distil
         return source, [p for p, _ in rows], [c for _, c in rows]
 
     def loss(self, batch: list[Group]) -> tuple[torch.Tensor, dict[str, float]]:
         g, k = self.g, self.g.samples_per_prompt
         source, prompts, comps = self._completions(batch)
-        teacher = self.server.distributions("teacher", prompts, comps, g.temperature, g.top_k)
+        cached = source == "dataset" and self.cache is not None
+        teacher = None if cached else self.server.distributions("teacher", prompts, comps, g.temperature, g.top_k)
         rl = g.alpha < 1
         student_rows = [(x.prompt_tokens, c.tokens) for x in batch for c in x.completions]
         # one student forward for the distillation rows and (RL mix) the student samples
         extra = student_rows if rl else []
         logits = self.policy.completion_logits(prompts + [p for p, _ in extra], comps + [c for _, c in extra])
         n = len(comps)
-        dist = teacher.result()
+        dist = self.cache.distributions(prompts) if cached else teacher.result()
         mask = dist.mask.to(logits.device)
         L = mask.shape[1]
         student = logits[:n, :L]
