@@ -109,3 +109,30 @@ def test_config_checks_name_the_field(models):
         load_config(LMGKDConfig, {**base, "teacher": "t", "gkd": {"alpha": 0.5}})
     with pytest.raises(Exception, match="gkd.beta"):
         load_config(LMGKDConfig, {**base, "teacher": "t", "gkd": {"beta": 1.0}})
+
+
+def test_teacher_samples_with_nll_is_the_students_per_token_nll(models, tmp_path):
+    """Sequence-level KD with ``teacher_loss: nll``: the loss is −(1/L)Σ log p_S(y_n) averaged over the
+    teacher's samples (closed form from ``LMPolicy.score``); λ = 0 never uses the student's samples."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from seedrl.agents.gkd import GKDUpdate
+    from seedrl.runtime.lm_updates import Group
+
+    cfg = load_config(LMGKDConfig, {"policy": str(models["student"]), "teacher": str(models["teacher"]),
+                                    "task": {"world": "arithmetic"}, "gkd": {"lmbda": 0.0, "off_policy": "teacher",
+                                                                           "teacher_loss": "nll", "temperature": 2.0}})
+    student = LMPolicy.from_pretrained(models["student"])
+    update = GKDUpdate(cfg, student)
+    assert [r.model for r in update.requests()] == ["policy", "teacher"]
+    mine = [SimpleNamespace(tokens=[40, 41])]  # the student's own sample: must not enter the loss
+    batch = [Group(p, mine, np.zeros(1, np.float32), [SimpleNamespace(tokens=c)], np.ones(1, np.float32))
+             for p, c in zip(PROMPTS, COMPS)]
+    with GenerationServer(update.served_models()) as update.server:
+        loss, logs = update.loss(batch)
+    s = student.score(PROMPTS, COMPS, temperature=2.0)
+    want = -(s.token_logprobs.sum(-1) / s.mask.sum(-1)).mean()
+    torch.testing.assert_close(loss, want)
+    assert logs["on_policy"] == 0.0 and logs["teacher_reward"] == 1.0

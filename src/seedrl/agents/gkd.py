@@ -204,9 +204,7 @@ class GKDUpdate:
         L = mask.shape[1]
         student = logits[:n, :L]
         if source == "teacher" and g.teacher_loss == "nll":
-            lp = torch.log_softmax(student.float() / g.temperature, -1)
-            tgt = torch.tensor([c + [0] * (L - len(c)) for c in comps], device=lp.device)
-            tok = lp.gather(-1, tgt[..., None]).squeeze(-1) * mask
+            tok = self._token_logprobs(student, comps, g.temperature)
             div = -(tok.sum(-1) / mask.sum(-1).clamp(min=1)) if g.reduction == "sequence" else -tok.sum()[None] / mask.sum()
         else:
             div = token_divergence(student, dist.teacher().to(logits.device), kind=g.divergence, beta=g.beta, temperature=g.temperature, mask=mask,
@@ -215,7 +213,7 @@ class GKDUpdate:
         rewards = torch.from_numpy(np.concatenate([x.rewards for x in batch])).float()
         seq_lp = None
         if rl:
-            seq_lp = self._sequence_logprobs(logits[n:], [c for _, c in extra])
+            seq_lp = self._token_logprobs(logits[n:], [c for _, c in extra]).sum(-1)  # the sampled policy: untempered
         loss, logs = gkd_loss(div, seq_lp, rewards, g.alpha, k)
         logs.update({"reward": rewards.mean().item(), "on_policy": float(source == "student"),
                      "length": float(np.mean([len(c.tokens) for x in batch for c in x.completions]))})
@@ -224,13 +222,13 @@ class GKDUpdate:
         return loss, logs
 
     @staticmethod
-    def _sequence_logprobs(logits: torch.Tensor, comps: list) -> torch.Tensor:
-        """``log p_S(y)`` (untempered: the policy the actors sampled) of each completion."""
-        lp = torch.log_softmax(logits.float(), -1)
+    def _token_logprobs(logits: torch.Tensor, comps: list, temperature: float = 1.0) -> torch.Tensor:
+        """``log softmax(z/T)`` of each completion token ``[B, L]``, 0 past each completion's end."""
+        lp = torch.log_softmax(logits.float() / temperature, -1)
         L = lp.shape[1]
         tgt = torch.tensor([list(c) + [0] * (L - len(c)) for c in comps], dtype=torch.long, device=lp.device)
         mask = torch.arange(L, device=lp.device)[None] < torch.tensor([len(c) for c in comps], device=lp.device)[:, None]
-        return (lp.gather(-1, tgt[..., None]).squeeze(-1) * mask).sum(-1)
+        return lp.gather(-1, tgt[..., None]).squeeze(-1) * mask
 
     def after_update(self, step: int) -> None:
         pass
