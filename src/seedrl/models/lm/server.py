@@ -10,8 +10,9 @@ of actor threads call the thread-safe :meth:`GenerationServer.submit` /
    (they enter the running batch at the next decode step: continuous batching); score
    requests are queued; distribution requests (a teacher's next-token log-probs over
    given completions, :meth:`GenerationServer.distributions`) run right away; weight
-   updates are applied in place right there, i.e. *between* decode steps (no disk; sequences in flight continue with the new weights and their
-   already-cached keys/values);
+   updates are applied in place right there, i.e. *between* decode steps (no disk;
+   sequences in flight continue with the new weights and their already-cached
+   keys/values);
 2. one decode step for every model with work (round robin), and one batched
    ``LMPolicy.score`` call per model over all pending score requests;
 3. block on the inbox when no model has work.
