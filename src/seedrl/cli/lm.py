@@ -65,6 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     bon.add_argument("--json", default=None, help="also write the rows as JSON here")
     bon.set_defaults(func=cmd_bon)
 
+    ct = lm_sub.add_parser("cache-teacher", help="store a GKD teacher's top-k distributions over a task's fixed outputs as RLDS")
+    ct.add_argument("config", help="a GKD config (e.g. configs/arith_gkd.yaml): teacher, policy (tokenizer), task, gkd.top_k")
+    ct.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. gkd.top_k=16")
+    ct.add_argument("--out", required=True, help="dataset directory to write (then: gkd.teacher_cache=<out>)")
+    ct.set_defaults(func=cmd_cache_teacher)
+
 
 def _json_arg(text: str, flag: str):
     try:
@@ -98,6 +104,18 @@ def cmd_sft(args: argparse.Namespace) -> int:
         raise UserError("seedrl lm sft: give a YAML config (e.g. configs/arith_sft.yaml) or --help-config")
     # the same path as `seedrl run` on a config with algo: sft
     return run_config("sft", args.config, args.overrides, resume=args.resume, help_config=args.help_config)
+
+
+def cmd_cache_teacher(args: argparse.Namespace) -> int:
+    from seedrl.agents.gkd import LMGKDConfig
+    from seedrl.agents.gkd_cache import cache_teacher
+    from seedrl.config import load_config
+
+    cfg = load_config(LMGKDConfig, args.config, args.overrides)
+    n = cache_teacher(cfg, args.out)
+    print(f"{n} teacher distributions (top {cfg.gkd.top_k}) in {args.out}\nnext:       seedrl run {args.config} "
+          f"gkd.teacher_cache={args.out} gkd.top_k={cfg.gkd.top_k}")
+    return 0
 
 
 def cmd_bon(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser("run", help="train from a YAML config: games (algo: impala), LM SFT (algo: sft) or LM PG (algo: pg)")
+    run = sub.add_parser("run", help="train from a YAML config: games (algo: impala), LM SFT (sft), PG (pg), BOND (bond) or GKD (gkd)")
     run.add_argument("config", help="YAML file")
     run.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. runtime.num_actors=4")
     run.add_argument("--resume", action="store_true", help="continue the run in <out_dir>/<name> from its last checkpoint")
@@ -64,6 +64,12 @@ def _report_lm_bond(final: dict) -> str:
     text = _report_lm_pg(final) + f"\nKL to the anchor {final['kl_anchor']:.3f}, log-quantile {final['log_quantile']:.3f}"
     plot = Path(final["run_dir"]) / "reward_vs_kl.png"
     return text + (f"\nfront:   {plot}  (policy beside Best-of-N of the reference)" if plot.exists() else "")
+
+
+def _report_lm_gkd(final: dict) -> str:
+    return (f"done: {final['updates']} updates, divergence to the teacher {final['divergence']:.4f}, "
+            f"reward {final['reward']:.3f}, {final['samples_per_s']:.1f} samples/s\n"
+            f"model:   {final['final']}\ncurves:  {final['run_dir']}/curves.png")
 
 
 def _report_bandit(result: dict) -> str:
@@ -122,6 +128,7 @@ ALGOS: dict[str, Algo] = {
     "pg": Algo("seedrl.runtime.lm_loop:LMPGConfig", "seedrl.runtime.lm_loop:train_lm_pg", _report_lm_pg),
     "sft": Algo("seedrl.agents.sft:SFTConfig", "seedrl.agents.sft:train_sft", _report_sft),
     "bond": Algo("seedrl.runtime.lm_loop:LMBondConfig", "seedrl.runtime.lm_loop:train_lm", _report_lm_bond),
+    "gkd": Algo("seedrl.agents.gkd:LMGKDConfig", "seedrl.runtime.lm_loop:train_lm", _report_lm_gkd),
     "bond_bandit": Algo("seedrl.agents.bond_bandit:BanditBondConfig", "seedrl.agents.bond_bandit:train_bond_bandit",
                         _report_bandit),
 }

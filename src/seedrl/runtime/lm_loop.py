@@ -17,8 +17,9 @@ Roles, as for games (docs/architecture.md):
 
 The algorithm is an *update* object (:mod:`seedrl.runtime.lm_updates`): it says
 what to sample per prompt (``K`` policy samples for REINFORCE-LOO; policy and
-anchor samples for BOND / J-BOND) and turns a batch into a loss.
-:func:`train_lm` picks it from the config's ``algo`` (``pg`` or ``bond``).
+anchor samples for BOND / J-BOND; student and teacher samples for GKD) and turns a
+batch into a loss. :func:`train_lm` picks it from the config's ``algo`` (``pg``, ``bond``
+or ``gkd``); an update may serve models of its own (BOND's moving anchor, GKD's teacher).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from seedrl.agents.gkd import GKDUpdate
 from seedrl.report.metrics import MetricsLogger, plot_curves
 from seedrl.config import ConfigError
 from seedrl.runtime.checkpoint import list_folder_checkpoints, read_policy_state, save_final, save_policy_checkpoint
@@ -49,7 +51,7 @@ from seedrl.runtime.signals import StopSignals
 
 __all__ = ["LMBondConfig", "LMPGConfig", "LMRunConfig", "LMSamplingConfig", "LMTaskConfig", "train_lm", "train_lm_pg"]
 
-UPDATES = {"pg": PGUpdate, "bond": BondUpdate}
+UPDATES = {"pg": PGUpdate, "bond": BondUpdate, "gkd": GKDUpdate}
 log = logging.getLogger(__name__)
 
 
@@ -153,7 +155,7 @@ def run_actor(task, task_lock, server, reward_fn, requests: list[tuple[Request, 
             rewards = np.asarray(reward_fn([prompt.text] * len(flat), [c.text for c in flat], [prompt.example] * len(flat)),
                                  dtype=np.float32)
             n0 = len(samples[0])
-            group = Group(prompt.tokens, samples[0], rewards[:n0])
+            group = Group(prompt.tokens, samples[0], rewards[:n0], example=prompt.example)
             if len(samples) > 1:
                 group.anchor_completions, group.anchor_rewards = samples[1], rewards[n0:]
             if recorder is not None:
@@ -339,6 +341,8 @@ def _plots(cfg: LMRunConfig, metrics_path: Path, run_dir: Path, frontier) -> Non
     keys = ("reward", "kl", "loss", "length", "samples_per_s")
     if cfg.algo == "bond":
         keys = ("reward", "kl", "kl_anchor", "log_quantile", "forward_nll", "entropy")
+    elif cfg.algo == "gkd":
+        keys = ("divergence", "reward", "loss", "on_policy", "length", "samples_per_s")
     try:  # a plot never loses a run
         plot_curves(metrics_path, run_dir / "curves.png", keys=keys, title=cfg.name)
         if frontier is not None:

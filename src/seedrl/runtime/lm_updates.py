@@ -32,13 +32,14 @@ ANCHOR_DIR = "anchor"
 
 @dataclass
 class Group:
-    """Completions of one prompt with their rewards; anchor samples for BOND."""
+    """Completions of one prompt with their rewards; anchor samples for BOND (teacher samples for GKD)."""
 
     prompt_tokens: list[int]
     completions: list[Any]
     rewards: np.ndarray
     anchor_completions: list[Any] | None = None
     anchor_rewards: np.ndarray | None = None
+    example: Any = None  # the task's example of the prompt (GKD's fixed outputs)
 
 
 @dataclass

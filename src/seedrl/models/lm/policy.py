@@ -63,6 +63,30 @@ class LoraSettings:
 
 
 @dataclass
+class TokenDistributions:
+    """A model's tempered next-token distributions at the completion positions ``[B, L]``:
+    ``logprobs`` ``[B, L, V]`` (full vocabulary) or ``topk`` (its ``k`` most likely tokens and
+    the log of the rest of the mass, see :class:`~seedrl.ops.divergences.TopKTeacher`); ``mask``
+    marks completion tokens (EOS included, padding not). :meth:`teacher` is what
+    :func:`~seedrl.ops.divergences.token_divergence` takes."""
+
+    mask: torch.Tensor
+    logprobs: torch.Tensor | None = None
+    topk: Any = None
+
+    def teacher(self):
+        return self.topk if self.topk is not None else self.logprobs
+
+    def clone(self) -> TokenDistributions:
+        """A copy of normal tensors (one made outside ``torch.inference_mode`` may enter autograd)."""
+        from seedrl.ops.divergences import TopKTeacher
+
+        t = self.topk
+        top = None if t is None else TopKTeacher(t.logprobs.clone(), t.indices.clone(), t.rest_logprob.clone())
+        return TokenDistributions(self.mask.clone(), None if self.logprobs is None else self.logprobs.clone(), top)
+
+
+@dataclass
 class Scores:
     """Per-token scores of completions, ``[B, L]`` with ``L = max completion length``.
 
@@ -278,7 +302,7 @@ class LMPolicy:
         L = max(C, default=0)
         logits = self.completion_logits(prompt_ids, completion_ids)
         dev = logits.device
-        mask = torch.arange(L, device=dev)[None, :] < torch.tensor(C, device=dev)[:, None]
+        mask = _length_mask(C, dev)
         targets = torch.zeros((B, L), dtype=torch.long, device=dev)
         for b, c in enumerate(completion_ids):
             if len(c):
@@ -292,6 +316,28 @@ class LMPolicy:
         tok = torch.where(mask, tok, zero)
         ent = torch.where(mask, ent, zero)
         return Scores(tok, mask, tok.sum(-1), ent, logits if return_logits else None)
+
+    def next_token_distributions(
+        self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
+        temperature: float = 1.0, top_k: int = 0,
+    ) -> TokenDistributions:
+        """``log softmax(z_n / T)`` at every completion position (what a teacher gives a
+        distilled student): all ``V`` log-probs, or with ``0 < top_k < V`` the ``top_k``
+        largest with their indices and ``log(mass outside them)`` (a logsumexp, exact)."""
+        from seedrl.ops.divergences import TopKTeacher
+
+        if not temperature > 0:
+            raise ValueError(f"temperature={temperature!r} must be > 0")
+        if top_k < 0:
+            raise ValueError(f"top_k={top_k!r} must be >= 0 (0 = the full vocabulary)")
+        logits = self.completion_logits(prompt_ids, completion_ids)
+        mask = _length_mask([len(c) for c in completion_ids], logits.device)
+        logp = F.log_softmax(logits.float() / temperature, dim=-1)
+        if 0 < top_k < logp.shape[-1]:
+            vals, idx = logp.topk(top_k, dim=-1)
+            rest = torch.logsumexp(logp.scatter(-1, idx, float("-inf")), dim=-1)
+            return TokenDistributions(mask, topk=TopKTeacher(vals, idx, rest))
+        return TokenDistributions(mask, logprobs=logp)
 
     # ------------------------------------------------------------------ sampling
     def generate(self, prompts, params=None, *, max_batch: int = 32, max_len: int | None = None):
@@ -335,6 +381,12 @@ class LMPolicy:
 
     def parameters(self):
         return self.model.parameters()
+
+
+def _length_mask(lengths: Sequence[int], device) -> torch.Tensor:
+    """``[B, max(lengths)]``: True at the first ``lengths[b]`` positions of row ``b``."""
+    L = max(lengths, default=0)
+    return torch.arange(L, device=device)[None, :] < torch.tensor(list(lengths), device=device, dtype=torch.long)[:, None]
 
 
 def apply_lora(model, lora: LoraSettings, *, seq2seq: bool):

@@ -8,9 +8,11 @@ of actor threads call the thread-safe :meth:`GenerationServer.submit` /
 
 1. drain the command inbox: new generation requests join their model's waiting queue
    (they enter the running batch at the next decode step: continuous batching); score
-   requests are queued; weight updates are applied in place right there, i.e. *between*
-   decode steps (no disk; sequences in flight continue with the new weights and their
-   already-cached keys/values);
+   requests are queued; distribution requests (a teacher's next-token log-probs over
+   given completions, :meth:`GenerationServer.distributions`) run right away; weight
+   updates are applied in place right there, i.e. *between* decode steps (no disk;
+   sequences in flight continue with the new weights and their already-cached
+   keys/values);
 2. one decode step for every model with work (round robin), and one batched
    ``LMPolicy.score`` call per model over all pending score requests;
 3. block on the inbox when no model has work.
@@ -120,6 +122,19 @@ class GenerationServer:
         self._inbox.put(("score", model, rows, fut))
         return fut
 
+    def distributions(self, model: str, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
+                      temperature: float = 1.0, top_k: int = 0) -> Future:
+        """Queue the model's next-token distributions over these completions (a teacher's, for
+        distillation); resolves to :class:`~seedrl.models.lm.policy.TokenDistributions`: full
+        log-probs, or with ``top_k > 0`` the top-k log-probs, indices and rest of the mass."""
+        self._check(model)
+        if len(prompt_ids) != len(completion_ids):
+            raise ValueError(f"prompt_ids has {len(prompt_ids)} rows, completion_ids {len(completion_ids)}")
+        fut: Future = Future()
+        self._inbox.put(("distributions", model, ([list(p) for p in prompt_ids], [list(c) for c in completion_ids],
+                                                  float(temperature), int(top_k)), fut))
+        return fut
+
     def update_weights(self, model: str, weights: LMPolicy | Mapping[str, torch.Tensor], *, wait: bool = True,
                        timeout: float | None = None) -> int | Future:
         """Copy ``weights`` (a policy or a state dict) into the served model in place between
@@ -179,6 +194,11 @@ class GenerationServer:
                 self.stats[name]["requests"] += 1
             elif kind == "score":
                 self._scores[name].append((payload, fut))
+            elif kind == "distributions":
+                prompts, comps, temp, top_k = payload
+                with torch.inference_mode():
+                    dist = self.models[name].next_token_distributions(prompts, comps, temperature=temp, top_k=top_k)
+                fut.set_result(dist.clone())  # normal tensors: the learner's autograd may save them
             else:
                 self.models[name].load_state_dict_from(payload)
                 self.stats[name]["weight_updates"] += 1
