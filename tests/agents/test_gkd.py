@@ -79,7 +79,7 @@ def test_train_lm_refuses_a_mismatched_teacher_before_training(models, tmp_path)
 
     cfg = load_config(LMGKDConfig, {"policy": str(models["student"]), "teacher": str(models["other"]),
                                     "out_dir": str(tmp_path), "task": {"world": "arithmetic", "num_examples": 4},
-                                    "progress": False})
+                                    "log": {"progress": False}})
     with pytest.raises(ValueError, match="do not share a tokenizer"):
         train_lm(cfg)
     assert not list((tmp_path / "lm_gkd").glob("checkpoint-*"))

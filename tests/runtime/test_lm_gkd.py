@@ -27,8 +27,8 @@ def assets(tmp_path_factory):
 def _cfg(tmp_path, assets, gkd, **kw):
     base = {"name": "gkd", "out_dir": str(tmp_path), "policy": str(assets[0]), "teacher": str(assets[1]),
             "task": {"world": "arithmetic", "num_examples": 200}, "sampling": {"max_new_tokens": 6},
-            "gkd": gkd, "steps": 25, "prompts_per_step": 4, "lr": 1e-2, "num_actors": 2, "progress": False,
-            "log_every": 1}
+            "gkd": gkd, "steps": 25, "prompts_per_step": 4, "optim": {"lr": 1e-2}, "runtime": {"num_actors": 2},
+            "log": {"progress": False, "every": 1}}
     return load_config(LMGKDConfig, {**base, **kw})
 
 
@@ -70,7 +70,7 @@ def test_seedrl_run_trains_the_shipped_gkd_config(tmp_path, assets, capsys):
 
     config = Path(__file__).resolve().parents[2] / "configs" / "arith_gkd.yaml"
     overrides = [f"policy={assets[0]}", f"teacher={assets[1]}", f"out_dir={tmp_path}", "steps=2", "prompts_per_step=2",
-                 "num_actors=1", "progress=false", "task.num_examples=20", "sampling.max_new_tokens=4"]
+                 "runtime.num_actors=1", "log.progress=false", "task.num_examples=20", "sampling.max_new_tokens=4"]
     assert run_config("gkd", str(config), overrides) == 0
     out = capsys.readouterr().out
     assert "divergence to the teacher" in out and (tmp_path / "arith_gkd" / "final" / "config.json").exists()
@@ -93,7 +93,7 @@ def test_cached_teacher_round_trips_and_feeds_the_dataset_batches(tmp_path, asse
     config = Path(__file__).resolve().parents[2] / "configs" / "arith_gkd.yaml"
     out = tmp_path / "cache"
     over = [f"policy={assets[0]}", f"teacher={assets[1]}", "task.num_examples=12", "gkd.top_k=5", "gkd.temperature=1.5",
-            f"out_dir={tmp_path}", "progress=false", "num_actors=1", "prompts_per_step=2", "sampling.max_new_tokens=4"]
+            f"out_dir={tmp_path}", "log.progress=false", "runtime.num_actors=1", "prompts_per_step=2", "sampling.max_new_tokens=4"]
     assert main(["lm", "cache-teacher", str(config), *over, "--out", str(out)]) == 0
     assert len(open_dataset(out).episode_ids) == 12
     cache = TeacherCache(out, temperature=1.5)
