@@ -41,14 +41,13 @@ def _is_user_error(err: BaseException, command: str = "") -> bool:
     """Input at fault (print one line) rather than a bug (keep the traceback).
 
     :class:`~seedrl.errors.UserError` and its kinds (config, input file, environment, reward,
-    output), a run that refused to start or stopped (:class:`RunError`), the data store's
-    errors, OS errors about paths and the disk (missing, exists, read-only, full, no
+    output, the data store's errors), a run that refused to start or stopped (:class:`RunError`),
+    OS errors about paths and the disk (missing, exists, read-only, full, no
     permission), and a ``ValueError`` raised by the command-line modules themselves about
     their arguments."""
-    from seedrl.data.errors import DataError
     from seedrl.errors import UserError, is_user_os_error
 
-    if isinstance(err, (UserError, RunError, DataError)) or is_user_os_error(err):
+    if isinstance(err, (UserError, RunError)) or is_user_os_error(err):
         return True
     if isinstance(err, _LEGACY_INPUT_ERRORS.get(command, ())):
         return True

@@ -1,8 +1,10 @@
 """Errors of the trajectory store; each message names the field or file."""
 
+from seedrl.errors import UserError
 
-class DataError(ValueError):
-    """Base class of trajectory-store errors."""
+
+class DataError(UserError):
+    """Base class of trajectory-store errors: input at fault (a :class:`~seedrl.errors.UserError`, so a ValueError)."""
 
 
 class SpecError(DataError):
