@@ -35,6 +35,9 @@ class Unroll:
     state0: tuple[torch.Tensor, ...]
     final_obs: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
     actor_id: int = 0
+    #: True when this unroll's first entries repeat the last entries of the same actor's previous
+    #: unroll (no actor restart in between), so a replay can store the shared steps once.
+    continues: bool = False
 
     @property
     def num_envs(self) -> int:
