@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from seedrl.cli import main
-from seedrl.data import DatasetWriter, open_dataset
+from seedrl.data import DataError, DatasetWriter, open_dataset
 from seedrl.data.formats import IMPORTERS
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
@@ -149,7 +149,7 @@ def test_a_failed_overwrite_leaves_the_destination_as_it_was(tmp_path, capsys, m
 
     def half_then_fail(src, out):
         IMPORTERS_ORIGINAL(src, out)
-        raise ValueError("field 'reward': simulated failure after writing")
+        raise DataError("field 'reward': simulated failure after writing")
 
     IMPORTERS_ORIGINAL = IMPORTERS["hf"]
     monkeypatch.setitem(IMPORTERS, "hf", half_then_fail)
@@ -214,3 +214,17 @@ def test_a_truncated_segment_through_the_cli(tmp_path, capsys):
     assert "ds: 1 episodes, 3 steps: valid" in capsys.readouterr().out
     assert sorted(p.suffix for p in (ds / "set_aside").iterdir()) == [".index", ".torn"]
     assert len((ds / "set_aside" / f"{seg.stem}.{e.offset}.index").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("bug", [KeyError("segments"), ValueError("shapes (3,) and (4,) not aligned")])
+def test_a_bug_inside_a_data_command_keeps_its_traceback(tmp_path, monkeypatch, bug):
+    """Only the store's own input errors (DataError) print one line; a plain KeyError or
+    ValueError from inside `seedrl data` is a bug and must not be hidden as bad input."""
+    other = _make(tmp_path / "other", n=1, prefix="o")
+
+    def broken(src, out):
+        raise bug
+
+    monkeypatch.setitem(IMPORTERS, "hf", broken)
+    with pytest.raises(type(bug)):
+        main(["data", "convert", str(other), str(tmp_path / "x"), "--from", "hf"])

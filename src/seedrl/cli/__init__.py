@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from seedrl import __version__
@@ -32,31 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: ``seedrl data`` still reports some bad input as plain ValueError / KeyError (from ``seedrl.data``);
-#: until it raises :class:`~seedrl.data.errors.DataError` for all of it, those print as one line there too
-_LEGACY_INPUT_ERRORS = {"data": (ValueError, KeyError)}
-
-
-def _is_user_error(err: BaseException, command: str = "") -> bool:
+def _is_user_error(err: BaseException) -> bool:
     """Input at fault (print one line) rather than a bug (keep the traceback).
 
     :class:`~seedrl.errors.UserError` and its kinds (config, input file, environment, reward,
     output, the data store's errors), a run that refused to start or stopped (:class:`RunError`),
-    OS errors about paths and the disk (missing, exists, read-only, full, no
-    permission), and a ``ValueError`` raised by the command-line modules themselves about
-    their arguments."""
+    and OS errors about paths and the disk (missing, exists, read-only, full, no permission).
+    Anything else, a plain ``ValueError`` included, is a bug and keeps its traceback."""
     from seedrl.errors import UserError, is_user_os_error
 
-    if isinstance(err, (UserError, RunError)) or is_user_os_error(err):
-        return True
-    if isinstance(err, _LEGACY_INPUT_ERRORS.get(command, ())):
-        return True
-    if type(err) is ValueError and err.__traceback__ is not None:
-        tb = err.__traceback__
-        while tb.tb_next is not None:
-            tb = tb.tb_next
-        return Path(tb.tb_frame.f_code.co_filename).resolve().parent == Path(__file__).resolve().parent
-    return False
+    return isinstance(err, (UserError, RunError)) or is_user_os_error(err)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        if os.environ.get("SEEDRL_DEBUG", "") not in ("", "0") or not _is_user_error(err, args.command):
+        if os.environ.get("SEEDRL_DEBUG", "") not in ("", "0") or not _is_user_error(err):
             raise
         print(f"seedrl: error: {_one_line(err)}", file=sys.stderr)
         return 2

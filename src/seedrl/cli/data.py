@@ -100,10 +100,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_head(args: argparse.Namespace) -> int:
     ds = open_dataset(args.path)
-    try:
-        picks = [ds.index_of(args.episode_id)] if args.episode_id is not None else range(min(args.episodes, len(ds)))
-    except KeyError as err:
-        raise DataError(err.args[0]) from None
+    picks = [ds.index_of(args.episode_id)] if args.episode_id is not None else range(min(args.episodes, len(ds)))
     with np.printoptions(threshold=12, edgeitems=2, linewidth=110, precision=4):
         for i in picks:
             ep = ds[i]
@@ -152,18 +149,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
     src_format = args.src_format or detect_format(args.src)
     dst_format = args.dst_format
     if src_format == dst_format:
-        raise ValueError(f"--from and --to are both {src_format!r}: nothing to convert")
+        raise DataError(f"--from and --to are both {src_format!r}: nothing to convert")
     for flag, name, table in (("--from", src_format, IMPORTERS), ("--to", dst_format, EXPORTERS)):
         if name != "seedrl" and name not in table:
-            raise ValueError(f"{flag} {name!r}: unknown format; known: {sorted(set(table) | {'seedrl'})}")
+            raise DataError(f"{flag} {name!r}: unknown format; known: {sorted(set(table) | {'seedrl'})}")
     dst, src = Path(args.dst), Path(args.src).resolve()
     if dst.resolve() == src or dst.resolve() in src.parents:
-        raise ValueError(f"destination {dst} is (or holds) the source {args.src}: pick another destination")
+        raise DataError(f"destination {dst} is (or holds) the source {args.src}: pick another destination")
     if any(p.exists() and not p.is_dir() for p in dst.parents):
-        raise ValueError(f"destination {dst}: a parent of it is a file, not a folder")
+        raise DataError(f"destination {dst}: a parent of it is a file, not a folder")
     taken = dst.exists() and (not dst.is_dir() or any(dst.iterdir()))
     if args.append and dst_format != "seedrl":
-        raise ValueError(f"--append: only a seedrl destination can be appended to, not --to {dst_format}")
+        raise DataError(f"--append: only a seedrl destination can be appended to, not --to {dst_format}")
     if taken and not (args.overwrite or args.append):
         hint = "--overwrite to replace it" + (" or --append to add to it" if dst_format == "seedrl" else "")
         raise FileExistsError(f"destination {dst} already exists; pass {hint}")

@@ -8,6 +8,7 @@ import numpy as np
 
 from seedrl.data.columns import check_columns, check_episode_flags, stack_steps
 from seedrl.data.spec import StepSpec, tree_flatten, tree_unflatten
+from seedrl.data.errors import DataError
 
 
 class Episode:
@@ -33,7 +34,7 @@ class Episode:
     ) -> "Episode":
         """Build from a list of nested step dicts (checked against ``spec``, or inferred)."""
         if not steps and spec is None:
-            raise ValueError("cannot infer a spec from an episode with no steps; pass spec=")
+            raise DataError("cannot infer a spec from an episode with no steps; pass spec=")
         spec = spec or StepSpec.infer(steps)
         flat = [spec.flatten_step(s) for s in steps]
         ep = cls(spec, stack_steps(spec, flat), metadata)

@@ -7,6 +7,10 @@ class DataError(UserError):
     """Base class of trajectory-store errors: input at fault (a :class:`~seedrl.errors.UserError`, so a ValueError)."""
 
 
+class MissingKeyError(DataError, KeyError):
+    """A field, split or episode id that the dataset does not have (also a ``KeyError``)."""
+
+
 class SpecError(DataError):
     """A step or episode does not match the dataset spec (the message names the field)."""
 

@@ -57,7 +57,7 @@ def batch(
     the input column (no copy).
     """
     if size < 1 or stride < 1 or (shift is not None and shift < 1):
-        raise ValueError(f"batch needs size, shift and stride >= 1, got size={size} shift={shift} stride={stride}")
+        raise DataError(f"batch needs size, shift and stride >= 1, got size={size} shift={shift} stride={stride}")
     shift = size if shift is None else shift
     cols = _flat_columns(steps)
     sizes = {len(c) for c in cols.values()}
@@ -91,7 +91,7 @@ def n_step_transitions(episode: Episode, n: int, gamma: float) -> dict[str, np.n
     must be one leaf whose shape broadcasts as a prefix of the reward's.
     """
     if n < 1:
-        raise ValueError(f"n_step_transitions needs n >= 1, got {n}")
+        raise DataError(f"n_step_transitions needs n >= 1, got {n}")
     spec, cols, size = episode.spec, episode.columns, len(episode)
     if leaf_paths(spec, "discount") != ["discount"]:
         raise DataError("field 'discount': n-step transitions need a single (non-nested) discount leaf")
@@ -148,7 +148,7 @@ def pattern_map(
     which plays the role of Reverb's conditions.
     """
     if length < 1:
-        raise ValueError(f"pattern_map needs length >= 1, got {length}")
+        raise DataError(f"pattern_map needs length >= 1, got {length}")
     eps = list(_episodes(episodes))
     groups = [(e.spec, e.columns) for e in eps]
     if not respect_episode_boundaries and eps:

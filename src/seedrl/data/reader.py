@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from seedrl.data.columns import batch_to_columns, object_column
 from seedrl.data.episode import Episode
-from seedrl.data.errors import ChecksumError, DataError, SpecError
+from seedrl.data.errors import ChecksumError, DataError, MissingKeyError, SpecError
 from seedrl.data.repair import scan_segment, warn_problems
 from seedrl.data.segment import (
     SEGMENTS,
@@ -172,7 +172,7 @@ class Dataset:
         try:
             return self._id_to_index[str(episode_id)]
         except KeyError:
-            raise KeyError(f"no episode with id {episode_id!r} in {self.root}") from None
+            raise MissingKeyError(f"no episode with id {episode_id!r} in {self.root}") from None
 
     def episode(self, episode_id: Any) -> Episode:
         """Random access by episode id."""
@@ -211,7 +211,7 @@ class Dataset:
         """``batch_size`` steps drawn uniformly over all steps, as ``{path: [B, ...]}``."""
         rng = np.random.default_rng(rng)
         if self.num_steps == 0:
-            raise ValueError(f"cannot sample from an empty dataset ({self.root})")
+            raise DataError(f"cannot sample from an empty dataset ({self.root})")
         picks = rng.integers(0, self.num_steps, size=batch_size)
         rows = [self.locate_step(int(p)) for p in picks]
         cols: dict[str, list] = {p: [] for p in self.spec.paths}
@@ -234,10 +234,10 @@ class Dataset:
         step are zero padding with ``mask`` False.
         """
         if length < 1:
-            raise ValueError(f"length must be >= 1, got {length}")
+            raise DataError(f"length must be >= 1, got {length}")
         rng = np.random.default_rng(rng)
         if self.num_steps == 0:
-            raise ValueError(f"cannot sample from an empty dataset ({self.root})")
+            raise DataError(f"cannot sample from an empty dataset ({self.root})")
         picks = rng.integers(0, self.num_steps, size=batch_size)
         out = {f.path: [] for f in self.spec.fields}
         mask = np.zeros((batch_size, length), dtype=bool)

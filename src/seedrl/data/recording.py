@@ -57,6 +57,7 @@ import numpy as np
 from seedrl.data.episode import Episode
 from seedrl.data.spec import _is_leaf_sequence
 from seedrl.data.writer import DatasetWriter
+from seedrl.data.errors import DataError
 
 __all__ = ["RecordEpisodes", "RecordVectorEpisodes", "RecordingEnvironment"]
 
@@ -121,7 +122,7 @@ class _Sink:
     def __init__(self, writer_or_path: WriterOrPath, episode_fn: EpisodeFn | None, record_infos: bool,
                  sample_rate: float, seed: int | None, metadata: Mapping[str, Any] | None):
         if not 0.0 <= float(sample_rate) <= 1.0:
-            raise ValueError(f"sample_rate must be in [0, 1], got {sample_rate!r}")
+            raise DataError(f"sample_rate must be in [0, 1], got {sample_rate!r}")
         if isinstance(writer_or_path, DatasetWriter):
             self.writer, self._owns = writer_or_path, False
         else:
@@ -161,7 +162,7 @@ class _Sink:
             track.info = copy_tree(dict(next_info))
         for key, value in (extra or {}).items():
             if key in step:
-                raise ValueError(f"step_fn returned field '{key}', which clashes with a recorded step field")
+                raise DataError(f"step_fn returned field '{key}', which clashes with a recorded step field")
             step[key] = copy_tree(value)
         track.steps.append(step)
         track.obs = copy_tree(next_obs)

@@ -34,7 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from seedrl.data.errors import SpecError
+from seedrl.data.errors import MissingKeyError, SpecError
 
 #: The seven core RLDS step fields.
 CORE_FIELDS = ("is_first", "is_last", "is_terminal", "observation", "action", "reward", "discount")
@@ -265,7 +265,7 @@ class StepSpec:
         for f in self.fields:
             if f.path == path:
                 return f
-        raise KeyError(f"no field '{path}' in spec; fields are {self.paths}")
+        raise MissingKeyError(f"no field '{path}' in spec; fields are {self.paths}")
 
     def flatten_step(self, step: Mapping[str, Any]) -> dict[str, Any]:
         """Flatten and check one step against the spec (errors name the field)."""
@@ -299,7 +299,7 @@ class StepSpec:
         keep = [f for f in self.fields if any(f.path == p or f.path.startswith(p + SEP) for p in wanted)]
         unknown = [p for p in wanted if not any(f.path == p or f.path.startswith(p + SEP) for f in self.fields)]
         if unknown:
-            raise KeyError(f"unknown field(s) {unknown}; fields are {self.paths}")
+            raise MissingKeyError(f"unknown field(s) {unknown}; fields are {self.paths}")
         return _PartialSpec(_prune(self.treedef, {f.path for f in keep}), tuple(keep))
 
     def to_json(self) -> dict:

@@ -27,7 +27,7 @@ import numpy as np
 
 from seedrl.data.columns import concat_columns, object_column, stack_steps
 from seedrl.data.episode import Episode
-from seedrl.data.errors import DataError, SpecError
+from seedrl.data.errors import DataError, MissingKeyError, SpecError
 from seedrl.data.spec import BYTES, SEP, TEXT, FieldSpec, StepSpec, tree_flatten, tree_unflatten
 
 #: Fields that are "invalid" on the is_last step in SAR alignment.
@@ -52,7 +52,7 @@ def leaf_paths(spec: StepSpec, paths: str | Sequence[str]) -> list[str]:
     for p in wanted:
         hits = [f.path for f in spec.fields if _under(f.path, p)]
         if not hits:
-            raise KeyError(f"no field '{p}' in spec; fields are {spec.paths}")
+            raise MissingKeyError(f"no field '{p}' in spec; fields are {spec.paths}")
         out.extend(h for h in hits if h not in out)
     return out
 
@@ -322,7 +322,7 @@ def absorbing_steps(last_step: Any, n: int = 1, fill: Mapping[str, Any] | None =
         treedef, leaves = tree_flatten(zeros_like_step(last_step))
         for p, v in (fill or {}).items():
             if p not in leaves:
-                raise KeyError(f"fill: no field '{p}' in the step; fields are {list(leaves)}")
+                raise MissingKeyError(f"fill: no field '{p}' in the step; fields are {list(leaves)}")
             leaves[p] = v
         out.append(tree_unflatten(treedef, leaves))
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable
+from seedrl.data.errors import DataError
 
 
 def _export_tfds(dataset, out, allow_lossy=False):
@@ -69,7 +70,7 @@ def detect_format(path: str) -> str:
         return "hf"
     if (p / "state.json").exists():
         return "hf"
-    raise ValueError(f"cannot tell the format of {path!r}; pass --from seedrl|tfds|minari|hf")
+    raise DataError(f"cannot tell the format of {path!r}; pass --from seedrl|tfds|minari|hf")
 
 
 __all__ = ["EXPORTERS", "IMPORTERS", "detect_format"]

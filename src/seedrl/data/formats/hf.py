@@ -47,7 +47,7 @@ import pyarrow as pa
 
 from seedrl.data.columns import object_column, slice_columns
 from seedrl.data.episode import Episode, _meta_equal
-from seedrl.data.errors import ConversionError
+from seedrl.data.errors import ConversionError, DataError
 from seedrl.data.formats.minari import ConversionReport, _name, episodes_of
 from seedrl.data.spec import BYTES, SEP, TEXT, FieldSpec, StepSpec
 from seedrl.data.writer import DatasetWriter
@@ -353,7 +353,7 @@ def export_hf(dataset_or_path: Any, out_dir: str | os.PathLike, layout: str = "e
     """
     datasets = _require_datasets()
     if layout not in ("episodes", "steps") or format not in ("disk", "parquet"):
-        raise ValueError(f"layout must be 'episodes'/'steps' and format 'disk'/'parquet', got {layout!r}, {format!r}")
+        raise DataError(f"layout must be 'episodes'/'steps' and format 'disk'/'parquet', got {layout!r}, {format!r}")
     spec, metas, chunks = episodes_of(dataset_or_path, chunk_episodes)
     keys = [EPISODE_ID] + [k for k in dict.fromkeys(k for m in metas for k in m) if k != EPISODE_ID]
     if STEPS in keys:

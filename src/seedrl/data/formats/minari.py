@@ -60,7 +60,7 @@ import numpy as np
 from seedrl.data import metadata as meta
 from seedrl.data.columns import object_column
 from seedrl.data.episode import Episode, columns_equal
-from seedrl.data.errors import ConversionError
+from seedrl.data.errors import ConversionError, DataError
 from seedrl.data.reader import Dataset, open_dataset
 from seedrl.data.spec import CORE_FIELDS, SEP, FieldSpec, StepSpec
 from seedrl.data.writer import DatasetWriter
@@ -358,7 +358,7 @@ def export_minari(dataset: Any, dataset_id: str, root: str | os.PathLike | None 
     from minari.serialization import deserialize_space
 
     if data_format not in ("hdf5", "arrow"):
-        raise ValueError(f"data_format must be 'hdf5' or 'arrow', got {data_format!r}")
+        raise DataError(f"data_format must be 'hdf5' or 'arrow', got {data_format!r}")
     spec, metas, chunks = episodes_of(dataset, chunk_episodes)
     info = open_dataset(dataset).info if isinstance(dataset, (str, os.PathLike)) else getattr(dataset, "info", {})
     recorded = (info.get("config") or {}).get("minari") or {}

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from seedrl.data.errors import DataError
 
 __all__ = [
     "KINDS",
@@ -405,5 +406,5 @@ def decode_example(data: bytes | bytearray | memoryview) -> dict[str, tuple]:
             else:
                 pos = _skip(buf, pos, end, wt)
     except ValueError as e:
-        raise ValueError(f"malformed tf.train.Example: {e}") from None
+        raise DataError(f"malformed tf.train.Example: {e}") from None
     return out

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from seedrl.data import metadata as meta
 from seedrl.data.columns import object_column
-from seedrl.data.errors import ConversionError, DataError, EpisodeError, SpecError
+from seedrl.data.errors import ConversionError, DataError, EpisodeError, MissingKeyError, SpecError
 from seedrl.data.formats.tf_example import decode_example, encode_example
 from seedrl.data.formats.tfds_features import (
     Leaf,
@@ -99,7 +99,7 @@ def export_tfds(
         raise ConversionError(f"{ds.root}: no episodes; tfds cannot load an empty split")
     name = _valid_name(name) if name is not None else _tfds_name(ds.info.get("name") or Path(ds.root).name)
     if not re.fullmatch(r"\d+\.\d+\.\d+", version) or not re.fullmatch(r"\w+", split):
-        raise ValueError(f"version must be x.y.z and split a word, got {version!r}, {split!r}")
+        raise DataError(f"version must be x.y.z and split a word, got {version!r}, {split!r}")
     notes: list[str] = []
     step_leaves = []
     for f in spec.fields:
@@ -164,7 +164,7 @@ def export_tfds(
 
 def _valid_name(name: str) -> str:
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise ValueError(f"TFDS dataset name must be snake_case ([a-z][a-z0-9_]*), got {name!r}")
+        raise DataError(f"TFDS dataset name must be snake_case ([a-z][a-z0-9_]*), got {name!r}")
     return name
 
 
@@ -387,7 +387,7 @@ def _spec_of(leaves: list[Leaf], tree: Any, src: Path) -> StepSpec:
 def _shards(src: Path, info: Mapping, split: str) -> list[tuple[Path, int]]:
     splits = {s.get("name"): s for s in info.get("splits", [])}
     if split not in splits:
-        raise KeyError(f"{src}: no split {split!r}; splits are {sorted(splits)}")
+        raise MissingKeyError(f"{src}: no split {split!r}; splits are {sorted(splits)}")
     fmt = info.get("fileFormat") or "tfrecord"
     if fmt != "tfrecord":
         raise ConversionError(f"{src}: file format {fmt!r}; only tfrecord shards can be read")

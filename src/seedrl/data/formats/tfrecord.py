@@ -21,6 +21,7 @@ import os
 import struct
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
+from seedrl.data.errors import DataError
 
 __all__ = [
     "crc32c",
@@ -200,23 +201,23 @@ def read_records(
             if not header:
                 return
             if len(header) < _HEADER.size:
-                raise ValueError(
+                raise DataError(
                     f"{name}: truncated TFRecord header at byte offset {offset} "
                     f"(got {len(header)} of {_HEADER.size} bytes)"
                 )
             length, length_crc = _HEADER.unpack(header)
             if verify and masked_crc32c(header[:8]) != length_crc:
-                raise ValueError(
+                raise DataError(
                     f"{name}: corrupt TFRecord at byte offset {offset}: "
                     f"length CRC mismatch (length field {length})"
                 )
             if not verify and length > (1 << 40):
-                raise ValueError(
+                raise DataError(
                     f"{name}: implausible TFRecord length {length} at byte offset {offset}"
                 )
             body = f.read(length + _FOOTER.size)
             if len(body) < length + _FOOTER.size:
-                raise ValueError(
+                raise DataError(
                     f"{name}: truncated TFRecord at byte offset {offset}: "
                     f"expected {length} data bytes + 4 CRC bytes, got {len(body)}"
                 )
@@ -224,7 +225,7 @@ def read_records(
             if verify:
                 (data_crc,) = _FOOTER.unpack_from(body, length)
                 if masked_crc32c(data) != data_crc:
-                    raise ValueError(
+                    raise DataError(
                         f"{name}: corrupt TFRecord at byte offset {offset}: "
                         f"data CRC mismatch ({length} data bytes)"
                     )
