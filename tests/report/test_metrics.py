@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from seedrl.report import metrics as metrics_mod
 from seedrl.report.metrics import MetricsLogger, read_metrics
 
@@ -52,3 +54,44 @@ def test_elapsed_survives_a_torn_last_line_and_old_rows_without_it(tmp_path):
     m.close()
     row = read_metrics(path)[-1]
     assert 0.0 <= row["elapsed_s"] < 60 and abs(row["time"] - time.time()) < 60
+
+
+def _tb_scalars(run_dir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_a_resumed_run_purges_the_tensorboard_events_after_its_checkpoint(tmp_path):
+    """The run logged frames 10..30, was resumed from the checkpoint at updates=2 (metrics.jsonl
+    cut back to frames 20): TensorBoard must show frames 30 once, with the resumed value."""
+    pytest.importorskip("tensorboard")
+    from seedrl.runtime.run_dir import trim_metrics
+
+    m = MetricsLogger(tmp_path)
+    for i in (1, 2, 3):
+        m.log({"frames": 10 * i, "updates": i, "loss": float(i)})
+    m.close()
+    trim_metrics(tmp_path / "metrics.jsonl", 2)
+    m = MetricsLogger(tmp_path)
+    m.log({"frames": 30, "updates": 3, "loss": 30.0})
+    m.close()
+    assert _tb_scalars(tmp_path, "loss") == [(10, 1.0), (20, 2.0), (30, 30.0)]
+
+
+def test_a_run_started_over_gets_a_fresh_tensorboard_folder(tmp_path):
+    pytest.importorskip("tensorboard")
+    from seedrl.config.sections import OptimConfig
+    from seedrl.runtime.run_dir import RunDir
+
+    m = MetricsLogger(tmp_path)
+    m.log({"frames": 10, "updates": 1, "loss": 5.0})
+    m.close()
+    with RunDir(tmp_path, resume=True, checkpoints=lambda p: []) as run:  # stopped before its first checkpoint
+        run.begin(OptimConfig(), None)
+        m = MetricsLogger(tmp_path)
+        m.log({"frames": 5, "updates": 1, "loss": 7.0})
+        m.close()
+    assert _tb_scalars(tmp_path, "loss") == [(5, 7.0)]

@@ -7,6 +7,11 @@ of the run so far: since the logger opened, plus the ``elapsed_s`` of the file's
 last row when it continues an existing file, so a resumed run's clock goes on
 from where the stopped one last logged; the time between that row and the stop
 is not counted). A row that already has either key keeps its own value.
+
+TensorBoard's step is ``frames``. When a resumed run continues the file (which
+:meth:`~seedrl.runtime.run_dir.RunDir.begin` has cut back to its checkpoint), the
+writer purges the events past the file's last row, so curves show each step once; a
+run started over gets a fresh ``tb/``.
 """
 
 from __future__ import annotations
@@ -34,7 +39,10 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(self.run_dir / "tb"))
+                # events logged after the last kept row (a run resumed from an earlier checkpoint) are purged
+                last = _last_frames(self.path)
+                purge = last + 1 if last is not None else None
+                self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge)
             except ImportError:  # tensorboard is an optional extra
                 self._tb = None
 
@@ -71,25 +79,40 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def _last_elapsed(path: Path, tail_bytes: int = 1 << 16) -> float:
-    """``elapsed_s`` of the last row of ``path`` that has one (0 if none): read from the
-    file's end, skipping a torn last line."""
+def _tail_rows(path: Path, tail_bytes: int = 1 << 16) -> list[dict]:
+    """The rows near the end of ``path``, last first (a torn last line is skipped); [] if none."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - tail_bytes))
+            fh.seek(max(0, fh.tell() - tail_bytes))
             lines = fh.read().splitlines()
     except FileNotFoundError:
-        return 0.0
+        return []
+    rows = []
     for line in reversed(lines):
         try:
-            value = json.loads(line).get("elapsed_s")
-        except (ValueError, AttributeError):
+            row = json.loads(line)
+        except ValueError:
             continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _last_elapsed(path: Path) -> float:
+    """``elapsed_s`` of the last row of ``path`` that has one (0 if none)."""
+    for row in _tail_rows(path):
+        value = row.get("elapsed_s")
         if isinstance(value, (int, float)) and math.isfinite(value):
             return float(value)
     return 0.0
+
+
+def _last_frames(path: Path) -> int | None:
+    """``frames`` of the last row of ``path`` (None if it has none)."""
+    rows = _tail_rows(path)
+    value = rows[0].get("frames") if rows else None
+    return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -193,12 +194,15 @@ class RunDir:
 
     def begin(self, config: Any, step: int | None = None) -> None:
         """Everything is checked: set damaged checkpoints aside, write ``config.yaml``, cut
-        ``metrics.jsonl`` back to rows with ``updates <= step`` (all rows when ``step`` is None)."""
+        ``metrics.jsonl`` back to rows with ``updates <= step`` (all rows, and ``tb/``, when ``step``
+        is None; TensorBoard purges its own later events on resume, see :mod:`seedrl.report.metrics`)."""
         for path in self._damaged:
             log.warning("checkpoint %s is damaged: set aside as %s", path, set_aside(path).name)
         self._damaged = []
         save_config(config, self.path / "config.yaml")
         trim_metrics(self.path / "metrics.jsonl", step)
+        if step is None and (self.path / "tb").is_dir():  # started over: its old curves would mix with the new
+            shutil.rmtree(self.path / "tb")
 
 
 def trim_metrics(path: Path, step: int | None) -> int:
