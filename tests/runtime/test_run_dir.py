@@ -202,3 +202,46 @@ def test_the_cli_prints_run_errors_as_one_line(tmp_path, capsys):
     assert "already holds a run with no checkpoint (config.yaml" in capsys.readouterr().err
     report = _report_lm_pg({"interrupted": True, "stop_signal": "SIGTERM", "updates": 0, "checkpoint": "c", "run_dir": "r"})
     assert report.startswith("interrupted (SIGTERM): 0 updates\ncheckpoint: c")
+
+
+def test_resume_keeps_the_optimizer_state_but_this_configs_settings(tmp_path, caplog):
+    """A run resumed with a changed optim.lr trains at the new rate; the moments come from the checkpoint."""
+    from seedrl.runtime.run_dir import load_optimizer_state
+
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    before = torch.optim.Adam([w], lr=1e-3, eps=1e-8)
+    (w ** 2).sum().backward()
+    before.step()
+    saved = before.state_dict()
+    w2 = torch.nn.Parameter(w.detach().clone())
+    after = torch.optim.Adam([w2], lr=5e-4, eps=1e-8)
+    with caplog.at_level("WARNING"):
+        load_optimizer_state(after, saved, tmp_path / "ckpt", "Adam")
+    assert after.param_groups[0]["lr"] == 5e-4
+    assert torch.equal(after.state[w2]["exp_avg"], before.state[w]["exp_avg"])
+    assert "lr: 0.001 -> 0.0005" in caplog.text
+
+
+def test_resume_under_a_scheduler_keeps_its_factor_at_this_configs_base_rate(tmp_path):
+    """With a LambdaLR the group's lr is initial_lr x factor(step): the factor comes from the
+    checkpoint, the base rate from this config."""
+    from seedrl.runtime.run_dir import load_optimizer_state
+
+    def run(lr):
+        w = torch.nn.Parameter(torch.tensor([1.0]))
+        opt = torch.optim.SGD([w], lr=lr)
+        return w, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 4))
+
+    w, opt, sched = run(0.1)
+    for _ in range(2):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 3 / 4)
+    _, same, same_sched = run(0.1)
+    load_optimizer_state(same, opt.state_dict(), tmp_path / "ckpt", "SGD")
+    same_sched.load_state_dict(sched.state_dict())
+    assert same.param_groups[0]["lr"] == pytest.approx(0.1 * 3 / 4)
+    _, other, _ = run(0.2)
+    load_optimizer_state(other, opt.state_dict(), tmp_path / "ckpt", "SGD")
+    assert other.param_groups[0]["lr"] == pytest.approx(0.2 * 3 / 4)
+    assert other.param_groups[0]["initial_lr"] == 0.2

@@ -251,7 +251,11 @@ def optimizer_name(optimizer: torch.optim.Optimizer) -> str:
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, source: Path, saved_name: str | None) -> None:
     """``optimizer.load_state_dict(state)`` after checking it is the same optimizer (``saved_name``,
-    recorded beside the state; older checkpoints: the settings each kind has, e.g. Adam's ``betas``)."""
+    recorded beside the state; older checkpoints: the settings each kind has, e.g. Adam's ``betas``).
+
+    The checkpoint gives the optimizer's state (moments, step counts); its settings (``lr``, ``eps``,
+    ``weight_decay``, ...) stay this config's, so a run resumed with a changed ``optim.lr`` trains at
+    the new rate (a warning names each setting that changed)."""
     mine = optimizer_name(optimizer)
     if saved_name is not None and saved_name != mine:
         raise ResumeMismatch(f"cannot resume from {source}: its optimizer is {saved_name}, this config's is {mine}")
@@ -262,7 +266,27 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, source: 
     if differ:
         raise ResumeMismatch(f"cannot resume from {source}: the optimizer differs (settings {differ} are in only one "
                              f"of the checkpoint's and this config's {mine})")
+    configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     try:
         optimizer.load_state_dict(state)
     except (ValueError, KeyError, RuntimeError) as err:
         raise ResumeMismatch(f"cannot resume from {source}: the optimizer state does not fit: {err}") from None
+    changed = set()
+    for group, mine_g in zip(optimizer.param_groups, configured):
+        if "initial_lr" in mine_g and "initial_lr" in group:
+            # a scheduler owns ``lr`` (= initial_lr x its factor at this step): keep the checkpoint's
+            # factor, rescaled to this config's base rate
+            mine_g["lr"] = group["lr"] * mine_g["initial_lr"] / group["initial_lr"] if group["initial_lr"] else group["lr"]
+        changed |= {f"{k}: {group[k]!r} -> {v!r}" for k, v in mine_g.items() if k in group and _differs(group[k], v)}
+        group.update(mine_g)
+    changed = sorted(changed)
+    if changed:
+        log.warning("resuming from %s with this config's optimizer settings, not the checkpoint's: %s",
+                    source, "; ".join(changed))
+
+
+def _differs(a: Any, b: Any) -> bool:
+    try:
+        return bool(a != b)
+    except (RuntimeError, ValueError):  # tensors (capturable optimizers): compare by value
+        return not torch.equal(torch.as_tensor(a), torch.as_tensor(b))
