@@ -124,7 +124,11 @@ def test_a_shared_key_the_run_would_ignore_is_refused(cls, base, override, key):
 def test_help_config_lists_the_sections_with_the_kinds_defaults_and_the_old_spellings(capsys):
     text = format_config_help(LMPGConfig)
     rows = {line.split()[0]: line for line in text.splitlines() if line.strip()}
-    assert "0.0001" in rows["optim.lr"] and "'none'" in rows["optim.lr_decay"] and "runtime.num_actors" in rows
+    assert "0.0001" in rows["optim.lr"] and "runtime.num_actors" in rows
+    # the shared keys this kind refuses are not offered
+    assert not set(LMPGConfig.unused_keys) & set(rows) and "optim.lr_decay" not in rows and "log.every_s" not in rows
+    assert "log.every_s" in format_config_help(TrainConfig) and "log.every" not in {
+        line.split()[0] for line in format_config_help(TrainConfig).splitlines() if line.strip()}
     assert "lr -> optim.lr" in text and "record_rate -> record.rate" in text
     assert main(["run", str(CONFIGS / "arith_pg.yaml"), "--help-config"]) == 0
     assert "log.checkpoint_every" in capsys.readouterr().out

@@ -32,7 +32,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from seedrl.agents.bond import BondConfig, anchor_samples_needed, backward_reward, bond_loss, forward_weights, move_anchor
-from seedrl.config.sections import LogConfig, OptimConfig, RunConfig, refuse_unused
+from seedrl.config.sections import LogConfig, OptimConfig, RunConfig
 from seedrl.ops.bond import best_of_n_probs, bon_log_ratio, quantiles
 
 __all__ = ["BanditBondConfig", "format_bandit_result", "exact_fixed_point", "expected_backward_reward", "iterated_target", "train_bond_bandit"]
@@ -66,11 +66,13 @@ class BanditBondConfig(RunConfig):
     renamed_keys: ClassVar[dict[str, str]] = {
         "lr": "optim.lr", "lr_final_fraction": "optim.min_lr_ratio", "log_every": "log.every"}
 
+    # seconds-long runs: no checkpoints, progress bar or TensorBoard
+    unused_keys: ClassVar[tuple[str, ...]] = ("log.every_s", "log.tensorboard", "log.checkpoint_every",
+                                              "log.keep_checkpoints", "log.progress", "log.solved_return",
+                                              "optim.warmup_steps")
+
     def validate(self) -> None:
-        # seconds-long runs: no checkpoints, progress bar or TensorBoard
-        refuse_unused(self.log, _bandit_log(), ("every_s", "tensorboard", "checkpoint_every", "keep_checkpoints",
-                                                "progress", "solved_return"), "log", "bond_bandit")
-        refuse_unused(self.optim, _bandit_optim(), ("warmup_steps",), "optim", "bond_bandit")
+        self.refuse_unused_keys()
         if len(self.reference) != len(self.rewards) or len(self.reference) < 2:
             raise ValueError(f"reference: needs as many arms (>= 2) as rewards, got {len(self.reference)} and {len(self.rewards)}")
         if any(p < 0 for p in self.reference) or abs(sum(self.reference) - 1.0) > 1e-6:

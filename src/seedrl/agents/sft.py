@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from seedrl.config import config_to_dict
-from seedrl.config.sections import LogConfig, OptimConfig, RunConfig, refuse_unused
+from seedrl.config.sections import LogConfig, OptimConfig, RunConfig
 from seedrl.errors import InputFileError, UserError, check_model_folder
 from seedrl.runtime.checkpoint import (
     STATE_FILE,
@@ -149,8 +149,10 @@ class SFTConfig(RunConfig):
 
     renamed_keys: ClassVar[dict[str, str]] = SFT_RENAMED_KEYS
 
+    unused_keys: ClassVar[tuple[str, ...]] = ("log.every_s", "log.solved_return")
+
     def validate(self) -> None:
-        refuse_unused(self.log, _sft_log(), ("every_s", "solved_return"), "log", "sft")
+        self.refuse_unused_keys()
         if not self.model:
             raise ValueError("model: required (a directory written by save_pretrained, or a hub id)")
 

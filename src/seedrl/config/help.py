@@ -63,7 +63,8 @@ def format_config_help(cls: type) -> str:
     """
     if not is_dataclass_type(cls):
         raise TypeError(f"format_config_help needs a dataclass type, got {cls!r}")
-    rows = [("KEY", "TYPE", "DEFAULT", "HELP"), *_rows(cls, "", (cls,))]
+    unused = set(getattr(cls, "unused_keys", ()))  # shared keys this kind of run refuses
+    rows = [("KEY", "TYPE", "DEFAULT", "HELP"), *(r for r in _rows(cls, "", (cls,)) if r[0] not in unused)]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3] for row in rows]
     renames = getattr(cls, "renamed_keys", None) or {}

@@ -12,7 +12,8 @@ A run config (:class:`RunConfig` subclasses: ``TrainConfig`` for games, ``LMPGCo
 with the algorithm's own sections beside them (``agent``, ``pg``, ``bond``, ``data``...).
 Each kind gives the shared sections its own defaults (``field(default_factory=...)``;
 a YAML section that sets some keys keeps the kind's defaults for the others) and
-refuses, in ``validate``, a key it would ignore (:func:`refuse_unused`).
+names in ``unused_keys`` the shared keys it would ignore: ``validate`` refuses them away
+from their default (:meth:`RunConfig.refuse_unused_keys`) and ``--help-config`` leaves them out.
 
 Spellings of older releases are listed in a config class's ``renamed_keys`` (old dotted
 key -> new one); the loader maps them with a :class:`ConfigDeprecationWarning`.
@@ -20,11 +21,11 @@ key -> new one); the loader maps them with a :class:`ConfigDeprecationWarning`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from seedrl.config.loader import ConfigError
+from seedrl.config.loader import ConfigError, _field_default
 from seedrl.errors import check_writable
 
 __all__ = ["LogConfig", "OptimConfig", "RecordConfig", "RunConfig", "refuse_unused"]
@@ -41,6 +42,16 @@ class RunConfig:
 
     #: old dotted key -> new dotted key, still accepted with a deprecation warning
     renamed_keys: ClassVar[dict[str, str]] = {}
+    #: dotted keys of the shared sections (``optim.warmup_steps``) this kind of run does not use
+    unused_keys: ClassVar[tuple[str, ...]] = ()
+
+    def refuse_unused_keys(self) -> None:
+        """:class:`ConfigError` for a key of ``unused_keys`` set away from this kind's default (it would be ignored)."""
+        defaults = {f.name: f for f in fields(self)}
+        for key in self.unused_keys:
+            section, name = key.split(".", 1)
+            refuse_unused(getattr(self, section), _field_default(defaults[section]), (name,), section,
+                          self.algo or type(self).__name__)
 
     @property
     def run_dir(self) -> Path:

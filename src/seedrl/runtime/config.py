@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from seedrl.agents.impala import ImpalaConfig
 from seedrl.config import ConfigError
-from seedrl.config.sections import LogConfig, OptimConfig, RecordConfig, RunConfig, refuse_unused
+from seedrl.config.sections import LogConfig, OptimConfig, RecordConfig, RunConfig
 from seedrl.envs.checks import check_discrete_actions
 from seedrl.envs.config import EnvConfig
 from seedrl.models.config import ModelConfig
@@ -43,10 +44,11 @@ class TrainConfig(RunConfig):
     log: LogConfig = field(default_factory=LogConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
 
+    # game runs log by time and schedule the learning rate by frames
+    unused_keys: ClassVar[tuple[str, ...]] = ("log.every", "optim.warmup_steps", "optim.min_lr_ratio")
+
     def validate(self) -> None:
-        # game runs log by time and schedule the learning rate by frames
-        refuse_unused(self.log, LogConfig(), ("every",), "log", "impala")
-        refuse_unused(self.optim, OptimConfig(), ("warmup_steps", "min_lr_ratio"), "optim", "impala")
+        self.refuse_unused_keys()
         if self.log.checkpoint_every < 1:
             raise ConfigError(f"config error: 'log.checkpoint_every' = {self.log.checkpoint_every} is below the "
                               "minimum 1 for impala runs", "log.checkpoint_every")

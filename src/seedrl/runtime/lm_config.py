@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from seedrl.agents.bond import BondConfig
 from seedrl.agents.pg import PGConfig
-from seedrl.config.sections import LogConfig, OptimConfig, RecordConfig, RunConfig, refuse_unused
+from seedrl.config.sections import LogConfig, OptimConfig, RecordConfig, RunConfig
 from seedrl.errors import InputFileError, check_model_folder
 from seedrl.rewards.base import check_reward_on, load_reward_callable
 
@@ -96,10 +96,12 @@ class LMRunConfig(RunConfig):
 
     renamed_keys: ClassVar[dict[str, str]] = LM_RENAMED_KEYS
 
+    # constant learning rate; metric rows by updates; checkpoints (model, optimizer, prompt order, RNG) by updates
+    unused_keys: ClassVar[tuple[str, ...]] = ("optim.lr_decay", "optim.warmup_steps", "optim.min_lr_ratio",
+                                              "log.every_s", "log.solved_return")
+
     def validate(self) -> None:
-        # constant learning rate; metric rows by updates; checkpoints (model, optimizer, prompt order, RNG) by updates
-        refuse_unused(self.optim, _lm_optim(), ("lr_decay", "warmup_steps", "min_lr_ratio"), "optim", "pg/bond")
-        refuse_unused(self.log, _lm_log(), ("every_s", "solved_return"), "log", "pg/bond")
+        self.refuse_unused_keys()
         if self.log.checkpoint_every < 1:
             raise ValueError(f"log.checkpoint_every: {self.log.checkpoint_every} is below the minimum 1 for pg/bond runs")
         if not self.policy:
