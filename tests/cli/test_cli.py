@@ -79,6 +79,10 @@ def test_demo_records_exports_and_reads_back(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "bit-exact round trip" in out and "5 episodes" in out
     assert len(open_dataset(tmp_path / "demo" / "episodes")) == 5
+    # a bad env id is one line, and the previous demo's output is left as it was
+    assert main(["demo", f"out_dir={tmp_path / 'demo'}", "env_id=CartPol-v1"]) == 2
+    assert "env_id='CartPol-v1'" in capsys.readouterr().err
+    assert len(open_dataset(tmp_path / "demo" / "episodes")) == 5
 
 
 def test_run_then_eval_a_checkpoint(tmp_path, capsys):

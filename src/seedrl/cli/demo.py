@@ -55,7 +55,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from seedrl.data.recording import RecordEpisodes
     from seedrl.data.stats import compute_stats, format_info, format_stats
 
+    from seedrl.envs.checks import check_env_id
+
     cfg = load_config(DemoConfig, args.config, args.overrides)
+    check_env_id(cfg.env_id, "env_id")  # a bad id fails here, before the previous demo's output is replaced
+    raw_env = gym.make(cfg.env_id, max_episode_steps=cfg.max_episode_steps)
     out = Path(cfg.out_dir)
     if out.exists():
         shutil.rmtree(out)
@@ -63,7 +67,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     save_config(cfg, out / "config.yaml")
     store, tfds_dir, back = out / "episodes", out / "episodes-tfds", out / "episodes-from-tfds"
 
-    env = RecordEpisodes(gym.make(cfg.env_id, max_episode_steps=cfg.max_episode_steps), store)
+    env = RecordEpisodes(raw_env, store)
     env.action_space.seed(cfg.seed)
     act = _policy(cfg, env, np.random.default_rng(cfg.seed))
     start = time.perf_counter()

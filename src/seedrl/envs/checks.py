@@ -20,8 +20,8 @@ __all__ = ["check_env_id", "check_discrete_actions"]
 _NAMESPACE_PACKAGES = {"ALE": "ale_py"}
 
 
-def check_env_id(env_id: str) -> None:
-    """Raise :class:`EnvironmentSpecError` unless Gymnasium knows ``env_id`` (with Gymnasium's hint)."""
+def check_env_id(env_id: str, key: str = "env.id") -> None:
+    """Raise :class:`EnvironmentSpecError` naming ``key`` unless Gymnasium knows ``env_id`` (with Gymnasium's hint)."""
     import gymnasium as gym
 
     import seedrl.envs.toy  # noqa: F401  (registers seedrl/Counting-v0)
@@ -32,12 +32,12 @@ def check_env_id(env_id: str) -> None:
         try:
             gym.register_envs(importlib.import_module(package))
         except ImportError:
-            raise EnvironmentSpecError(f"env.id={env_id!r}: the {namespace} environments need the "
+            raise EnvironmentSpecError(f"{key}={env_id!r}: the {namespace} environments need the "
                                        f"'{package}' package, which is not installed") from None
     try:
         gym.spec(env_id)
     except gym.error.Error as err:
-        raise EnvironmentSpecError(f"env.id={env_id!r}: not a registered Gymnasium environment ({err})") from None
+        raise EnvironmentSpecError(f"{key}={env_id!r}: not a registered Gymnasium environment ({err})") from None
 
 
 def check_discrete_actions(cfg: EnvConfig, agent: str) -> None:
