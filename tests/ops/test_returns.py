@@ -15,7 +15,6 @@ from seedrl.ops import (
     double_q_n_step_targets,
     inverse_value_rescaling,
     n_step_returns,
-    sequence_priority,
     value_rescaling,
 )
 
@@ -219,43 +218,3 @@ def test_double_q_is_detached_and_checks_inputs():
         double_q_n_step_targets(**args, n=0)
     with pytest.raises(ValueError, match="eps"):
         double_q_n_step_targets(**args, n=1, eps=-1.0)
-
-
-# ----------------------------------------------------------------------------- sequence priority
-
-
-def test_sequence_priority_formula():
-    td = torch.tensor([[1.0, -2.0], [3.0, 0.5], [-0.5, 0.5]])  # [T=3, B=2]
-    p = sequence_priority(td)
-    np.testing.assert_allclose(p.numpy(), [0.9 * 3.0 + 0.1 * 1.5, 0.9 * 2.0 + 0.1 * 1.0], rtol=1e-6)
-    np.testing.assert_allclose(sequence_priority(td, eta=0.0).numpy(), [1.5, 1.0], rtol=1e-6)
-    np.testing.assert_allclose(sequence_priority(td, eta=1.0).numpy(), [3.0, 2.0], rtol=1e-6)
-    torch.testing.assert_close(sequence_priority(td.T, dim=1), p)
-    torch.testing.assert_close(sequence_priority(td.T, dim=-1), p)
-
-
-def test_sequence_priority_mask():
-    td = torch.tensor([[1.0, 9.0, 4.0], [3.0, 9.0, 4.0], [100.0, 9.0, 4.0]])
-    mask = torch.tensor([[True, False, True], [True, False, False], [False, False, False]])
-    p = sequence_priority(td, 0.9, mask=mask)
-    np.testing.assert_allclose(p.numpy(), [0.9 * 3.0 + 0.1 * 2.0, 0.0, 4.0], rtol=1e-6)
-    torch.testing.assert_close(sequence_priority(td, mask=mask.float()), p)  # non-bool mask read as != 0
-    torch.testing.assert_close(sequence_priority(td, mask=torch.ones(3, 3, dtype=torch.bool)), sequence_priority(td))
-
-
-def test_sequence_priority_is_detached_and_checks_inputs():
-    td = torch.rand(4, 2, requires_grad=True)
-    assert not sequence_priority(td).requires_grad
-    with pytest.raises(ValueError, match=r"mask\.shape = \(4, 3\)"):
-        sequence_priority(td, mask=torch.ones(4, 3, dtype=torch.bool))
-    for bad in (-0.1, 1.1, math.nan):
-        with pytest.raises(ValueError, match="eta"):
-            sequence_priority(td, bad)
-    with pytest.raises(ValueError, match="dim"):
-        sequence_priority(td, dim=2)
-    with pytest.raises(ValueError, match="td_abs"):
-        sequence_priority(torch.zeros(()))
-    with pytest.raises(ValueError, match="td_abs"):
-        sequence_priority(torch.zeros(0, 3))
-    with pytest.raises(TypeError, match="td_abs"):
-        sequence_priority(torch.zeros(4, 2, dtype=torch.int64))

@@ -1,4 +1,4 @@
-"""n-step returns, R2D2's double-Q n-step targets, and sequence priorities.
+"""n-step returns and R2D2's double-Q n-step targets (sequence priorities: :mod:`seedrl.ops.priorities`).
 
 All sequence tensors are time-major, ``[T, *B]`` (usually ``[T, B]``), and
 describe transitions ``(x_t, a_t, r_t, x_{t+1})``, ``t < T``, with
@@ -13,6 +13,7 @@ import functools
 import torch
 
 from seedrl.ops._checks import check_same_shape, check_shape, float_tensor
+from seedrl.ops.priorities import sequence_priority  # noqa: F401  (re-exported; it lives in ops/priorities.py)
 from seedrl.ops.value_rescaling import DEFAULT_EPS, inverse_value_rescaling, value_rescaling
 
 __all__ = ["n_step_returns", "double_q_n_step_targets", "sequence_priority"]
@@ -164,64 +165,3 @@ def double_q_n_step_targets(
             boot = inverse_value_rescaling(boot, eps)
         returns = _n_step(f["rewards"], f["discounts"], boot, n)
         return value_rescaling(returns, eps) if rescale else returns
-
-
-def sequence_priority(
-    td_abs: torch.Tensor,
-    eta: float = 0.9,
-    *,
-    mask: torch.Tensor | None = None,
-    dim: int = 0,
-) -> torch.Tensor:
-    """R2D2's replay priority of a sequence from its TD errors.
-
-    .. math::
-
-        p = \\eta \\max_t |\\delta_t| + (1 - \\eta) \\operatorname{mean}_t |\\delta_t|
-
-    over the time axis ``dim`` (0 for time-major ``[T, B]``). With ``mask``
-    (same shape as ``td_abs``; bool, other dtypes read as ``!= 0``) the max and
-    mean run over the valid steps only; a sequence with no valid step gets
-    priority 0. The absolute value is taken again, so signed TD errors are also
-    fine.
-
-    Args:
-      td_abs: ``[..., T, ...]`` absolute TD errors.
-      eta: weight of the max, in ``[0, 1]``; default 0.9 (R2D2).
-      mask: optional validity mask, same shape as ``td_abs``.
-      dim: the time axis; default 0.
-
-    Returns:
-      ``td_abs`` reduced over ``dim``; detached (``requires_grad=False``).
-
-    Raises:
-      ValueError: a shape, ``eta`` or ``dim`` is wrong (the message names it).
-      TypeError: ``td_abs`` is not a floating-point tensor.
-    """
-    float_tensor("td_abs", td_abs)
-    if td_abs.ndim < 1:
-        raise ValueError(f"td_abs must have at least a time axis, got shape {tuple(td_abs.shape)}")
-    if not -td_abs.ndim <= dim < td_abs.ndim:
-        raise ValueError(
-            f"dim must be in [{-td_abs.ndim}, {td_abs.ndim}) for td_abs of shape {tuple(td_abs.shape)}, got {dim}"
-        )
-    if td_abs.shape[dim] == 0:
-        raise ValueError(f"td_abs must have a non-empty time axis (dim={dim}), got shape {tuple(td_abs.shape)}")
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be in [0, 1], got {eta!r}")
-    with torch.no_grad():
-        td = td_abs.detach().abs()
-        if mask is None:
-            return eta * td.amax(dim=dim) + (1.0 - eta) * td.mean(dim=dim)
-        if not isinstance(mask, torch.Tensor):
-            raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
-        if mask.shape != td_abs.shape:
-            raise ValueError(
-                f"mask must have the same shape as td_abs, got mask.shape = {tuple(mask.shape)} "
-                f"and td_abs.shape = {tuple(td_abs.shape)}"
-            )
-        valid = mask.detach().to(device=td.device, dtype=torch.bool)
-        td = torch.where(valid, td, torch.zeros_like(td))
-        count = valid.sum(dim=dim).to(td.dtype)
-        mean = td.sum(dim=dim) / count.clamp(min=1.0)
-        return eta * td.amax(dim=dim) + (1.0 - eta) * mean
