@@ -12,6 +12,13 @@ from seedrl.runtime.replay import SequenceReplay
 from tests.runtime.replay.streams import ActorStream
 from tests.runtime.replay.test_sum_tree import chi2_critical
 
+try:
+    import lz4.block  # noqa: F401
+
+    CODECS = ["none", "zlib", "lz4"]
+except ImportError:  # the atari extra is not installed
+    CODECS = ["none", "zlib"]
+
 
 def assert_same_unroll(got, want):
     """Byte-for-byte equality of arrays, recurrent state and final observations."""
@@ -58,7 +65,7 @@ def check_all_live(replay, where):
     end_prob=st.sampled_from([0.0, 0.2, 0.6]),
     capacity=st.integers(1, 30),
     restart_prob=st.sampled_from([0.0, 0.3]),
-    compression=st.sampled_from(["none", "zlib"]),
+    compression=st.sampled_from(CODECS),
     seed=st.integers(0, 1000),
 )
 def test_stored_sequences_equal_the_hand_built_streams(burn_in, unroll, stack, end_prob, capacity, restart_prob, compression, seed):
@@ -228,3 +235,32 @@ def test_bad_input_is_refused_and_nothing_stored_changes():
         SequenceReplay(4, L, overlap).sample(2)
     with pytest.raises(ValueError, match="overlap"):
         SequenceReplay(4, L, L)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_compressed_frames_round_trip_and_shrink_repetitive_frames(codec):
+    L, overlap, n = 8, 3, 2
+    class Sparse(ActorStream):  # mostly-zero frames (one random pixel): compressible
+        def _frame(self):
+            f = np.zeros(self.frame, np.uint8)
+            f[tuple(self.rng.integers(0, 16, 2))] = self.rng.integers(1, 255)
+            return f
+
+    a = Sparse(0, n, L, overlap, stack=4, frame=(16, 16), end_prob=0.1)
+    replay = SequenceReplay(20, L, overlap, compression=codec)
+    where = fill(replay, [a], 5, np.random.default_rng(0))
+    check_all_live(replay, where)
+    mem = replay.memory()
+    raw = mem["frames_stored"] * 256
+    assert (mem["frames"] == raw) if codec == "none" else (mem["frames"] < raw / 4)
+
+
+def test_lz4_without_the_package_is_a_one_line_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lz4", None)
+    monkeypatch.setitem(sys.modules, "lz4.block", None)
+    with pytest.raises(ValueError, match=r"compression 'lz4' needs the lz4 package"):
+        SequenceReplay(4, 3, 1, compression="lz4")
+    with pytest.raises(ValueError, match="compression must be one of"):
+        SequenceReplay(4, 3, 1, compression="gzip")
