@@ -264,3 +264,36 @@ def test_lz4_without_the_package_is_a_one_line_error(monkeypatch):
         SequenceReplay(4, 3, 1, compression="lz4")
     with pytest.raises(ValueError, match="compression must be one of"):
         SequenceReplay(4, 3, 1, compression="gzip")
+
+
+def test_concurrent_inserts_and_samples_return_exact_sequences():
+    """Inference inserting while the learner samples: evictions during a sample never tear a sequence."""
+    import threading
+
+    L, overlap, n = 6, 3, 2
+    actors = [ActorStream(a, n, L, overlap, stack=4, seed=a, end_prob=0.2, frame=(8, 8)) for a in range(2)]
+    replay = SequenceReplay(4, L, overlap, compression="zlib")
+    rng = np.random.default_rng(0)
+    where = fill(replay, actors, 2, rng)
+    done, samples, errors = threading.Event(), [], []
+
+    def learner():
+        try:
+            while not done.is_set():
+                ids, batch, _ = replay.sample(3)
+                samples.append((ids, batch))
+                replay.update_priorities(ids, np.ones(3))
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    thread = threading.Thread(target=learner)
+    thread.start()
+    for _ in range(150):
+        where.update(fill(replay, actors, 1, rng))
+    done.set()
+    thread.join(10)
+    assert not errors and len(samples) > 0
+    for ids, batch in samples:
+        for b, i in enumerate(ids):
+            a, col, start = where[int(i)]
+            assert_same_unroll(column(batch, b), column(a.window(start), col))

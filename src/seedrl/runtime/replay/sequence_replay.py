@@ -25,12 +25,17 @@ Sequence ids count up from 0; the slot of id i is ``i % capacity``.
 
 Entries are stored once per stream, frames once per frame stack
 (:mod:`seedrl.runtime.replay.storage`).
+
+Threads: every method takes the replay's lock, so inference may insert while
+the learner samples; :meth:`sample` builds its batch outside the lock (the
+chunks it reads are immutable), so an insert waits only for the draw.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +105,7 @@ class SequenceReplay:
         self.next_id = 0
         self.size = 0
         self.max_priority = 0.0  # largest priority given so far (seeded sequences default to it)
+        self._lock = threading.RLock()
 
     # -------------------------------------------------------------------------------------------- settings
     @property
@@ -121,6 +127,10 @@ class SequenceReplay:
         """Store each env column n of ``unroll`` as one sequence of stream (unroll.actor_id, n) with
         priority ``priorities[n]``; returns their ids. A continuing unroll (``unroll.continues``) shares
         its first ``overlap`` entries with the stream's stored ones. Evicts the oldest sequences at capacity."""
+        with self._lock:
+            return self._insert(unroll, priorities)
+
+    def _insert(self, unroll: Unroll, priorities: np.ndarray) -> np.ndarray:
         arrays = unroll.arrays
         self.store.check_layout(arrays)
         n = arrays["obs"].shape[1]
@@ -172,32 +182,39 @@ class SequenceReplay:
     # -------------------------------------------------------------------------------------------- sample
     def probabilities(self, ids: np.ndarray) -> np.ndarray:
         """P(i) = p_i^α / Σ_k p_k^α of live sequences ``ids``."""
-        return self.tree.get(self._live_slots(ids, "ids")) / self.tree.total
+        with self._lock:
+            return self.tree.get(self._live_slots(ids, "ids")) / self.tree.total
 
     def sample(self, batch_size: int) -> tuple[np.ndarray, Unroll, np.ndarray]:
         """``(ids, batch, weights)``: ``batch_size`` sequences drawn with P(i) ∝ p_i^α, as one Unroll of
         ``[L, batch_size, ...]`` arrays (state0 stacked, final_obs keyed by (t, batch column)), and
         their importance weights ((1/N)/P(i))^β / max, float32."""
-        if self.size == 0:
-            raise ValueError("cannot sample from an empty replay")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-        slots = self.tree.sample(self.rng, int(batch_size), stratified=self.stratified)
-        ids = self._slot_ids(slots)
-        probs = self.tree.get(slots) / self.tree.total
-        w = (1.0 / (self.size * probs)) ** self.beta
-        weights = (w / w.max()).astype(np.float32)
-        return ids, self._read(slots), weights
+        with self._lock:
+            if self.size == 0:
+                raise ValueError("cannot sample from an empty replay")
+            slots = self.tree.sample(self.rng, int(batch_size), stratified=self.stratified)
+            ids = self._slot_ids(slots)
+            probs = self.tree.get(slots) / self.tree.total
+            w = (1.0 / (self.size * probs)) ** self.beta
+            weights = (w / w.max()).astype(np.float32)
+            seqs, state0, finals = self._resolve(slots)
+        return ids, self._batch(seqs, state0, finals), weights
 
     def read(self, ids: np.ndarray) -> Unroll:
         """The live sequences ``ids`` as one Unroll ``[L, len(ids), ...]`` (as :meth:`sample` returns them)."""
-        return self._read(self._live_slots(ids, "ids"))
+        with self._lock:
+            seqs, state0, finals = self._resolve(self._live_slots(ids, "ids"))
+        return self._batch(seqs, state0, finals)
 
-    def _read(self, slots: np.ndarray) -> Unroll:
-        arrays = self.store.gather([self.refs[s] for s in slots])
+    def _resolve(self, slots: np.ndarray):
         state0 = tuple(torch.from_numpy(s[slots]) for s in (self.states or ()))
         finals = {(t, b): o for b, s in enumerate(slots) if self.finals[s] for t, o in self.finals[s].items()}
-        return Unroll(arrays, state0, finals, actor_id=-1)
+        return self.store.resolve([self.refs[s] for s in slots]), state0, finals
+
+    def _batch(self, seqs, state0, finals) -> Unroll:
+        return Unroll(self.store.gather(seqs), state0, finals, actor_id=-1)
 
     def _slot_ids(self, slots: np.ndarray) -> np.ndarray:
         """The live id in each slot: the id i with i % capacity == slot and next_id - size <= i < next_id."""
@@ -216,6 +233,10 @@ class SequenceReplay:
         ignored; ids never issued are a ValueError. With repeated ids the last value wins."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         p = _check_priorities("priorities", priorities, len(ids))
+        with self._lock:
+            self._update(ids, p)
+
+    def _update(self, ids: np.ndarray, p: np.ndarray) -> None:
         if (ids >= self.next_id).any() or (ids < 0).any():
             raise ValueError(f"ids {ids[(ids >= self.next_id) | (ids < 0)][:5].tolist()} were never issued (next id: {self.next_id})")
         live = ids >= self.next_id - self.size
@@ -226,6 +247,10 @@ class SequenceReplay:
         """Bytes held by the stored data: the storage's figures (``frames``, ``fields``, ``tails``, counts
         ``entries``, ``frames_stored``, ``chunks``) plus ``states`` (recurrent states), ``finals``
         (truncation observations), ``total`` and ``bytes_per_entry`` = total / stored entries."""
+        with self._lock:
+            return self._memory()
+
+    def _memory(self) -> dict[str, float]:
         mem = dict(self.store.memory())
         mem["states"] = sum(s.nbytes for s in self.states) if self.states else 0
         mem["finals"] = sum(o.nbytes for f in self.finals if f for o in f.values())
@@ -237,7 +262,7 @@ class SequenceReplay:
     def state_dict(self) -> dict:
         """Everything a resumed run needs to sample exactly as this one would: contents, priorities,
         FIFO position and the generator's state."""
-        return {"format": _FORMAT, "replay": self.__dict__}
+        return {"format": _FORMAT, "replay": {k: v for k, v in self.__dict__.items() if k != "_lock"}}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "SequenceReplay":
@@ -245,13 +270,14 @@ class SequenceReplay:
             raise ValueError(f"replay state format {state.get('format')!r} is not the supported {_FORMAT}")
         replay = cls.__new__(cls)
         replay.__dict__.update(state["replay"])
+        replay._lock = threading.RLock()
         return replay
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the replay to ``path`` atomically (a temporary file, fsynced, renamed over it)."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with self._lock, open(tmp, "wb") as f:
             pickle.dump(self.state_dict(), f, protocol=5)
             f.flush()
             os.fsync(f.fileno())

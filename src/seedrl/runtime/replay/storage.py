@@ -263,16 +263,20 @@ class StepStore:
                 out[f][dst, column] = v[src]
         return chunk.frame_end[src]
 
-    def gather(self, refs: list[SeqRef]) -> dict[str, np.ndarray]:
-        """The sequences ``refs`` as arrays ``[L, len(refs), ...]`` (field order: obs first)."""
-        b, L = len(refs), self.length
+    def resolve(self, refs: list[SeqRef]) -> list[tuple[int, list[Chunk]]]:
+        """``(start, chunks)`` of each sequence: what :meth:`gather` reads. Chunks never change once
+        stored, so the result stays valid after the sequences are evicted (the objects stay alive)."""
+        return [(ref.start, [self.chunks[c] for c in ref.chunks]) for ref in refs]
+
+    def gather(self, seqs: list[tuple[int, list[Chunk]]]) -> dict[str, np.ndarray]:
+        """The sequences ``seqs`` (from :meth:`resolve`) as arrays ``[L, len(seqs), ...]``."""
+        b, L = len(seqs), self.length
         out = {"obs": np.empty((L, b, *self.obs_shape), self.obs_dtype)}
         out.update({f: np.empty((L, b, *shape), dtype) for f, (shape, dtype) in self.field_specs.items()})
         frame_shape = self.obs_shape[1:] if self.stack else self.obs_shape
         window = np.arange(self.stack) - self.stack + 1 if self.stack else 0
-        for j, ref in enumerate(refs):
-            chunks = [self.chunks[c] for c in ref.chunks]
-            ends = np.concatenate([self._copy_fields(c, ref.start, L, out, j) for c in chunks])
+        for j, (start, chunks) in enumerate(seqs):
+            ends = np.concatenate([self._copy_fields(c, start, L, out, j) for c in chunks])
             parts = [self.codec.unpack(c.blob, (c.num_frames, *frame_shape), self.obs_dtype) for c in chunks]
             frames = parts[0] if len(parts) == 1 else np.concatenate(parts)
             idx = ends - chunks[0].frame_start
