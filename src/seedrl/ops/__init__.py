@@ -24,7 +24,8 @@ from seedrl.ops.bond import (
     quantiles,
 )
 from seedrl.ops.importance import truncated_importance_weights
-from seedrl.ops.returns import double_q_n_step_targets, n_step_returns, sequence_priority
+from seedrl.ops.priorities import sequence_priority
+from seedrl.ops.returns import double_q_n_step_targets, n_step_returns
 from seedrl.ops.value_rescaling import DEFAULT_EPS, inverse_value_rescaling, value_rescaling
 from seedrl.ops.vtrace import VTraceReturns, vtrace
 

@@ -297,3 +297,27 @@ def test_concurrent_inserts_and_samples_return_exact_sequences():
         for b, i in enumerate(ids):
             a, col, start = where[int(i)]
             assert_same_unroll(column(batch, b), column(a.window(start), col))
+
+
+def test_unrolls_from_the_runtime_buffer_round_trip():
+    """The runtime's own UnrollBuffer (overlap 1 today; R2D2's buffer overlaps by burn-in + 1) feeds the replay."""
+    from seedrl.runtime.transport import SlotLayout
+    from seedrl.runtime.unrolls import UnrollBuffer
+
+    T, n = 4, 2
+    a = ActorStream(3, n, T + 1, 1, stack=4, frame=(6, 6), end_prob=0.2)
+    buf = UnrollBuffer(SlotLayout(n, (4, 6, 6), "uint8"), T)
+    replay = SequenceReplay(50, T + 1, 1)
+    emitted, ids = [], []
+    for t in range(20):
+        a.window(t)  # makes entry t
+        e = {k: v for k, v in a.entries[t].items() if k != "version"}
+        finals = {i: o for (s, i), o in a.finals.items() if s == t}
+        u = buf.add(e, finals, (torch.from_numpy(a.states[t]),), a.entries[t]["version"][0], a.actor_id)
+        if u is not None:
+            u.continues = bool(emitted)
+            emitted.append(u)
+            ids.append(replay.insert(u, np.ones(n)))
+    assert replay.memory()["entries"] == n * (1 + T * len(emitted))
+    for u, i in zip(emitted, ids):
+        assert_same_unroll(replay.read(i), u)
