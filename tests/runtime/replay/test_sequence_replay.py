@@ -235,6 +235,9 @@ def test_bad_input_is_refused_and_nothing_stored_changes():
         SequenceReplay(4, L, overlap).sample(2)
     with pytest.raises(ValueError, match="overlap"):
         SequenceReplay(4, L, L)
+    flat = ActorStream(0, 1, L, overlap, stack=0, frame=(3,))
+    with pytest.raises(ValueError, match=r"frame_stack=True needs observations \[K > 1, ...\], got obs shape \(3,\)"):
+        SequenceReplay(4, L, overlap, frame_stack=True).insert(flat.next_unroll()[1], np.ones(1))
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -321,3 +324,17 @@ def test_unrolls_from_the_runtime_buffer_round_trip():
     assert replay.memory()["entries"] == n * (1 + T * len(emitted))
     for u, i in zip(emitted, ids):
         assert_same_unroll(replay.read(i), u)
+
+
+def test_streams_whose_sequences_were_all_evicted_are_dropped():
+    """Actors taking turns in a replay too small for both: each continuation finds its stream evicted
+    and starts a new one; the old stream objects (and their last observations) must not pile up."""
+    L, overlap, n = 5, 2, 2
+    actors = [ActorStream(a, n, L, overlap, stack=2, seed=a) for a in range(3)]
+    replay = SequenceReplay(n, L, overlap)
+    rng = np.random.default_rng(0)
+    where = {}
+    for k in range(30):
+        where.update(fill(replay, [actors[k % 3]], 1, rng))
+    assert len(replay.store.streams) <= 3 * n
+    check_all_live(replay, where)

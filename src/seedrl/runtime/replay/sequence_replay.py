@@ -139,6 +139,8 @@ class SequenceReplay:
         p = _check_priorities("priorities", priorities, n)
         states = tuple(s.detach().cpu().numpy() for s in unroll.state0)
         self._check_states(states, n)
+        if self.store.obs_shape is None:
+            self.store.set_layout(arrays)
         keys = [(int(unroll.actor_id), j) for j in range(n)]
         streams = [self.store.continuation(keys[j], arrays, j, unroll.continues) for j in range(n)]
         # Everything is checked: from here on nothing raises on bad input.

@@ -100,17 +100,18 @@ class StepStore:
         self.stack = 0  # K when de-stacking frames, 0 when an observation is one frame
 
     # -------------------------------------------------------------------------------------------- layout
-    def _set_layout(self, arrays: dict[str, np.ndarray]) -> None:
-        obs = arrays["obs"]
-        self.obs_shape, self.obs_dtype = obs.shape[2:], obs.dtype
-        self.field_specs = {k: (v.shape[2:], v.dtype) for k, v in arrays.items() if k != "obs"}
+    def set_layout(self, arrays: dict[str, np.ndarray]) -> None:
+        """Fix the stored fields, shapes and dtypes (first insert); assigns nothing when it raises."""
+        obs_shape = arrays["obs"].shape[2:]
         opt = self.frame_stack_option
         if opt not in ("auto", True, False):
             raise ValueError(f"frame_stack must be 'auto', True or False, got {opt!r}")
-        stackable = len(self.obs_shape) >= 2 and self.obs_shape[0] > 1
+        stackable = len(obs_shape) >= 2 and obs_shape[0] > 1
         if opt is True and not stackable:
-            raise ValueError(f"frame_stack=True needs observations [K > 1, ...], got obs shape {self.obs_shape}")
-        self.stack = self.obs_shape[0] if (stackable if opt == "auto" else opt) else 0
+            raise ValueError(f"frame_stack=True needs observations [K > 1, ...], got obs shape {obs_shape}")
+        self.stack = obs_shape[0] if (stackable if opt == "auto" else opt) else 0
+        self.obs_shape, self.obs_dtype = obs_shape, arrays["obs"].dtype
+        self.field_specs = {k: (v.shape[2:], v.dtype) for k, v in arrays.items() if k != "obs"}
 
     def check_layout(self, arrays: dict[str, np.ndarray]) -> None:
         """A ValueError naming the field when ``arrays`` differ from the first insert's fields, shapes or dtypes."""
@@ -160,9 +161,10 @@ class StepStore:
 
     def append(self, key: tuple[int, int], arrays: dict[str, np.ndarray], n: int, st: Stream | None) -> SeqRef:
         """Store column ``n`` of ``arrays`` (``[L, N, ...]``) as the next sequence of stream ``st`` (None: a new stream)."""
-        if self.obs_shape is None:
-            self._set_layout(arrays)
         if st is None:
+            old = self.current.get(key)
+            if old is not None and self.streams[old].live_seqs == 0:
+                del self.streams[old]  # nothing reads it any more; release() dropped its chunks
             st = Stream(key)
             self.streams[self.next_stream] = st
             self.current[key] = self.next_stream
