@@ -235,6 +235,10 @@ def test_bad_input_is_refused_and_nothing_stored_changes():
         SequenceReplay(4, L, overlap).sample(2)
     with pytest.raises(ValueError, match="overlap"):
         SequenceReplay(4, L, L)
+    fresh = SequenceReplay(4, L, overlap)
+    with pytest.raises(ValueError, match="priorities"):
+        fresh.insert(a.window(0), np.array([1.0, -1.0]))
+    assert fresh.store.obs_shape is None and len(fresh) == 0  # a refused first insert fixes nothing
     flat = ActorStream(0, 1, L, overlap, stack=0, frame=(3,))
     with pytest.raises(ValueError, match=r"frame_stack=True needs observations \[K > 1, ...\], got obs shape \(3,\)"):
         SequenceReplay(4, L, overlap, frame_stack=True).insert(flat.next_unroll()[1], np.ones(1))
