@@ -200,6 +200,13 @@ def test_save_and_load_resume_exactly(tmp_path):
         start, u = actors[step % 2].next_unroll()
         np.testing.assert_array_equal(replay.insert(u, np.ones(2)), resumed.insert(u, np.ones(2)))
     assert replay.memory() == resumed.memory()
+    data = (tmp_path / "replay.pkl").read_bytes()
+    (tmp_path / "torn.pkl").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="torn.pkl is not a replay written by SequenceReplay.save"):
+        SequenceReplay.load(tmp_path / "torn.pkl")
+    replay.save(tmp_path / "replay.pkl")  # saving over a previous save replaces it whole
+    assert SequenceReplay.load(tmp_path / "replay.pkl").next_id == replay.next_id
+    assert not (tmp_path / "replay.pkl.tmp").exists()
 
 
 def test_bad_input_is_refused_and_nothing_stored_changes():

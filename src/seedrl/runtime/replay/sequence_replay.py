@@ -291,4 +291,10 @@ class SequenceReplay:
     def load(cls, path: str | os.PathLike) -> "SequenceReplay":
         """A replay saved by :meth:`save` (a pickle: load only files you wrote)."""
         with open(path, "rb") as f:
-            return cls.from_state_dict(pickle.load(f))
+            try:
+                state = pickle.load(f)
+            except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as e:
+                raise ValueError(f"{path} is not a replay written by SequenceReplay.save ({type(e).__name__}: {e})") from e
+        if not isinstance(state, dict):
+            raise ValueError(f"{path} is not a replay written by SequenceReplay.save (holds a {type(state).__name__})")
+        return cls.from_state_dict(state)
