@@ -349,3 +349,31 @@ def test_streams_whose_sequences_were_all_evicted_are_dropped():
         where.update(fill(replay, [actors[k % 3]], 1, rng))
     assert len(replay.store.streams) <= 3 * n
     check_all_live(replay, where)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    prios=st.lists(st.floats(0, 100), min_size=1, max_size=12),
+    updates=st.lists(st.tuples(st.integers(0, 11), st.floats(0, 100)), max_size=6),
+    alpha=st.floats(0, 1.5),
+    beta=st.floats(0, 1),
+    capacity=st.integers(1, 12),
+)
+def test_probabilities_and_weights_follow_the_formulas(prios, updates, alpha, beta, capacity):
+    a = ActorStream(0, 1, 3, 1, stack=0, frame=(1,))
+    replay = SequenceReplay(capacity, 3, 1, alpha=alpha, beta=beta)
+    for p in prios:
+        replay.insert(a.next_unroll()[1], np.array([p]))
+    live = np.arange(len(prios) - min(capacity, len(prios)), len(prios))
+    p = {i: max(prios[i], 1e-6) for i in live}
+    for i, v in updates:
+        replay.update_priorities(np.array([i % len(prios)]), np.array([v]))
+        if i % len(prios) in p:
+            p[i % len(prios)] = max(v, 1e-6)
+    pa = np.array([p[i] ** alpha for i in live])
+    np.testing.assert_allclose(replay.probabilities(live), pa / pa.sum(), rtol=1e-9)
+    ids, _, w = replay.sample(16)
+    assert set(ids) <= set(live.tolist())
+    P = np.array([p[i] ** alpha for i in ids]) / pa.sum()
+    want = (1 / (len(live) * P)) ** beta
+    np.testing.assert_allclose(w, want / want.max(), rtol=1e-5)
