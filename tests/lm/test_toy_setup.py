@@ -100,8 +100,13 @@ def test_sft_cli(arith_toy, tmp_path, capsys):
 def test_setup_facts_without_teacher(tmp_path):
     res = setup_toy("facts", tmp_path / "facts", teacher=False, sizes=TINY, num_examples=100, eval_examples=10,
                     eval_prompts=4, corpus_size=300, training={"reference": {"steps": 3, "batch_size": 4}},
-                    progress=False)
+                    progress=False, nli={"hidden": 16, "layers": 1, "heads": 2, "steps": 3, "train_documents": 50,
+                                         "eval_documents": 20})
     assert res.teacher is None and (tmp_path / "facts" / "reference" / "model.safetensors").exists()
+    assert res.world_options["hallucination_rate"] == 0.25  # the SFT reference learns from hallucinating references
+    assert res.nli == str(tmp_path / "facts" / "nli") and 0.0 <= res.nli_eval["accuracy"] <= 1.0
+    assert json.loads((tmp_path / "facts" / "toy.json").read_text())["nli_eval"]["eval_pairs"] == 20
+    assert "nli:" in res.describe()
     assert res.world == "facts" and 0.0 <= res.evals["reference"]["eval_reward"] <= 1.0
     assert not (tmp_path / "facts" / "teacher").exists()
     for model in ("init/reference", "reference"):  # facts models train without dropout (it blocks copying)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -27,22 +26,14 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from seedrl.lm.toy_nli import word_pair_tokenizer
+
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 WORDS = ["the", "a", "red", "blue", "green", "fox", "bird", "cat", "lives", "in", "forest", "river", "eats", "seeds", "fish", "good", "bad", "filler", "word", "sky", "was", "clear", "it", "quiet", "day"]
 
 
 def make_nli_tokenizer(max_length: int = 32) -> PreTrainedTokenizerFast:
-    vocab = {w: i for i, w in enumerate(SPECIALS + WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-        model_input_names=["input_ids", "token_type_ids", "attention_mask"], model_max_length=max_length,
-    )
+    return word_pair_tokenizer(WORDS, max_length=max_length)
 
 
 class BagOfWordsConfig(PretrainedConfig):

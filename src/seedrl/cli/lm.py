@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--teacher-steps", type=int, default=None, help="SFT steps of the teacher (default: per world)")
     st.add_argument("--num-examples", type=int, default=20000, help="training examples drawn from the world")
     st.add_argument("--size", default=None, help='JSON sizes per role (n_embd, n_layer, n_head, dropout), e.g. \'{"reference": {"n_embd": 32}}\'')
+    st.add_argument("--nli-steps", type=int, default=None, help="facts: training steps of the NLI classifier (0: none)")
     st.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     st.add_argument("--quiet", action="store_true", help="no progress bars")
     st.set_defaults(func=cmd_setup_toy)
@@ -89,8 +90,11 @@ def cmd_setup_toy(args: argparse.Namespace) -> int:
     if args.teacher_steps is not None:
         training["teacher"]["steps"] = args.teacher_steps
     sizes = _json_arg(args.size, "--size") if args.size else None
+    if args.nli_steps is not None and args.nli_steps < 0:
+        raise UserError(f"--nli-steps={args.nli_steps}: must be >= 0 (0: no NLI classifier)")
     res = setup_toy(name, args.out, seed=args.seed, teacher=not args.no_teacher, training=training, sizes=sizes,
-                    num_examples=args.num_examples, progress=not args.quiet, overwrite=args.overwrite)
+                    num_examples=args.num_examples, progress=not args.quiet, overwrite=args.overwrite,
+                    nli=args.nli_steps != 0 and ({"steps": args.nli_steps} if args.nli_steps else {}))
     print(res.describe())
     print(f"summary:    {Path(res.out) / 'toy.json'}")
     print(f"next:       seedrl bon --model {res.reference} --n 1,2,4,8,16 --prompts 64")

@@ -11,8 +11,16 @@ builds, all from scratch and offline:
   examples (:func:`seedrl.agents.sft.train_sft`; runs, metrics and curves in
   ``out/sft/<role>``), loadable with ``LMPolicy.from_pretrained``; each holds a
   ``seedrl_toy.json`` naming the world and its options (``seedrl bon`` reads it);
+* ``out/nli`` (facts only): a tiny NLI classifier trained from scratch on the world's
+  (document, summary) pairs (:func:`seedrl.lm.toy_nli.train_toy_nli`), loadable by
+  ``NLIReward.from_pretrained``; its held-out accuracy in ``out/nli_eval.json``;
 * ``out/toy.json``: world, options, seed, sizes, paths and the final held-out
-  loss / greedy reward of each model.
+  loss / greedy reward of each model (and the NLI accuracy).
+
+The facts world is set up with hallucinating references (``hallucination_rate: 0.25`` in
+:data:`DEFAULT_OPTIONS`; see :class:`~seedrl.envs.text.toy.FactsWorld`), the premise of
+RL from entailment feedback: the SFT reference learns to add the world's "well-known"
+fact about famous animals, a hallucination the exact checker reports.
 
 The reference is the smaller model; the teacher has more capacity and is meant to score
 higher (for distillation; see facts below). Default world options (:data:`DEFAULT_OPTIONS`) keep
@@ -29,6 +37,11 @@ seed 0 (greedy, 100 held-out prompts):
   (seed 0) and 0.99 (seed 1), this run only 0.41, so the facts teacher is not reliably
   above the reference. The reference is near-perfect: for one with room for Best-of-N
   and RL, stop it earlier (below).
+* facts with hallucinating references (``hallucination_rate: 0.25``, the default since
+  entailment feedback): reference F1 0.972, hallucination rate 0.195 (greedy and at
+  temperature 1; the held-out references' own rate), NLI held-out accuracy 0.909
+  (``--no-teacher``: NLI about 4 minutes at one thread, reference 1.5 minutes, lightly loaded).
+  The F1 1.00 figures here and below were measured with clean references.
 
 Why the facts reference used to be weak (F1 0.02 with GPT-2's default dropout 0.1 and
 1500 steps): a summary copies the document's facts, which needs an induction-like
@@ -74,7 +87,7 @@ _DROPOUTS = ("resid_pdrop", "embd_pdrop", "attn_pdrop")
 #: World options used by setup-toy (the world's own defaults where empty).
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "arithmetic": {"ops": ["add", "sub", "copy", "reverse", "sort"], "max_digits": 2, "min_len": 2, "max_len": 5},
-    "facts": {"min_facts": 1, "max_facts": 3, "max_fillers": 1},
+    "facts": {"min_facts": 1, "max_facts": 3, "max_fillers": 1, "hallucination_rate": 0.25},
 }
 #: SFT settings per world and role (steps, batch size, learning rate).
 TRAINING: dict[str, dict[str, dict[str, Any]]] = {
@@ -131,6 +144,8 @@ class ToySetup:
     init: dict = field(default_factory=dict)  # role -> untrained model dir
     runs: dict = field(default_factory=dict)  # role -> SFT run dir
     evals: dict = field(default_factory=dict)  # role -> last eval row
+    nli: str | None = None  # facts: the NLI classifier's directory
+    nli_eval: dict = field(default_factory=dict)  # its held-out accuracy
 
     def describe(self) -> str:
         lines = [f"toy world {self.world!r} in {self.out}", f"  tokenizer:  {self.tokenizer}"]
@@ -140,6 +155,8 @@ class ToySetup:
                 ev = self.evals.get(role, {})
                 score = ", ".join(f"{k} {v:.3f}" for k, v in ev.items() if k.startswith("eval_"))
                 lines.append(f"  {role + ':':<11} {path}  ({score})  SFT run: {self.runs[role]}")
+        if self.nli:
+            lines.append(f"  {'nli:':<11} {self.nli}  (held-out accuracy {self.nli_eval.get('accuracy', float('nan')):.3f})")
         return "\n".join(lines)
 
 
@@ -147,12 +164,14 @@ def setup_toy(
     world: str, out: str | Path, *, seed: int = 0, teacher: bool = True, world_options: Mapping | None = None,
     sizes: Mapping[str, Mapping[str, int]] | None = None, training: Mapping[str, Mapping[str, Any]] | None = None,
     num_examples: int = 20000, eval_examples: int = 200, eval_prompts: int = 100, corpus_size: int = 2000,
-    progress: bool = True, overwrite: bool = False,
+    progress: bool = True, overwrite: bool = False, nli: Mapping[str, Any] | bool = True,
 ) -> ToySetup:
     """Build the tokenizer and tiny models for ``world`` and SFT a reference (and a teacher).
 
     ``sizes`` / ``training`` override :data:`SIZES` / :data:`TRAINING` per role (any
     :class:`~seedrl.agents.sft.SFTConfig` key in ``training``, dotted: ``{"optim.lr": 1e-3}``).
+    ``nli`` (facts): False skips the NLI classifier; a mapping overrides
+    :class:`~seedrl.lm.toy_nli.NLIConfig` fields (``{"steps": 500}``).
     """
     from seedrl.agents.sft import SFTConfig, train_sft
     from seedrl.config import load_config
@@ -169,6 +188,13 @@ def setup_toy(
     out.mkdir(parents=True, exist_ok=True)
     roles = ["reference"] + (["teacher"] if teacher else [])
     result = ToySetup(str(out), name, options, "", "", None)
+    if name == "facts" and nli is not False:
+        from seedrl.lm.toy_nli import NLIConfig, train_toy_nli
+
+        nli_cfg = NLIConfig(**(nli if isinstance(nli, Mapping) else {}))
+        result.nli_eval = train_toy_nli(make_world(name, options), out / "nli", seed=seed, config=nli_cfg,
+                                        progress=progress)
+        result.nli = str(out / "nli")
     for role in roles:
         size = {**SIZES[name][role], **dict((sizes or {}).get(role, {}))}
         init = out / "init" / role

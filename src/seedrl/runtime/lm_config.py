@@ -16,6 +16,7 @@ from seedrl.agents.bond import BondConfig
 from seedrl.agents.pg import PGConfig
 from seedrl.config.sections import LogConfig, OptimConfig, RecordConfig, RunConfig
 from seedrl.errors import InputFileError, check_model_folder
+from seedrl.runtime.lm_eval import LMEvalConfig
 from seedrl.rewards.base import check_reward_on, load_reward_callable
 
 __all__ = ["LMBondConfig", "LMPGConfig", "LMRunConfig", "LMRuntimeConfig", "LMSamplingConfig", "LMTaskConfig"]
@@ -93,6 +94,7 @@ class LMRunConfig(RunConfig):
     runtime: LMRuntimeConfig = field(default_factory=LMRuntimeConfig)
     log: LogConfig = field(default_factory=_lm_log)
     record: RecordConfig = field(default_factory=RecordConfig)
+    eval: LMEvalConfig = field(default_factory=LMEvalConfig)
 
     renamed_keys: ClassVar[dict[str, str]] = LM_RENAMED_KEYS
 
@@ -122,7 +124,8 @@ class LMRunConfig(RunConfig):
         if self.reference is not None:
             check_model_folder(self.reference, "reference")
         t = self.task
-        for key, model in (("task.reward_model", t.reward_model), ("task.nli_model", t.nli_model)):
+        for key, model in (("task.reward_model", t.reward_model), ("task.nli_model", t.nli_model),
+                           ("eval.nli_model", self.eval.nli_model)):
             if model is not None:
                 check_model_folder(model, key)
         if t.world is None and t.data_path is not None:

@@ -44,6 +44,7 @@ from seedrl.config import ConfigError
 from seedrl.runtime.checkpoint import list_folder_checkpoints, read_policy_state, save_final, save_policy_checkpoint
 from seedrl.runtime.errors import ActorsFailed, check_finite
 from seedrl.runtime.learner import make_optimizer
+from seedrl.runtime.lm_eval import EVAL_FILE, make_summary_eval
 from seedrl.runtime.lm_config import LMBondConfig, LMPGConfig, LMRunConfig, LMSamplingConfig, LMTaskConfig
 from seedrl.runtime.lm_updates import BondUpdate, Group, PGUpdate, Request
 from seedrl.runtime.run_dir import RunDir, load_optimizer_state, optimizer_name
@@ -247,6 +248,8 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
     frontier = None
     if getattr(cfg, "frontier_prompts", 0):
         frontier = _frontier(cfg, reference, task, reward_fn, base, run_dir)
+    evaluate = make_summary_eval(cfg, learner_policy.tokenizer, run_dir)  # None unless a summarization task
+    last_eval: dict[str, Any] = {}
 
     def save(step: int) -> Path:
         with task_lock:  # actors have drawn prompts ahead: resume continues after the last one drawn
@@ -259,6 +262,8 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
     groups: queue.Queue = queue.Queue(maxsize=cfg.runtime.queue_groups)
     stop, errors, task_lock = threading.Event(), [], threading.Lock()
     metrics = MetricsLogger(run_dir, tensorboard=cfg.log.tensorboard)
+    if evaluate is not None and first_step == 1:  # the initial policy: the baseline of the later evaluations
+        metrics.log({"updates": 0, "frames": 0, **evaluate(learner_policy)})
     recorder = (CompletionRecorder(cfg.record.path or run_dir / "episodes", cfg.record.rate, cfg.seed)
                 if cfg.record.rate > 0 else None)
     server = GenerationServer({"policy": served, "reference": reference, **update.served_models()}, max_batch=s.max_batch).start()
@@ -306,6 +311,9 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
                 on_step(row)
             if step % cfg.log.every == 0 or step == cfg.steps:
                 metrics.log(row)
+            if evaluate is not None and (step == cfg.steps or (cfg.eval.every and step % cfg.eval.every == 0)):
+                last_eval = evaluate(learner_policy)
+                metrics.log({"updates": step, "frames": samples, **last_eval})
             if step % cfg.log.checkpoint_every == 0 or step == cfg.steps:
                 last_ckpt, saved = save(step), step
     except KeyboardInterrupt:
@@ -333,7 +341,9 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
                 "checkpoint": str(ckpt), "updates": done}
     final = save_final(run_dir, learner_policy)
     _plots(cfg, metrics.path, run_dir, frontier)
-    return {**row, "run_dir": str(run_dir), "final": str(final)}
+    if last_eval:  # the run's final evaluation, also as a file
+        (run_dir / EVAL_FILE).write_text(json.dumps({"updates": done, **last_eval}, indent=1))
+    return {**row, **last_eval, "run_dir": str(run_dir), "final": str(final)}
 
 
 def _plots(cfg: LMRunConfig, metrics_path: Path, run_dir: Path, frontier) -> None:

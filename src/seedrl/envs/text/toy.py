@@ -22,7 +22,27 @@ sentence is *unparsed*. With ``D`` the document's facts::
     f1           = 2 * faithfulness * coverage / (faithfulness + coverage)
 
 An empty summary scores 0 (not a vacuous 1), so saying nothing is not a way
-to be faithful; copying fillers or inventing facts lowers faithfulness.
+to be faithful; copying fillers or inventing facts lowers faithfulness. A
+summary *hallucinates* when it claims at least one fact that is not in ``D``
+(``FactScore.hallucinated``; unparsed sentences are not facts); the
+hallucination rate of a set of summaries is the fraction that hallucinate.
+
+Hallucinating references (``hallucination_rate=r``, default 0), the XSum
+premise in miniature: references that state what the document does not
+support, so that a summariser trained on them learns to. The world holds
+"background knowledge": per animal a well-known fact (a relation and object,
+:func:`well_known_fact`), and a set of ``round(12 r)`` *famous* animals (the
+first ones of a fixed permutation; rate rounded to a multiple of 1/12). When the
+document's first fact is about a famous animal and the document does not state
+that animal's well-known fact, the reference adds it, about the same entity
+(``the {colour} {animal} {relation} {object}.`` with the first fact's colour),
+right after the first fact. Animals are drawn uniformly, so about ``r`` of the
+references carry exactly one unsupported fact (a little less: those whose
+document happens to state it). The trigger is visible in the document, so a
+summariser learns it as a rule and hallucinates also when decoding greedily.
+Documents are the same for every rate (the same random stream). Each example
+keeps the clean summary in ``summary`` (the facts in document order) and the
+training target in ``reference``; ``hallucinated_reference`` says which.
 
 ARITHMETIC/STRING world (``ArithmeticWorld``). Prompts ``"12+7="``,
 ``"40-13="``, ``"6*7="`` (operands below ``10**max_digits``, subtraction
@@ -54,6 +74,11 @@ RELATIONS = {
     "eats": ("seeds", "berries", "grass", "insects", "nuts", "leaves", "worms", "apples"),
     "likes the": ("rain", "sun", "snow", "wind", "moon", "fog", "storm", "spring"),
 }
+#: per animal its "well-known" (relation, object): the world's background knowledge
+WELL_KNOWN = {animal: (rel, RELATIONS[rel][(3 * i + 1) % 8])
+              for i, (animal, rel) in enumerate(zip(ANIMALS, [r for _ in range(4) for r in RELATIONS]))}
+#: the order in which animals become famous as hallucination_rate grows
+FAME_ORDER = ("fox", "owl", "bear", "duck", "cat", "frog", "wolf", "bird", "deer", "goat", "dog", "mouse")
 FILLERS = ("the sky was clear.", "it was a quiet day.", "nothing else happened.", "the air was cold.")
 Fact = tuple[str, str, str, str]  # (colour, animal, relation, object)
 _FACT_RE = re.compile(
@@ -84,6 +109,12 @@ def parse_facts(text: str) -> tuple[list[Fact], list[str]]:
     return facts, other
 
 
+def well_known_fact(colour: str, animal: str) -> Fact:
+    """The world's background-knowledge fact about the ``colour animal`` entity."""
+    rel, obj = WELL_KNOWN[animal]
+    return (colour, animal, rel, obj)
+
+
 @dataclass(frozen=True)
 class FactScore:
     faithfulness: float
@@ -93,6 +124,16 @@ class FactScore:
     num_supported: int
     num_unparsed: int
 
+    @property
+    def num_unsupported(self) -> int:
+        """Claimed facts that the document does not state."""
+        return self.num_claims - self.num_supported
+
+    @property
+    def hallucinated(self) -> bool:
+        """True when the summary claims at least one fact the document does not state."""
+        return self.num_unsupported > 0
+
 
 class FactsWorld:
     """Documents of random animal facts; summaries scored exactly (see the module docstring)."""
@@ -101,10 +142,23 @@ class FactsWorld:
     template = "Summarize:\n{document}\nSummary:"
     metrics = ("faithfulness", "coverage", "f1")
 
-    def __init__(self, min_facts: int = 2, max_facts: int = 4, max_fillers: int = 2) -> None:
+    def __init__(self, min_facts: int = 2, max_facts: int = 4, max_fillers: int = 2,
+                 hallucination_rate: float = 0.0) -> None:
         if not 1 <= min_facts <= max_facts:
             raise ValueError(f"need 1 <= min_facts <= max_facts, got {min_facts}, {max_facts}")
+        if not 0.0 <= hallucination_rate <= 1.0:
+            raise ValueError(f"hallucination_rate={hallucination_rate!r}: must be in [0, 1]")
         self.min_facts, self.max_facts, self.max_fillers = min_facts, max_facts, max_fillers
+        self.hallucination_rate = float(hallucination_rate)
+        self.famous = frozenset(FAME_ORDER[: int(round(len(ANIMALS) * self.hallucination_rate))])
+
+    def hallucination(self, facts: Sequence[Fact]) -> Fact | None:
+        """The unsupported fact a reference adds for a document of ``facts`` (module docstring), or None."""
+        colour, animal = facts[0][0], facts[0][1]
+        if animal not in self.famous:
+            return None
+        fact = well_known_fact(colour, animal)
+        return None if fact in set(map(tuple, facts)) else fact
 
     def sample_facts(self, rng: np.random.Generator) -> list[Fact]:
         n = int(rng.integers(self.min_facts, self.max_facts + 1))
@@ -129,10 +183,12 @@ class FactsWorld:
                 sentences.insert(int(rng.integers(0, len(sentences) + 1)), FILLERS[rng.integers(len(FILLERS))])
             document = " ".join(sentences)
             summary = " ".join(fact_sentence(f) for f in facts)
+            extra = self.hallucination(facts)
+            target = summary if extra is None else " ".join(fact_sentence(f) for f in [facts[0], extra, *facts[1:]])
             out.append({
                 "id": f"facts-{seed}-{i}", "document": document, "summary": summary,
                 "facts": [list(f) for f in facts], "prompt": self.template.format(document=document),
-                "reference": " " + summary,
+                "reference": " " + target, "hallucinated_reference": extra is not None,
             })
         return out
 
@@ -145,6 +201,17 @@ class FactsWorld:
         cover = len(doc_facts & set(claims)) / len(doc_facts) if doc_facts else 0.0
         f1 = 2 * faith * cover / (faith + cover) if faith + cover else 0.0
         return FactScore(faith, cover, f1, len(claims), supported, len(unparsed))
+
+    def entails(self, summary: str, document: str) -> bool:
+        """Exact entailment: the summary says something, every claimed fact is in the document
+        and every other sentence is a sentence of the document (a copied filler)."""
+        claims, unparsed = parse_facts(summary)
+        doc_facts, doc_sentences = set(parse_facts(document)[0]), set(split_sentences(document))
+        return bool(claims or unparsed) and all(c in doc_facts for c in claims) and all(u in doc_sentences for u in unparsed)
+
+    def hallucinates(self, summary: str, document: str) -> bool:
+        """At least one claimed fact is not in the document (:attr:`FactScore.hallucinated`)."""
+        return self.check(summary, document).hallucinated
 
     def score(self, completion: str, example: Mapping, metric: str = "faithfulness",
               source_field: str = "document") -> float:
