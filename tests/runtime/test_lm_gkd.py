@@ -129,3 +129,61 @@ def test_cached_teacher_round_trips_and_feeds_the_dataset_batches(tmp_path, asse
     rows = []
     train_lm(cfg, on_step=rows.append)
     assert all(r["on_policy"] == 0.0 and np.isfinite(r["divergence"]) for r in rows)
+
+
+@pytest.mark.parametrize("off_policy, served", [("dataset", set()), ("teacher", {"teacher"})])
+def test_lambda_zero_never_samples_the_student(tmp_path, assets, monkeypatch, off_policy, served):
+    """λ = 0: every batch is the dataset's or the teacher's, so the actors generate nothing from the
+    student (no wasted sampling) and the rows carry no student reward."""
+    from seedrl.models.lm.server import GenerationServer
+
+    asked = []
+    submit = GenerationServer.submit
+    monkeypatch.setattr(GenerationServer, "submit", lambda self, model, *a, **k: (asked.append(model), submit(self, model, *a, **k))[1])
+    rows = []
+    train_lm(_cfg(tmp_path, assets, {"lmbda": 0.0, "off_policy": off_policy, "teacher_loss": "nll"}, steps=3),
+             on_step=rows.append)
+    assert set(asked) == served
+    assert len(rows) == 3 and all(r["on_policy"] == 0.0 and np.isfinite(r["loss"]) for r in rows)
+    assert all("reward" not in r for r in rows)  # no student samples: no student reward to report
+    if off_policy == "teacher":
+        assert all(np.isfinite(r["teacher_reward"]) for r in rows)
+
+
+def test_gkd_does_not_load_the_reference_model(tmp_path, assets, monkeypatch):
+    """GKD never uses the reference (its divergence is to the teacher): it is neither loaded nor served."""
+    from seedrl.models.lm.policy import LMPolicy
+    from seedrl.models.lm.server import GenerationServer
+
+    loaded, served = [], []
+    load = LMPolicy.from_pretrained.__func__
+    monkeypatch.setattr(LMPolicy, "from_pretrained", classmethod(lambda cls, path, *a, **k: (loaded.append(str(path)),
+                                                                                           load(cls, path, *a, **k))[1]))
+    init = GenerationServer.__init__
+    monkeypatch.setattr(GenerationServer, "__init__", lambda self, models, *a, **k: (served.append(set(models)),
+                                                                                    init(self, models, *a, **k))[1])
+    train_lm(_cfg(tmp_path, assets, {"lmbda": 1.0}, steps=1))
+    assert loaded.count(str(assets[0])) == 2  # the learner's student and the served one; no reference copy
+    assert served == [{"policy", "teacher"}]
+
+
+def test_resume_continues_the_lambda_coin(tmp_path, assets):
+    """A run stopped after update 4 and resumed makes the same on/off-policy choices as one never stopped."""
+    gkd = {"lmbda": 0.5, "off_policy": "dataset"}
+    whole = []
+    train_lm(_cfg(tmp_path / "a", assets, gkd, steps=12, log={"progress": False, "every": 1, "checkpoint_every": 100}),
+             on_step=whole.append)
+
+    def stop_at_4(row):
+        parts.append(row)
+        if row["updates"] == 4:
+            raise KeyboardInterrupt
+
+    parts = []
+    cfg = _cfg(tmp_path / "b", assets, gkd, steps=12, log={"progress": False, "every": 1, "checkpoint_every": 100})
+    assert train_lm(cfg, on_step=stop_at_4)["interrupted"]
+    train_lm(cfg, resume=True, on_step=parts.append)
+    assert [r["updates"] for r in parts] == list(range(1, 13))
+    coins = [r["on_policy"] for r in whole]
+    assert 0 < sum(coins) < 12  # both kinds of batch occur
+    assert [r["on_policy"] for r in parts] == coins

@@ -31,6 +31,7 @@ Teacher and student may differ in size and architecture, not in tokenizer:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ from seedrl.ops.divergences import KINDS, token_divergence
 from seedrl.runtime.lm_config import LMRunConfig
 from seedrl.runtime.lm_updates import Group, Request
 
-__all__ = ["GKDConfig", "GKDUpdate", "LMGKDConfig", "check_same_vocabulary", "gkd_loss"]
+COIN_FILE = "gkd_coin.json"  # the λ coin's generator state, in each checkpoint folder
+
+__all__ = ["COIN_FILE", "GKDConfig", "GKDUpdate", "LMGKDConfig", "check_same_vocabulary", "gkd_loss"]
 
 
 @dataclass
@@ -132,7 +135,14 @@ def gkd_loss(divergence: torch.Tensor, seq_logprobs: torch.Tensor | None = None,
 class GKDUpdate:
     """The GKD learner step: serves the teacher, picks each batch's completions (student
     samples with probability λ, else fixed outputs or teacher samples), gets the teacher's
-    distributions over them from the server, and returns the GKD loss."""
+    distributions over them from the server, and returns the GKD loss.
+
+    The reference model is not used (``uses_reference``: the runtime neither loads nor serves
+    it). With λ = 0 and no RL mix the actors sample no student completions at all. The λ coin's
+    generator state is saved in each checkpoint (:data:`COIN_FILE`) and restored on resume, so
+    a resumed run makes the same on/off-policy choices as an uninterrupted one."""
+
+    uses_reference = False
 
     def __init__(self, cfg: LMGKDConfig, learner_policy, checkpoint: Path | None = None):
         from seedrl.models.lm.policy import LMPolicy
@@ -141,6 +151,8 @@ class GKDUpdate:
         self.teacher = LMPolicy.from_pretrained(cfg.teacher).eval()
         check_same_vocabulary(learner_policy, self.teacher, cfg.policy, cfg.teacher)
         self.rng = np.random.default_rng([cfg.seed, 0x6BD])
+        if checkpoint is not None and (checkpoint / COIN_FILE).is_file():
+            self.rng.bit_generator.state = json.loads((checkpoint / COIN_FILE).read_text(encoding="utf-8"))
         self.target = self.dataset_targets(learner_policy.tokenizer, self.g)
         self.cache = None
         if self.g.teacher_cache:
@@ -149,9 +161,12 @@ class GKDUpdate:
             self.cache = TeacherCache(self.g.teacher_cache, temperature=self.g.temperature)
 
     def requests(self) -> list[Request]:
-        k = self.g.samples_per_prompt
-        more = [Request("teacher", k)] if self.g.off_policy == "teacher" and self.g.lmbda < 1 else []
-        return [Request("policy", k), *more]
+        """Student samples (none when no batch can use them: λ = 0 without the RL mix), and
+        teacher samples for sequence-level KD."""
+        g, k = self.g, self.g.samples_per_prompt
+        student = k if g.lmbda > 0 or g.alpha < 1 else 0
+        more = [Request("teacher", k)] if g.off_policy == "teacher" and g.lmbda < 1 else []
+        return [Request("policy", student), *more]
 
     def served_models(self) -> dict[str, Any]:
         return {"teacher": self.teacher}
@@ -215,8 +230,10 @@ class GKDUpdate:
         if rl:
             seq_lp = self._token_logprobs(logits[n:], [c for _, c in extra]).sum(-1)  # the sampled policy: untempered
         loss, logs = gkd_loss(div, seq_lp, rewards, g.alpha, k)
-        logs.update({"reward": rewards.mean().item(), "on_policy": float(source == "student"),
-                     "length": float(np.mean([len(c.tokens) for x in batch for c in x.completions]))})
+        logs["on_policy"] = float(source == "student")
+        if len(rewards):  # student samples were drawn (λ > 0 or the RL mix)
+            logs.update({"reward": rewards.mean().item(),
+                         "length": float(np.mean([len(c.tokens) for x in batch for c in x.completions]))})
         if batch[0].anchor_rewards is not None:
             logs["teacher_reward"] = float(np.mean(np.concatenate([x.anchor_rewards for x in batch])))
         return loss, logs
@@ -234,4 +251,4 @@ class GKDUpdate:
         pass
 
     def save(self, path: Path) -> None:
-        pass
+        (path / COIN_FILE).write_text(json.dumps(self.rng.bit_generator.state), encoding="utf-8")

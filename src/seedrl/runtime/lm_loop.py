@@ -146,15 +146,16 @@ def run_actor(task, task_lock, server, reward_fn, requests: list[tuple[Request, 
         while not stop.is_set():
             with task_lock:
                 prompt = task.next_prompt()
-            futures = [server.submit(req.model, prompt.tokens, params) for req, params in requests]
-            while not all(f.done() for f in futures):
+            # a request for 0 samples (GKD at λ = 0: no student samples) generates nothing
+            futures = [server.submit(req.model, prompt.tokens, params) if req.n else None for req, params in requests]
+            while not all(f is None or f.done() for f in futures):
                 if stop.is_set():
                     return
                 time.sleep(0.001)
-            samples = [f.result() for f in futures]
+            samples = [[] if f is None else f.result() for f in futures]
             flat = [c for group in samples for c in group]
-            rewards = np.asarray(reward_fn([prompt.text] * len(flat), [c.text for c in flat], [prompt.example] * len(flat)),
-                                 dtype=np.float32)
+            rewards = np.asarray(reward_fn([prompt.text] * len(flat), [c.text for c in flat], [prompt.example] * len(flat))
+                                 if flat else [], dtype=np.float32)
             n0 = len(samples[0])
             group = Group(prompt.tokens, samples[0], rewards[:n0], example=prompt.example)
             if len(samples) > 1:
@@ -225,7 +226,6 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
     # importance of each sample and the KL estimates are biased by dropout noise
     learner_policy = LMPolicy.from_pretrained(start_from).eval()
     served = LMPolicy.from_pretrained(start_from).eval()
-    reference = LMPolicy.from_pretrained(cfg.reference or cfg.policy).eval()
     task, task_reward = _task_and_reward(cfg, learner_policy.tokenizer)
     if reward_fn is None:
         reward_fn = task_reward
@@ -234,9 +234,11 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
 
         reward_fn = as_reward_fn(reward_fn)
     update = UPDATES[cfg.algo](cfg, learner_policy, checkpoint)
+    reference = (LMPolicy.from_pretrained(cfg.reference or cfg.policy).eval()  # GKD's divergence is to its teacher
+                 if getattr(update, "uses_reference", True) else None)
     s = cfg.sampling
     base = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, max_new_tokens=s.max_new_tokens)
-    requests = [(req, replace(base, n=req.n)) for req in update.requests()]
+    requests = [(req, replace(base, n=req.n) if req.n else None) for req in update.requests()]
     optimizer = make_optimizer(cfg.optim, learner_policy.parameters())
     first_step, samples = 1, 0
     if state is not None:  # every check before anything is written
@@ -246,7 +248,7 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
         first_step, samples = state["step"] + 1, state["samples"]
     run.begin(cfg, first_step - 1 if state is not None else None)
     frontier = None
-    if getattr(cfg, "frontier_prompts", 0):
+    if getattr(cfg, "frontier_prompts", 0) and reference is not None:
         frontier = _frontier(cfg, reference, task, reward_fn, base, run_dir)
     evaluate = make_summary_eval(cfg, learner_policy.tokenizer, run_dir)  # None unless a summarization task
     last_eval: dict[str, Any] = {}
@@ -266,7 +268,8 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
         metrics.log({"updates": 0, "frames": 0, **evaluate(learner_policy)})
     recorder = (CompletionRecorder(cfg.record.path or run_dir / "episodes", cfg.record.rate, cfg.seed)
                 if cfg.record.rate > 0 else None)
-    server = GenerationServer({"policy": served, "reference": reference, **update.served_models()}, max_batch=s.max_batch).start()
+    server = GenerationServer({"policy": served, **({"reference": reference} if reference is not None else {}),
+                               **update.served_models()}, max_batch=s.max_batch).start()
     update.server = server
     actors = [
         threading.Thread(target=run_actor, args=(task, task_lock, server, reward_fn, requests, groups, stop, errors, recorder),
@@ -304,7 +307,7 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
             update.after_update(step)
             samples += sum(len(g.completions) + len(g.anchor_completions or ()) for g in batch)
             done = step
-            lag = version - 1 - min(c.weights_version_start for g in batch for c in g.completions)
+            lag = version - 1 - min((c.weights_version_start for g in batch for c in g.completions), default=version - 1)
             row = {"updates": step, "frames": samples, **logs, "grad_norm": float(grad_norm), "policy_lag": lag,
                    "samples_per_s": (samples - samples_at_start) / (time.perf_counter() - start)}
             if on_step is not None:
