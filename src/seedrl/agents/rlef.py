@@ -208,6 +208,7 @@ def rlef_loss(
         "reward": rewards.float().mean().item(),
         "kl": kl.mean().item(),
         "return": ret[:, 0].mean().item(),
+        "value": values[:, 0].detach().float().mean().item(),
         "length": lengths.mean().item(),
         "importance_weight": _masked_mean(rho, mf).item(),
         "explained_variance": (1 - resid / spread.clamp(min=1e-12)).item(),
