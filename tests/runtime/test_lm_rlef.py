@@ -14,19 +14,13 @@ import torch  # noqa: E402
 
 from seedrl.agents.rlef import CRITIC_DIR, VALUE_HEAD_FILE, LMRLEFConfig, RLEFUpdate  # noqa: E402
 from seedrl.config import load_config  # noqa: E402
-from seedrl.envs.text import build_toy_assets  # noqa: E402
 from seedrl.runtime.errors import ResumeMismatch  # noqa: E402
 from seedrl.runtime.lm_loop import train_lm  # noqa: E402
 
 
-def sevens(prompts, completions, examples):
-    """Fraction of '7' characters in a completion: a reward a random policy can learn fast."""
-    return np.array([c.count("7") / max(1, len(c.replace(" ", ""))) for c in completions], dtype=np.float32)
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return build_toy_assets(tmp_path_factory.mktemp("toy"), world="arithmetic", seed=0, n_embd=32, n_layer=1, n_head=2)
+@pytest.fixture
+def assets(tiny_arith_assets):
+    return tiny_arith_assets
 
 
 def _cfg(tmp_path, assets, rlef, **kw):
@@ -39,7 +33,7 @@ def _cfg(tmp_path, assets, rlef, **kw):
 
 
 @pytest.mark.parametrize("critic", ["head", "separate"])
-def test_policy_and_critic_both_train(tmp_path, assets, critic):
+def test_policy_and_critic_both_train(tmp_path, assets, critic, sevens):
     rows = []
     cfg = _cfg(tmp_path, assets, {"alpha": 0.05, "samples_per_prompt": 4, "critic": critic, "value_coef": 0.5},
                log={"checkpoint_every": 30})
@@ -65,7 +59,7 @@ def test_policy_and_critic_both_train(tmp_path, assets, critic):
 
 
 @pytest.mark.parametrize("critic", ["head", "separate"])
-def test_resume_restores_the_critic_and_its_optimizer_state(tmp_path, assets, critic):
+def test_resume_restores_the_critic_and_its_optimizer_state(tmp_path, assets, critic, sevens):
     from seedrl.models.lm.policy import LMPolicy
 
     cfg = _cfg(tmp_path, assets, {"critic": critic, "samples_per_prompt": 2}, steps=4, prompts_per_step=4,
@@ -94,7 +88,7 @@ def test_resume_restores_the_critic_and_its_optimizer_state(tmp_path, assets, cr
     assert {float(s["step"]) for s in resumed["optimizer"]["state"].values()} == {6.0}  # 4 + 2 steps, every param
 
 
-def test_resume_with_another_critic_kind_is_refused(tmp_path, assets):
+def test_resume_with_another_critic_kind_is_refused(tmp_path, assets, sevens):
     train_lm(_cfg(tmp_path, assets, {"critic": "head"}, steps=2, prompts_per_step=2), reward_fn=sevens)
     with pytest.raises(ResumeMismatch, match="critic"):
         train_lm(_cfg(tmp_path, assets, {"critic": "separate"}, steps=3, prompts_per_step=2), resume=True,
