@@ -45,6 +45,8 @@ def test_policy_and_critic_both_train(tmp_path, assets, critic, sevens):
     ret, value = (np.mean([r[k] for r in rows[-5:]]) for k in ("return", "value"))
     assert ret > 0.05 and value > 0.5 * ret, (ret, value)
     assert all(r["importance_weight"] <= 1.0 and r["policy_lag"] >= 0 for r in rows)
+    # the first update is on-policy: the sampler's per-token log-probs are the learner's, token by token
+    assert rows[0]["policy_lag"] == 0 and rows[0]["importance_weight"] > 0.999
     ckpt = tmp_path / "rlef" / "checkpoint-30"
     head = torch.load(ckpt / VALUE_HEAD_FILE, weights_only=True)
     assert head["linear.weight"].abs().sum() > 0  # moved from its zero start
