@@ -209,3 +209,28 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(LMRLEFConfig, {"policy": "p", "out_dir": str(tmp_path), "rlef": {"critic_model": "x"}})
     with pytest.raises(ConfigError, match="alpha"):
         load_config(LMRLEFConfig, {"policy": "p", "out_dir": str(tmp_path), "rlef": {"alpha": 1.5}})
+
+
+def test_entropy_bonus_and_advantage_normalisation():
+    """c_H·H enters the loss with a minus sign; normalised advantages are (A − mean)/std over valid tokens."""
+    logits = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    logp = torch.log_softmax(logits, -1)
+    ent = -(logp.exp() * logp).sum(-1)
+    mask = torch.tensor([[1, 1], [1, 0], [1, 1]], dtype=torch.bool)
+    tok = logp[..., 0] * mask
+    zeros = torch.zeros(3, 2)
+    cfg = RLEFConfig(alpha=0.0, entropy_coef=0.3, value_coef=0.0)
+    loss, _ = rlef_loss(tok, tok.detach(), zeros, mask, torch.zeros(3), cfg, entropies=ent)
+    (g,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (want,) = torch.autograd.grad(-0.3 * (ent * mask).sum() / mask.sum(), logits)
+    assert torch.allclose(g, want, atol=1e-6)
+    with pytest.raises(ValueError, match="entropy_coef"):
+        rlef_loss(tok, tok.detach(), zeros, mask, torch.zeros(3), cfg)
+    # normalisation: MC returns (α = 0, V = 0) are R at every valid token: A = (1, 1, 2, 4, 4) -> standardised
+    t = torch.zeros(3, 2, requires_grad=True)
+    cfg = RLEFConfig(alpha=0.0, normalize_advantages=True, value_coef=0.0)
+    loss, _ = rlef_loss(t, torch.zeros(3, 2), zeros, mask, torch.tensor([1.0, 2.0, 4.0]), cfg)
+    (g,) = torch.autograd.grad(loss, t)
+    a = torch.tensor([1.0, 1.0, 2.0, 4.0, 4.0])
+    norm = (a - a.mean()) / a.std(unbiased=False)
+    assert torch.allclose(g[mask], -norm / 3, atol=1e-5) and (g[~mask] == 0).all()
