@@ -35,3 +35,24 @@ def collect_unrolls():
     """``collect_unrolls(model, env_cfg, layout, num_actors=2, unroll_length=4, num_unrolls=12, seed=0, actor_seed=...)``:
     run threaded actors and central inference until ``num_unrolls`` unrolls are out; returns ``(server, unrolls)``."""
     return _collect_unrolls
+
+
+def _sevens(prompts, completions, examples):
+    """Fraction of '7' characters in a completion: a reward a random policy can learn fast."""
+    import numpy as np
+
+    return np.array([c.count("7") / max(1, len(c.replace(" ", ""))) for c in completions], dtype=np.float32)
+
+
+@pytest.fixture
+def sevens():
+    """A batched reward ``(prompts, completions, examples) -> [N]``: the fraction of '7's."""
+    return _sevens
+
+
+@pytest.fixture(scope="module")
+def tiny_arith_assets(tmp_path_factory):
+    """A tiny untrained GPT-2 (32 wide, 1 layer) with the arithmetic world's tokenizer."""
+    from seedrl.envs.text import build_toy_assets
+
+    return build_toy_assets(tmp_path_factory.mktemp("toy"), world="arithmetic", seed=0, n_embd=32, n_layer=1, n_head=2)

@@ -67,7 +67,7 @@ def test_jbond_ema_anchor_moves_is_checkpointed_and_resumes(tmp_path, assets):
     from safetensors.torch import load_file
 
     from seedrl.models.lm.policy import LMPolicy
-    from seedrl.runtime.lm_updates import BondUpdate
+    from seedrl.agents.bond import BondUpdate
 
     bond = {"n": 2, "beta": 0.5, "backward_reward": "jbond", "policy_samples": 1, "anchor": "ema", "anchor_ema": 0.2,
             "anchor_kl_coef": 0.1, "forward_estimator": "pool"}
@@ -112,7 +112,7 @@ def test_learner_log_probs_match_the_reference_before_any_update(tmp_path, asset
 def test_backward_only_bond_skips_the_forward_term(tmp_path, assets, monkeypatch):
     """β = 1: no anchor sample is scored by the learner (the forward log-probs carry no graph);
     β = 0.5: the best anchor sample of each prompt is, with its NLL as forward_nll."""
-    import seedrl.runtime.lm_updates as lm_updates
+    import seedrl.agents.bond as bond_agent
 
     seen = []
 
@@ -120,8 +120,8 @@ def test_backward_only_bond_skips_the_forward_term(tmp_path, assets, monkeypatch
         seen.append((cfg.beta, forward_lp.detach().clone(), forward_lp.requires_grad, weights.clone()))
         return real(policy_lp, anchor_lp, r_b, forward_lp, weights, cfg, *rest)
 
-    real = lm_updates.bond_loss
-    monkeypatch.setattr(lm_updates, "bond_loss", spy)
+    real = bond_agent.bond_loss
+    monkeypatch.setattr(bond_agent, "bond_loss", spy)
     for beta, name in ((1.0, "b1"), (0.5, "b05")):
         rows = []
         train_lm(_cfg(tmp_path, assets, {"n": 4, "beta": beta, "quantile_samples": 4}, steps=2, frontier_prompts=0,

@@ -183,7 +183,7 @@ def test_sft_resume_skips_a_truncated_checkpoint(tmp_path, model, caplog):
 
 # ----------------------------------------------------------------------------- non-finite loss
 def test_pg_stops_at_a_non_finite_loss_and_keeps_its_last_checkpoint(tmp_path, model, monkeypatch):
-    from seedrl.runtime.lm_updates import PGUpdate
+    from seedrl.agents.pg import PGUpdate
 
     real, calls = PGUpdate.loss, []
 

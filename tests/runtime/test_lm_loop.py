@@ -80,3 +80,18 @@ def test_pg_resume_continues_steps_optimizer_and_prompt_order(tmp_path):
     first_param_state = next(iter(resumed["optimizer"]["state"].values()))
     assert float(first_param_state["step"]) == 9  # Adam moments carried over: 6 + 3 steps
     assert sorted(p.name for p in (tmp_path / "pg").glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-9"]
+
+
+def test_updates_live_in_their_agent_modules_and_old_imports_warn():
+    import seedrl.runtime.lm_updates as lm_updates
+    from seedrl.agents.bond import BondUpdate
+    from seedrl.agents.pg import PGUpdate
+    from seedrl.runtime.lm_loop import UPDATES
+
+    assert UPDATES["pg"] is PGUpdate and UPDATES["bond"] is BondUpdate and "rlef" in UPDATES
+    with pytest.warns(DeprecationWarning, match="seedrl.agents.pg.PGUpdate"):
+        assert lm_updates.PGUpdate is PGUpdate
+    with pytest.warns(DeprecationWarning, match="seedrl.agents.bond"):
+        assert lm_updates.BondUpdate is BondUpdate
+    with pytest.raises(AttributeError):
+        lm_updates.NoSuchUpdate  # noqa: B018

@@ -56,19 +56,25 @@ pushes after each move).
 into the anchor every ``anchor_every`` updates (iterative BOND: after ``M`` moves
 the policy approaches ``Bo_{n^(M+1)}(π_ref)``). ``ema`` moves the anchor's
 parameters ``θ_a ← (1 − η)·θ_a + η·θ`` after every update (J-BOND).
+
+:class:`BondUpdate` is the learner step :func:`seedrl.runtime.lm_loop.train_lm` calls
+(``algo: bond``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from pathlib import Path
+from typing import Any, Iterable
 
+import numpy as np
 import torch
 
 from seedrl.ops.bond import bon_pool_weights, bond_reward, jbond_reward, quantile_estimate
 from seedrl.ops.importance import truncated_importance_weights
+from seedrl.runtime.lm_updates import Group, Request, behaviour_logprobs, mean_entropy
 
-__all__ = ["BondConfig", "anchor_samples_needed", "backward_reward", "best_anchor_index", "bond_loss", "forward_weights",
+__all__ = ["ANCHOR_DIR", "BondConfig", "BondUpdate", "anchor_samples_needed", "backward_reward", "best_anchor_index", "bond_loss", "forward_weights",
            "move_anchor", "quantile_of"]
 
 
@@ -224,3 +230,77 @@ def move_anchor(anchor: Iterable[torch.Tensor], policy: Iterable[torch.Tensor], 
             a.copy_(p.detach())
     return True
 
+
+ANCHOR_DIR = "anchor"  # the moving anchor inside a checkpoint folder
+
+
+class BondUpdate:
+    """BOND / J-BOND: forward term on the best anchor sample, backward policy gradient on
+    the policy samples, anchor moved after each update as configured."""
+
+    def __init__(self, cfg, learner_policy, checkpoint: Path | None = None):
+        """``checkpoint``: the one a resumed run starts from (its saved anchor is restored)."""
+        from seedrl.models.lm.policy import LMPolicy
+
+        self.cfg, self.b, self.policy, self.server = cfg, cfg.bond, learner_policy, None
+        self.anchor = self.served_anchor = None  # fixed anchor: the reference itself
+        if self.b.anchor != "fixed":
+            source = cfg.reference or cfg.policy
+            if checkpoint is not None and (checkpoint / ANCHOR_DIR).is_dir():
+                source = str(checkpoint / ANCHOR_DIR)
+            self.anchor = LMPolicy.from_pretrained(source).eval()  # the learner's copy, moved in place
+            self.served_anchor = LMPolicy.from_pretrained(source).eval()
+        self.anchor_name = "reference" if self.anchor is None else "anchor"
+
+    def requests(self) -> list[Request]:
+        return [Request("policy", self.b.policy_samples), Request(self.anchor_name, anchor_samples_needed(self.b))]
+
+    def served_models(self) -> dict[str, Any]:
+        return {} if self.served_anchor is None else {"anchor": self.served_anchor}
+
+    def loss(self, batch: list[Group]) -> tuple[torch.Tensor, dict[str, float]]:
+        b, p, s = self.b, len(batch), self.b.policy_samples
+        prompts = [g.prompt_tokens for g in batch]
+        prompts_s = [x for x in prompts for _ in range(s)]
+        policy_tokens = [c.tokens for g in batch for c in g.completions]
+        pol_r = torch.from_numpy(np.stack([g.rewards for g in batch])).float()
+        anc_r = torch.from_numpy(np.stack([g.anchor_rewards for g in batch])).float()
+        weights = forward_weights(anc_r, b)
+        # (prompt, anchor sample) pairs in the forward term; none when it has no weight (β = 1)
+        used = weights.nonzero().tolist() if b.beta < 1 else []
+        fwd_prompts = [prompts[i] for i, _ in used]
+        fwd_tokens = [batch[i].anchor_completions[j].tokens for i, j in used]
+        ref_f = self.server.score("reference", prompts_s, policy_tokens)
+        anc_f = ref_f if self.anchor is None else self.server.score("anchor", prompts_s, policy_tokens)
+        scores = self.policy.score(prompts_s + fwd_prompts, policy_tokens + fwd_tokens)
+        lp = scores.sequence_logprobs
+        pol_lp = lp[: p * s].view(p, s)
+        fwd_lp = torch.zeros(weights.shape, dtype=lp.dtype, device=lp.device)
+        if used:
+            fwd_lp = fwd_lp.index_put(tuple(torch.tensor(used, device=lp.device).T), lp[p * s:])
+        ref_seq = ref_f.result().sequence_logprobs.to(lp.device).view(p, s)
+        anc_seq = anc_f.result().sequence_logprobs.to(lp.device).view(p, s)
+        r_b = backward_reward(pol_r, anc_r, b) if b.beta > 0 else torch.zeros_like(pol_r)
+        mu = behaviour_logprobs([c for g in batch for c in g.completions]).to(lp.device).view(p, s)
+        loss, logs = bond_loss(pol_lp, anc_seq, r_b.to(lp.device), fwd_lp, weights.to(lp.device), b, mu)
+        p_hat = quantile_of(pol_r, anc_r, b)
+        mask = scores.mask[: p * s].float()
+        return loss, {
+            **logs,
+            "reward": pol_r.mean().item(),
+            "anchor_reward": anc_r.mean().item(),
+            "best_anchor_reward": (weights * anc_r).sum(1).mean().item(),
+            "log_quantile": torch.log(p_hat).mean().item(),
+            "kl": (pol_lp.detach() - ref_seq).mean().item(),
+            "length": mask.sum(-1).mean().item(),
+            "entropy": mean_entropy(scores, slice(0, p * s)),
+        }
+
+    def after_update(self, step: int) -> None:
+        if self.anchor is not None and move_anchor(self.anchor.parameters(), self.policy.parameters(), step, self.b):
+            self.server.update_weights("anchor", self.anchor)
+
+    def save(self, path: Path) -> None:
+        if self.anchor is not None:
+            self.anchor.model.save_pretrained(path / ANCHOR_DIR)
+            self.anchor.tokenizer.save_pretrained(path / ANCHOR_DIR)

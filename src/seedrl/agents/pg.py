@@ -49,15 +49,22 @@ gradient). Untruncated, ``E_μ[ρ_i (R_i − b_i) ∇log π(y_i)] = ∇J`` exact
 leave-one-out baseline depends only on the other samples, so its term is
 ``E[b_i]·E_π[∇log π] = 0``; the same weight makes the k3 term's expectation the
 on-policy one. Without behaviour log-probs (or with μ = π) ``ρ̄ = 1``.
+
+:class:`PGUpdate` is the learner step :func:`seedrl.runtime.lm_loop.train_lm` calls
+(``algo: pg``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from seedrl.ops.importance import truncated_importance_weights
+from seedrl.runtime.lm_updates import Group, Request, behaviour_logprobs, mean_entropy
 
 
 @dataclass
@@ -129,3 +136,35 @@ def rloo_loss(
         "length": m.sum(-1).mean().item(),
         "importance_weight": rho.mean().item(),
     }
+
+
+class PGUpdate:
+    """REINFORCE with a leave-one-out baseline and a KL penalty to the reference: ``K`` policy
+    samples per prompt, scored by the learner (with gradient) and by the served reference."""
+
+    def __init__(self, cfg, learner_policy, checkpoint: Path | None = None):
+        self.cfg, self.policy, self.server = cfg, learner_policy, None
+
+    def requests(self) -> list[Request]:
+        return [Request("policy", self.cfg.pg.samples_per_prompt)]
+
+    def served_models(self) -> dict[str, Any]:
+        return {}
+
+    def loss(self, batch: list[Group]) -> tuple[torch.Tensor, dict[str, float]]:
+        k = self.cfg.pg.samples_per_prompt
+        prompts = [g.prompt_tokens for g in batch for _ in range(k)]
+        completions = [c.tokens for g in batch for c in g.completions]
+        rewards = torch.from_numpy(np.concatenate([g.rewards for g in batch]))
+        ref = self.server.score("reference", prompts, completions).result()
+        scores = self.policy.score(prompts, completions)
+        mu = behaviour_logprobs([c for g in batch for c in g.completions]).to(scores.sequence_logprobs.device)
+        loss, logs = rloo_loss(scores.sequence_logprobs, scores.token_logprobs, ref.token_logprobs.to(scores.token_logprobs.device),
+                               scores.mask, rewards, self.cfg.pg, mu)
+        return loss, {**logs, "entropy": mean_entropy(scores)}
+
+    def after_update(self, step: int) -> None:
+        pass
+
+    def save(self, path: Path) -> None:
+        pass

@@ -17,7 +17,7 @@ from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser("run", help="train from a YAML config: games (algo: impala), LM SFT (sft), PG (pg), BOND (bond) or GKD (gkd)")
+    run = sub.add_parser("run", help="train from a YAML config: games (algo: impala), LM SFT (sft), PG (pg), BOND (bond), GKD (gkd) or entailment-feedback RL (rlef)")
     run.add_argument("config", help="YAML file")
     run.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. runtime.num_actors=4")
     run.add_argument("--resume", action="store_true", help="continue the run in <out_dir>/<name> from its last checkpoint")
@@ -70,6 +70,13 @@ def _report_lm_gkd(final: dict) -> str:
     return (f"done: {final['updates']} updates, divergence to the teacher {final['divergence']:.4f}, "
             f"reward {final['reward']:.3f}, {final['samples_per_s']:.1f} samples/s\n"
             f"model:   {final['final']}\ncurves:  {final['run_dir']}/curves.png")
+
+
+def _report_lm_rlef(final: dict) -> str:
+    if final.get("interrupted"):
+        return _report_lm_pg(final)
+    return _report_lm_pg(final) + (f"\nvalue loss {final['value_loss']:.4f}, explained variance "
+                                   f"{final['explained_variance']:.2f}, length {final['length']:.1f}")
 
 
 def _report_bandit(result: dict) -> str:
@@ -129,6 +136,7 @@ ALGOS: dict[str, Algo] = {
     "sft": Algo("seedrl.agents.sft:SFTConfig", "seedrl.agents.sft:train_sft", _report_sft),
     "bond": Algo("seedrl.runtime.lm_loop:LMBondConfig", "seedrl.runtime.lm_loop:train_lm", _report_lm_bond),
     "gkd": Algo("seedrl.agents.gkd:LMGKDConfig", "seedrl.runtime.lm_loop:train_lm", _report_lm_gkd),
+    "rlef": Algo("seedrl.agents.rlef:LMRLEFConfig", "seedrl.runtime.lm_loop:train_lm", _report_lm_rlef),
     "bond_bandit": Algo("seedrl.agents.bond_bandit:BanditBondConfig", "seedrl.agents.bond_bandit:train_bond_bandit",
                         _report_bandit),
 }

@@ -11,7 +11,9 @@ works). Functions that produce learning targets return detached tensors.
 * :mod:`seedrl.ops.bond` -- Best-of-N distribution (ties handled), quantiles,
   the BOND and J-BOND rewards, the KL bound.
 * :func:`truncated_importance_weights` -- ``min(c, π/μ)`` for off-policy
-  sequence-level policy gradients.
+  policy gradients (per sequence or per token).
+* :func:`masked_gae` -- GAE(λ) / Monte-Carlo returns of padded token episodes;
+  :func:`kl_shaped_rewards` -- per-token rewards ``(1−α)·R·[last] − α·log π/π_a``.
 """
 
 from seedrl.ops.bond import (
@@ -24,8 +26,9 @@ from seedrl.ops.bond import (
     quantiles,
 )
 from seedrl.ops.importance import truncated_importance_weights
+from seedrl.ops.kl_shaping import kl_shaped_rewards
 from seedrl.ops.priorities import sequence_priority
-from seedrl.ops.returns import double_q_n_step_targets, n_step_returns
+from seedrl.ops.returns import double_q_n_step_targets, masked_gae, n_step_returns
 from seedrl.ops.value_rescaling import DEFAULT_EPS, inverse_value_rescaling, value_rescaling
 from seedrl.ops.vtrace import VTraceReturns, vtrace
 
@@ -39,6 +42,8 @@ __all__ = [
     "double_q_n_step_targets",
     "inverse_value_rescaling",
     "jbond_reward",
+    "kl_shaped_rewards",
+    "masked_gae",
     "n_step_returns",
     "quantile_estimate",
     "quantiles",

@@ -1,4 +1,5 @@
-"""n-step returns and R2D2's double-Q n-step targets (sequence priorities: :mod:`seedrl.ops.priorities`).
+"""n-step returns, R2D2's double-Q n-step targets, and GAE(λ) of padded episodes
+(sequence priorities: :mod:`seedrl.ops.priorities`).
 
 All sequence tensors are time-major, ``[T, *B]`` (usually ``[T, B]``), and
 describe transitions ``(x_t, a_t, r_t, x_{t+1})``, ``t < T``, with
@@ -16,7 +17,7 @@ from seedrl.ops._checks import check_same_shape, check_shape, float_tensor
 from seedrl.ops.priorities import sequence_priority  # noqa: F401  (re-exported; it lives in ops/priorities.py)
 from seedrl.ops.value_rescaling import DEFAULT_EPS, inverse_value_rescaling, value_rescaling
 
-__all__ = ["n_step_returns", "double_q_n_step_targets", "sequence_priority"]
+__all__ = ["n_step_returns", "double_q_n_step_targets", "masked_gae", "sequence_priority"]
 
 
 def _check_n(n: object) -> int:
@@ -165,3 +166,67 @@ def double_q_n_step_targets(
             boot = inverse_value_rescaling(boot, eps)
         returns = _n_step(f["rewards"], f["discounts"], boot, n)
         return value_rescaling(returns, eps) if rescale else returns
+def masked_gae(
+    *,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float = 1.0,
+    lambda_: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE(λ) advantages and λ-returns of padded episodes that end at their last valid step.
+
+    Each column of ``mask`` marks a prefix of valid steps (a token sequence padded on the
+    right); the step after the last valid one is terminal (``V = 0``, no bootstrap). With
+    ``m_{t+1}`` the validity of the next step:
+
+    .. math::
+
+        \\delta_t = r_t + \\gamma\\, m_{t+1} V(x_{t+1}) - V(x_t), \\qquad
+        A_t = \\delta_t + \\gamma \\lambda\\, m_{t+1} A_{t+1}, \\qquad G_t = A_t + V(x_t).
+
+    ``λ = 1`` is the Monte-Carlo return ``G_t = Σ_{k≥t} γ^{k−t} r_k`` (the values only
+    enter as a baseline, ``A_t = G_t − V(x_t)``); ``λ = 0`` the one-step TD target. Padding
+    steps get ``A = G = 0`` whatever their rewards and values hold.
+
+    Args:
+      rewards: ``[T, *B]`` r_t.
+      values: ``[T, *B]`` V(x_t).
+      mask: ``[T, *B]`` valid steps (bool, or read as ``!= 0``), a prefix of each column.
+      gamma: discount in ``[0, 1]``.
+      lambda_: λ in ``[0, 1]``.
+
+    Returns:
+      ``(advantages, returns)``, each ``[T, *B]`` in the promoted float dtype, detached.
+
+    Raises:
+      ValueError: a shape, ``gamma`` or ``lambda_`` is wrong, or a mask is not a prefix.
+      TypeError: rewards or values are not floating-point tensors.
+    """
+    float_tensor("rewards", rewards)
+    float_tensor("values", values)
+    if rewards.ndim < 1:
+        raise ValueError(f"rewards must have shape [T, *B] with a leading time axis, got {tuple(rewards.shape)}")
+    check_same_shape("values", values, "rewards", rewards)
+    if not isinstance(mask, torch.Tensor) or mask.shape != rewards.shape:
+        got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"mask must be a tensor of the rewards' shape {tuple(rewards.shape)}, got {got}")
+    for name, x in (("gamma", gamma), ("lambda_", lambda_)):
+        if not 0.0 <= x <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {x!r}")
+    valid = mask.detach().to(device=rewards.device, dtype=torch.bool)
+    if (valid[1:] & ~valid[:-1]).any():
+        raise ValueError("mask: valid steps must form a prefix of each column (padding on the right only)")
+    dtype = torch.promote_types(rewards.dtype, values.dtype)
+    with torch.no_grad():
+        r = torch.where(valid, rewards.detach().to(dtype), 0)
+        v = torch.where(valid, values.detach().to(dtype), 0)
+        nxt = torch.cat([valid[1:], torch.zeros_like(valid[:1])]).to(dtype)
+        v_next = torch.cat([v[1:], torch.zeros_like(v[:1])])
+        delta = torch.where(valid, r + gamma * nxt * v_next - v, 0)
+        adv = torch.zeros_like(delta)
+        running = torch.zeros_like(delta[0])
+        for t in range(delta.shape[0] - 1, -1, -1):
+            running = delta[t] + gamma * lambda_ * nxt[t] * running
+            adv[t] = running
+        return adv, torch.where(valid, adv + v, 0)

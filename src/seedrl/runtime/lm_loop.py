@@ -15,11 +15,14 @@ Roles, as for games (docs/architecture.md):
   under its own copy of the policy (with gradient), computes the loss, steps
   the optimizer and pushes the weights into the server in place (no disk).
 
-The algorithm is an *update* object (:mod:`seedrl.runtime.lm_updates`): it says
+The algorithm is an *update* object (protocol: :mod:`seedrl.runtime.lm_updates`; each
+agent module owns its own): it says
 what to sample per prompt (``K`` policy samples for REINFORCE-LOO; policy and
 anchor samples for BOND / J-BOND; student and teacher samples for GKD) and turns a
-batch into a loss. :func:`train_lm` picks it from the config's ``algo`` (``pg``, ``bond``
-or ``gkd``); an update may serve models of its own (BOND's moving anchor, GKD's teacher).
+batch into a loss. :func:`train_lm` picks it from the config's ``algo`` (``pg``, ``bond``,
+``gkd`` or ``rlef``); an update may serve models of its own (BOND's moving anchor, GKD's
+teacher) and train parameters of its own beside the policy (RLEF's value head or critic:
+one optimizer, one gradient clip, checkpointed together).
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from seedrl.agents.bond import BondUpdate
 from seedrl.agents.gkd import GKDUpdate
+from seedrl.agents.pg import PGUpdate
+from seedrl.agents.rlef import RLEFUpdate
 from seedrl.report.metrics import MetricsLogger, plot_curves
 from seedrl.config import ConfigError
 from seedrl.runtime.checkpoint import list_folder_checkpoints, read_policy_state, save_final, save_policy_checkpoint
@@ -46,13 +52,13 @@ from seedrl.runtime.errors import ActorsFailed, check_finite
 from seedrl.runtime.learner import make_optimizer
 from seedrl.runtime.lm_eval import EVAL_FILE, make_summary_eval
 from seedrl.runtime.lm_config import LMBondConfig, LMPGConfig, LMRunConfig, LMSamplingConfig, LMTaskConfig
-from seedrl.runtime.lm_updates import BondUpdate, Group, PGUpdate, Request
+from seedrl.runtime.lm_updates import Group, Request, trainable_parameters
 from seedrl.runtime.run_dir import RunDir, load_optimizer_state, optimizer_name
 from seedrl.runtime.signals import StopSignals
 
 __all__ = ["LMBondConfig", "LMPGConfig", "LMRunConfig", "LMSamplingConfig", "LMTaskConfig", "train_lm", "train_lm_pg"]
 
-UPDATES = {"pg": PGUpdate, "bond": BondUpdate, "gkd": GKDUpdate}
+UPDATES = {"pg": PGUpdate, "bond": BondUpdate, "gkd": GKDUpdate, "rlef": RLEFUpdate}
 log = logging.getLogger(__name__)
 
 
@@ -192,12 +198,12 @@ def train_lm(
     cfg: LMRunConfig, *, resume: bool = False, reward_fn: Callable | None = None,
     on_step: Callable[[dict], None] | None = None,
 ) -> dict[str, Any]:
-    """Train a language policy on the runtime (``cfg.algo``: pg or bond); returns the final metrics row.
+    """Train a language policy on the runtime (``cfg.algo``: pg, bond, gkd or rlef); returns the final metrics row.
 
     ``resume`` continues from the newest whole ``<run>/checkpoint-<step>``: weights,
     optimizer moments, step and sample counters, the prompt order (it continues
     after the last prompt drawn; groups still in flight at the checkpoint are
-    not replayed), the torch RNG and BOND's moving anchor. ``reward_fn`` (a
+    not replayed), the torch RNG, BOND's moving anchor and RLEF's value head or critic. ``reward_fn`` (a
     :class:`~seedrl.rewards.RewardFn` or plain batched callable) replaces the
     task's reward. SIGINT and SIGTERM stop after the update in hand with a
     checkpoint (the row then has ``interrupted``, ``stop_signal`` and
@@ -239,7 +245,8 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
     s = cfg.sampling
     base = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, max_new_tokens=s.max_new_tokens)
     requests = [(req, replace(base, n=req.n) if req.n else None) for req in update.requests()]
-    optimizer = make_optimizer(cfg.optim, learner_policy.parameters())
+    params = [*learner_policy.parameters(), *trainable_parameters(update)]  # + a value head or critic (rlef)
+    optimizer = make_optimizer(cfg.optim, params)
     first_step, samples = 1, 0
     if state is not None:  # every check before anything is written
         load_optimizer_state(optimizer, state["optimizer"], checkpoint, state.get("optimizer_class"))
@@ -299,8 +306,7 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
             check_finite(loss, "loss", step)  # nothing applied, nothing saved
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(list(learner_policy.parameters()),
-                                                       cfg.optim.clip_norm or float("inf"))
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_norm or float("inf"))
             check_finite(grad_norm, "gradient norm", step)
             optimizer.step()
             version = server.update_weights("policy", learner_policy)
@@ -356,6 +362,8 @@ def _plots(cfg: LMRunConfig, metrics_path: Path, run_dir: Path, frontier) -> Non
         keys = ("reward", "kl", "kl_anchor", "log_quantile", "forward_nll", "entropy")
     elif cfg.algo == "gkd":
         keys = ("divergence", "reward", "loss", "on_policy", "length", "samples_per_s")
+    elif cfg.algo == "rlef":
+        keys = ("reward", "kl", "value_loss", "explained_variance", "length", "entropy")
     try:  # a plot never loses a run
         plot_curves(metrics_path, run_dir / "curves.png", keys=keys, title=cfg.name)
         if frontier is not None:

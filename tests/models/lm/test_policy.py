@@ -121,6 +121,30 @@ def test_score_is_differentiable_and_gradients_match(load, kind):
         torch.testing.assert_close(batched[n], q.grad, atol=1e-4, rtol=1e-3, msg=n)
 
 
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "t5"])
+def test_hidden_states_are_those_of_each_completion_position(policies, kind):
+    """``score(return_hidden=True)``: row n holds the last hidden state that predicts token n
+    (the unbatched forward's), beside unchanged log-probs."""
+    p = policies[kind]
+    prompts, comps = rows(p)
+    with torch.no_grad():
+        s = p.score(prompts, comps, return_hidden=True)
+        plain = p.score(prompts, comps)
+        torch.testing.assert_close(s.token_logprobs, plain.token_logprobs)
+        for b, (x, y) in enumerate(zip(prompts, comps)):
+            if not y:
+                continue
+            if p.is_encoder_decoder:
+                start = p.config.decoder_start_token_id
+                out = p.model(input_ids=torch.tensor([x]), decoder_input_ids=torch.tensor([[start, *y[:-1]]]),
+                              output_hidden_states=True)
+                want = out.decoder_hidden_states[-1][0]
+            else:
+                out = p.model(input_ids=torch.tensor([x + y]), output_hidden_states=True)
+                want = out.hidden_states[-1][0, len(x) - 1: -1]
+            torch.testing.assert_close(s.hidden[b, : len(y)], want, atol=2e-5, rtol=0)
+
+
 def test_score_rejects_bad_rows(policies):
     p = policies["gpt2"]
     with pytest.raises(ValueError, match="prompt 1 is empty"):

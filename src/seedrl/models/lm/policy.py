@@ -93,7 +93,8 @@ class Scores:
     ``token_logprobs[b, n] = log p_T(y_n | x, y_<n)`` (0 where ``mask`` is False),
     ``sequence_logprobs[b] = sum_n token_logprobs[b, n]``, ``entropies[b, n]`` the
     entropy of the tempered next-token distribution, ``logits`` (optional) the raw
-    (untempered) logits ``[B, L, V]`` at the completion positions.
+    (untempered) logits ``[B, L, V]`` at the completion positions, ``hidden`` (optional)
+    the last hidden state ``[B, L, H]`` there (the state ``(x, y_<n)`` each row acts in).
     """
 
     token_logprobs: torch.Tensor
@@ -101,6 +102,7 @@ class Scores:
     sequence_logprobs: torch.Tensor
     entropies: torch.Tensor
     logits: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -259,6 +261,12 @@ class LMPolicy:
 
     def completion_logits(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]]):
         """Raw logits ``[B, L, V]`` whose row ``n`` predicts completion token ``n``."""
+        return self.completion_outputs(prompt_ids, completion_ids)[0]
+
+    def completion_outputs(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
+                           hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(logits [B, L, V], last hidden state [B, L, H] or None)`` at the positions whose
+        row ``n`` predicts completion token ``n`` (the state ``(x, y_<n)``; a value head reads it)."""
         B = len(prompt_ids)
         if len(completion_ids) != B:
             raise ValueError(f"completion_ids has {len(completion_ids)} rows, prompt_ids has {B}")
@@ -278,29 +286,32 @@ class LMPolicy:
             dec, dec_mask = self._batch([[start, *c[:-1]] for c in completion_ids], max(L, 1))
             dec_mask[:, 0] = 1  # never a fully masked decoder row (NaN-free even for empty completions)
             out = self.model(input_ids=enc, attention_mask=enc_mask, decoder_input_ids=dec,
-                             decoder_attention_mask=dec_mask, use_cache=False)
-            return out.logits[:, :L]
+                             decoder_attention_mask=dec_mask, use_cache=False, output_hidden_states=hidden)
+            return out.logits[:, :L], (out.decoder_hidden_states[-1][:, :L] if hidden else None)
         seqs = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)]
         width = max(len(s) for s in seqs)
         ids, mask = self._batch(seqs, width)
         first = min(P) - 1  # earliest position whose logits are needed
         kw = {"logits_to_keep": width - first} if self._logits_to_keep else {}
-        logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False, **kw).logits
-        offset = width - logits.shape[1]
-        index = torch.tensor([[P[b] - 1 + min(n, max(C[b] - 1, 0)) - offset for n in range(L)] for b in range(B)],
-                             dtype=torch.long, device=logits.device).reshape(B, L)
-        return logits[torch.arange(B, device=logits.device)[:, None], index]
+        out = self.model(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=hidden, **kw)
+        logits = out.logits
+        pos = torch.tensor([[P[b] - 1 + min(n, max(C[b] - 1, 0)) for n in range(L)] for b in range(B)],
+                           dtype=torch.long, device=logits.device).reshape(B, L)
+        rows = torch.arange(B, device=logits.device)[:, None]
+        states = out.hidden_states[-1][rows, pos] if hidden else None  # hidden states cover every position
+        return logits[rows, pos - (width - logits.shape[1])], states
 
     def score(
         self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
-        return_logits: bool = False, temperature: float = 1.0,
+        return_logits: bool = False, temperature: float = 1.0, return_hidden: bool = False,
     ) -> Scores:
-        """``log p_T(y_n | x, y_<n)`` of every completion token (see module docstring)."""
+        """``log p_T(y_n | x, y_<n)`` of every completion token (see module docstring);
+        ``return_hidden`` also keeps the last hidden state of each position (``Scores.hidden``)."""
         if not temperature > 0:
             raise ValueError(f"temperature={temperature!r} must be > 0 for scoring")
         B, C = len(prompt_ids), [len(c) for c in completion_ids]
         L = max(C, default=0)
-        logits = self.completion_logits(prompt_ids, completion_ids)
+        logits, hidden = self.completion_outputs(prompt_ids, completion_ids, hidden=return_hidden)
         dev = logits.device
         mask = _length_mask(C, dev)
         targets = torch.zeros((B, L), dtype=torch.long, device=dev)
@@ -315,7 +326,7 @@ class LMPolicy:
         zero = torch.zeros((), device=dev)
         tok = torch.where(mask, tok, zero)
         ent = torch.where(mask, ent, zero)
-        return Scores(tok, mask, tok.sum(-1), ent, logits if return_logits else None)
+        return Scores(tok, mask, tok.sum(-1), ent, logits if return_logits else None, hidden)
 
     def next_token_distributions(
         self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
