@@ -124,7 +124,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--set", nargs="*", default=[], help="more config overrides (key=value)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks/results/gkd_sweep.json"))
     ap.add_argument("--plot", default=str(ROOT / "docs/images/gkd_sweep.png"))
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="combine the JSONs of runs with other seeds (e.g. one process per seed) into --json and --plot")
     a = ap.parse_args(argv)
+    if a.merge:
+        return merge_runs([json.loads(Path(f).read_text()) for f in a.merge], Path(a.json), Path(a.plot))
     import torch
 
     from seedrl.agents.gkd import LMGKDConfig
@@ -152,6 +156,30 @@ def main(argv=None) -> dict:
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(result, indent=1))
     plot(result, Path(a.plot))
+    return result
+
+
+def merge_runs(parts: list[dict], out_json: Path, out_plot: Path) -> dict:
+    """One result from runs of the same sweep with different seeds: each cell's per-seed lists concatenated."""
+    first = parts[0]
+    same = ("steps", "prompts_per_step", "eval_prompts", "samples_per_prompt", "lr", "overrides")
+    for other in parts[1:]:
+        differ = [k for k in same if other[k] != first[k]]
+        if differ or [c["name"] + str(c["lmbda"]) for c in other["cells"]] != [c["name"] + str(c["lmbda"]) for c in first["cells"]]:
+            raise SystemExit(f"--merge: the runs differ in {differ or 'their cells'}")
+    result = {**first, "seeds": [s for p in parts for s in p["seeds"]], "cells": []}
+    for cells in zip(*(p["cells"] for p in parts)):
+        merged = {"name": cells[0]["name"], "lmbda": cells[0]["lmbda"]}
+        for k, v in cells[0].items():
+            if isinstance(v, list):
+                merged[k] = [x for c in cells for x in c[k]]
+        result["cells"].append(merged)
+    loads = [p["loadavg_1_5_15"] for p in parts]
+    result["loadavg_1_5_15"] = {"min": np.min([x["min"] for x in loads], 0).tolist(),
+                                "max": np.max([x["max"] for x in loads], 0).tolist()}
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(result, indent=1))
+    plot(result, out_plot)
     return result
 
 
