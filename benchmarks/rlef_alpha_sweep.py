@@ -41,11 +41,10 @@ def _bigrams(words: list[str]) -> set[tuple[str, str]]:
 
 def evaluate(policy_dir: str, cfg: LMRLEFConfig, num_prompts: int, seed: int) -> dict[str, float]:
     """Summary metrics of one policy on held-out documents (module docstring)."""
-    from rouge_score import rouge_scorer
-
     from seedrl.lm.toy_setup import make_world
     from seedrl.models.lm.policy import LMPolicy
     from seedrl.models.lm.sampler import SamplingParams
+    from seedrl.report.summarization import rouge_f
     from seedrl.rewards import NLIReward
 
     world = make_world(cfg.task.world, cfg.task.world_options)
@@ -56,8 +55,7 @@ def evaluate(policy_dir: str, cfg: LMRLEFConfig, num_prompts: int, seed: int) ->
     params = SamplingParams(temperature=1.0, max_new_tokens=cfg.sampling.max_new_tokens, seed=seed)
     texts = [c.text for c in policy.generate(prompts, params, max_batch=64)]
     checks = [world.check(t, ex["document"]) for t, ex in zip(texts, examples)]
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
-    rouge = [scorer.score(ex["summary"], t) for t, ex in zip(texts, examples)]
+    rouge = rouge_f(texts, [ex["summary"] for ex in examples])
     novel = []
     for t, ex in zip(texts, examples):
         grams = _bigrams(t.split())
@@ -67,7 +65,7 @@ def evaluate(policy_dir: str, cfg: LMRLEFConfig, num_prompts: int, seed: int) ->
         "faithfulness": float(np.mean([c.faithfulness for c in checks])),
         "coverage": float(np.mean([c.coverage for c in checks])),
         "f1": float(np.mean([c.f1 for c in checks])),
-        **{k: float(np.mean([r[k].fmeasure for r in rouge])) for k in ("rouge1", "rouge2", "rougeL")},
+        **{k: float(v.mean()) for k, v in rouge.items()},
         "length": float(np.mean([len(t.split()) for t in texts])),
         "novel_bigrams": float(np.mean(novel)),
         "example": texts[0],
