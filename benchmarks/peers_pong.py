@@ -462,6 +462,8 @@ def run_one(launch: Launch, minutes: float, window: float, log_dir: pathlib.Path
     else:
         result["frames_per_s"] = None
     result["counter_samples"] = [[round(s["t"] - t_launch, 2), s["frames"]] for s in samples]
+    # score rows (benchmarks/atari_learning.py's launches add a "return" to some samples)
+    result["return_samples"] = [[round(s["t"] - t_launch, 2), s["frames"], s["return"]] for s in samples if "return" in s]
     if launch.own_key:
         own = [s[launch.own_key] for s in in_window if s.get(launch.own_key) is not None]
         if launch.system == "seedrl":  # mean of its per-interval fps rows in the window
