@@ -5,6 +5,9 @@ a numpy array ``[num_steps, *shape]`` for fixed-shape numeric fields, and a
 numpy object array of per-step values for varying-shape, ``str`` and
 ``bytes`` fields. Numeric columns read back from a memory-mapped segment are
 views of the map (zero copy); bool columns are unpacked from Arrow's bits.
+Encoded-image fields read back as :class:`~seedrl.data.images.EncodedImages`
+(bytes decoded row by row when read); they are written from such a column,
+bytes or uint8 arrays (:func:`~seedrl.data.images.encoded_column`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from seedrl.data.errors import EpisodeError, SpecError
+from seedrl.data.images import EncodedImages, encoded_column
 from seedrl.data.spec import SHAPE_SUFFIX, FieldSpec, StepSpec
 
 
@@ -32,7 +36,9 @@ def stack_steps(spec: StepSpec, flat_steps: Sequence[Mapping[str, Any]]) -> dict
     cols = {}
     for f in spec.fields:
         values = [s[f.path] for s in flat_steps]
-        if f.is_text or not f.is_fixed:
+        if f.is_encoded:
+            cols[f.path] = EncodedImages(values, f.encoding, f.shape)
+        elif f.is_text or not f.is_fixed:
             cols[f.path] = object_column(values)
         else:
             cols[f.path] = (
@@ -51,7 +57,9 @@ def check_columns(spec: StepSpec, columns: Mapping[str, Any]) -> tuple[dict[str,
     n = None
     for f in spec.fields:
         col = columns[f.path]
-        if f.is_text or not f.is_fixed:
+        if f.is_encoded:
+            col = EncodedImages(encoded_column(f.path, f.encoding, f.shape, col), f.encoding, f.shape)
+        elif f.is_text or not f.is_fixed:
             col = col if isinstance(col, np.ndarray) and col.dtype == object else object_column(list(col))
             for v in col:
                 f.check(v)
@@ -91,6 +99,10 @@ def check_episode_flags(columns: Mapping[str, np.ndarray], num_steps: int) -> No
 
 
 def _arrow_column(f: FieldSpec, col: np.ndarray, n: int) -> list[pa.Array]:
+    if f.is_encoded:
+        ok = isinstance(col, EncodedImages) and col.encoding == f.encoding  # checked by check_columns
+        values = col.encoded if ok else encoded_column(f.path, f.encoding, f.shape, col)
+        return [pa.array(list(values), type=f.arrow_type())]
     if f.is_text:
         return [pa.array(list(col), type=f.arrow_type())]
     if not f.shape:
@@ -135,7 +147,9 @@ def batch_to_columns(spec: StepSpec, batch: pa.RecordBatch) -> dict[str, np.ndar
     n = batch.num_rows
     for f in spec.fields:
         arr = batch.column(f.path)
-        if f.is_text:
+        if f.is_encoded:
+            out[f.path] = EncodedImages(arr.to_pylist(), f.encoding, f.shape)
+        elif f.is_text:
             out[f.path] = object_column(arr.to_pylist())
         elif not f.shape:
             out[f.path] = _numpy_values(arr, f.dtype)
@@ -164,4 +178,10 @@ def concat_columns(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.nd
     """Concatenate columns along the step axis (object columns stay object)."""
     if not parts:
         return {}
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return {k: _concat([p[k] for p in parts]) for k in parts[0]}
+
+
+def _concat(cols: Sequence[Any]) -> Any:
+    if cols and all(isinstance(c, EncodedImages) and c.encoding == cols[0].encoding for c in cols):
+        return EncodedImages([b for c in cols for b in c.encoded], cols[0].encoding, cols[0].image_shape)
+    return np.concatenate(cols)

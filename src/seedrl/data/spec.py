@@ -18,6 +18,8 @@ varying shape, 1-D           ``large_list<primitive>``
 varying shape, k-D (k > 1)   ``large_list<primitive>`` + ``<path>#shape``
                              column of ``fixed_size_list<int64>[k]``
 ``str`` / ``bytes``          ``large_string`` / ``large_binary``
+encoded image (png / jpeg)   ``large_binary``, one encoded image per step
+                             (:mod:`seedrl.data.images`)
 ===========================  ==============================================
 
 Values are stored bit for bit (NaN payloads, -0.0, uint64 extremes).
@@ -34,6 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from seedrl.data import images
 from seedrl.data.errors import MissingKeyError, SpecError
 
 #: The seven core RLDS step fields.
@@ -58,16 +61,21 @@ class FieldSpec:
 
     ``dtype`` is a numpy dtype name (``"float32"``, ``"bool"``...) or
     ``"str"`` / ``"bytes"``. ``shape`` entries are ints, or ``None`` for a
-    dimension whose size varies from step to step.
+    dimension whose size varies from step to step. ``encoding`` ``"png"`` /
+    ``"jpeg"`` makes a uint8 ``(H, W, C)`` field an encoded-image field
+    (:mod:`seedrl.data.images`); ``None`` (the default) stores raw values.
     """
 
     path: str
     dtype: str
     shape: tuple[int | None, ...] = ()
+    encoding: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", _dtype_name(self.dtype))
         object.__setattr__(self, "shape", tuple(None if d is None else int(d) for d in self.shape))
+        if self.encoding is not None:
+            images.check_layout(self.path, self.encoding, self.dtype, self.shape)
         if self.dtype in (TEXT, BYTES) and self.shape:
             raise SpecError(f"field '{self.path}': {self.dtype} leaves must be scalars, got shape {self.shape}")
         if self.dtype not in (TEXT, BYTES) and np.dtype(self.dtype).kind not in "biuf":
@@ -76,6 +84,11 @@ class FieldSpec:
     @property
     def is_text(self) -> bool:
         return self.dtype in (TEXT, BYTES)
+
+    @property
+    def is_encoded(self) -> bool:
+        """An encoded-image field: bytes in the store, uint8 arrays on read."""
+        return self.encoding is not None
 
     @property
     def is_fixed(self) -> bool:
@@ -90,7 +103,7 @@ class FieldSpec:
         """The Arrow type of this field's column (see the module table)."""
         if self.dtype == TEXT:
             return pa.large_string()
-        if self.dtype == BYTES:
+        if self.dtype == BYTES or self.is_encoded:
             return pa.large_binary()
         prim = pa.from_numpy_dtype(np.dtype(self.dtype))
         if not self.shape:
@@ -101,6 +114,8 @@ class FieldSpec:
 
     def check(self, value: Any) -> Any:
         """Coerce one step's value to this spec, or raise naming the field."""
+        if self.is_encoded:
+            return images.check_value(self.path, self.encoding, self.shape, value)
         if self.dtype == TEXT:
             if not isinstance(value, str):
                 if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind == "U":
@@ -128,11 +143,12 @@ class FieldSpec:
         return arr
 
     def to_json(self) -> dict:
-        return {"path": self.path, "dtype": self.dtype, "shape": list(self.shape)}
+        out = {"path": self.path, "dtype": self.dtype, "shape": list(self.shape)}
+        return out if self.encoding is None else {**out, "encoding": self.encoding}
 
     @classmethod
     def from_json(cls, d: Mapping) -> "FieldSpec":
-        return cls(d["path"], d["dtype"], tuple(d["shape"]))
+        return cls(d["path"], d["dtype"], tuple(d["shape"]), d.get("encoding"))
 
 
 def _is_python_number(value: Any) -> bool:
@@ -289,7 +305,7 @@ class StepSpec:
         cols = []
         for f in self.fields:
             cols.append(pa.field(f.path, f.arrow_type(), nullable=False))
-            if not f.is_fixed and len(f.shape) > 1:
+            if not f.is_fixed and len(f.shape) > 1 and not f.is_encoded:
                 cols.append(pa.field(f.path + SHAPE_SUFFIX, pa.list_(pa.int64(), len(f.shape)), nullable=False))
         return pa.schema(cols)
 
@@ -301,6 +317,14 @@ class StepSpec:
         if unknown:
             raise MissingKeyError(f"unknown field(s) {unknown}; fields are {self.paths}")
         return _PartialSpec(_prune(self.treedef, {f.path for f in keep}), tuple(keep))
+
+    def with_images(self, encodings: Mapping[str, str | None]) -> "StepSpec":
+        """This spec with some uint8 (H, W, C) fields stored encoded (``{path: "png"|"jpeg"|None}``)."""
+        unknown = [p for p in encodings if p not in self.paths]
+        if unknown:
+            raise MissingKeyError(f"unknown field(s) {unknown}; fields are {self.paths}")
+        fields = tuple(FieldSpec(f.path, f.dtype, f.shape, encodings.get(f.path, f.encoding)) for f in self.fields)
+        return type(self)(self.treedef, fields)
 
     def to_json(self) -> dict:
         return {"treedef": self.treedef, "fields": [f.to_json() for f in self.fields]}
@@ -314,7 +338,8 @@ class StepSpec:
         rows = []
         for f in self.fields:
             shape = "(" + ", ".join("?" if d is None else str(d) for d in f.shape) + (",)" if len(f.shape) == 1 else ")")
-            rows.append(f"  {f.path:<{width}}  {f.dtype:<8} {shape if f.shape else 'scalar'}")
+            kind = f"{f.dtype} {f.encoding}" if f.is_encoded else f.dtype
+            rows.append(f"  {f.path:<{width}}  {kind:<8} {shape if f.shape else 'scalar'}")
         return "\n".join(rows)
 
     def __eq__(self, other: object) -> bool:
@@ -332,8 +357,8 @@ class StepSpec:
         for p in sorted(set(mine) | set(theirs)):
             a, b = mine.get(p), theirs.get(p)
             if a != b:
-                fa = f"{a.dtype}{list(a.shape)}" if a else "absent"
-                fb = f"{b.dtype}{list(b.shape)}" if b else "absent"
+                fa = f"{a.dtype}{list(a.shape)}{a.encoding or ''}" if a else "absent"
+                fb = f"{b.dtype}{list(b.shape)}{b.encoding or ''}" if b else "absent"
                 parts.append(f"'{p}': {fa} vs {fb}")
         if not parts and self.treedef != other.treedef:
             parts.append("same leaves, different nesting (dict/tuple/list)")

@@ -1,0 +1,155 @@
+"""Encoded-image fields: PNG lossless round trips, JPEG bytes kept, lazy decode, refusals."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from seedrl.data import DatasetWriter, Episode, FieldSpec, SpecError, StepSpec, open_dataset
+from seedrl.data import images as im
+from seedrl.data.images import EncodedImages
+
+
+def _jpeg(a: np.ndarray, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a[..., 0] if a.shape[2] == 1 else a).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _steps(frames, key="img"):
+    n = len(frames)
+    return [{"is_first": t == 0, "is_last": t == n - 1, "is_terminal": False, "observation": {key: frames[t]},
+             "action": np.int32(t), "reward": np.float32(t), "discount": np.float32(1)} for t in range(n)]
+
+
+def _image_spec(steps, shape, encoding):
+    spec = StepSpec.infer(steps[:1])
+    img = FieldSpec("observation/img", "uint8", shape, encoding)
+    return StepSpec(spec.treedef, tuple(img if f.path == img.path else f for f in spec.fields))
+
+
+images_strategy = st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 4), st.integers(1, 4),
+                            st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(images_strategy)
+def test_png_codec_is_lossless_for_any_shape_and_channels(params):
+    h, w, c, _, seed = params
+    a = np.random.default_rng(seed).integers(0, 256, (h, w, c), dtype=np.uint8)
+    a.flat[0], a.flat[-1] = 0, 255
+    b = im.encode_png(a)
+    assert im.header(b) == ("png", (h, w, c))
+    back = im.decode(b)
+    assert back.dtype == np.uint8 and back.shape == a.shape and back.tobytes() == a.tobytes()
+
+
+@settings(max_examples=15, deadline=None)
+@given(images_strategy, st.booleans())
+def test_store_round_trip_png_from_arrays_bit_exact(tmp_path_factory, params, varying):
+    h, w, c, n, seed = params
+    rng = np.random.default_rng(seed)
+    frames = [rng.integers(0, 256, (h + (t if varying else 0), w, c), dtype=np.uint8) for t in range(n)]
+    steps = _steps(frames)
+    spec = _image_spec(steps, (None if varying else h, w, c), "png")
+    root = tmp_path_factory.mktemp("png")
+    with DatasetWriter(root / "d", spec) as wr:
+        wr.write_episode(steps)
+    ep = open_dataset(root / "d")[0]
+    col = ep.columns["observation/img"]
+    assert isinstance(col, EncodedImages) and len(col) == n
+    for t in range(n):
+        assert col[t].tobytes() == frames[t].tobytes() and col[t].shape == frames[t].shape
+        assert ep[t]["observation"]["img"].tobytes() == frames[t].tobytes()
+    # copying the episode into another store keeps the bytes
+    with DatasetWriter(root / "copy") as wr:
+        wr.write_episode(ep)
+    again = open_dataset(root / "copy")[0]
+    assert list(again.columns["observation/img"].encoded) == list(col.encoded)
+    assert again.equals(ep)
+
+
+def test_jpeg_bytes_are_kept_byte_identical_and_decoded_on_read(tmp_path):
+    rng = np.random.default_rng(3)
+    raw = [rng.integers(0, 256, (6, 7, 3), dtype=np.uint8) for _ in range(3)]
+    blobs = [_jpeg(a, q) for a, q in zip(raw, (50, 75, 95))]
+    steps = _steps(blobs)
+    spec = StepSpec.infer(_steps(raw)).with_images({"observation/img": "jpeg"})
+    with DatasetWriter(tmp_path / "d", spec) as w:
+        w.write_episode(steps)
+    ds = open_dataset(tmp_path / "d")
+    col = ds[0].columns["observation/img"]
+    assert list(col.encoded) == blobs
+    for t, b in enumerate(blobs):
+        assert col[t].tobytes() == np.asarray(Image.open(io.BytesIO(b))).tobytes()
+    assert np.asarray(col).shape == (3, 6, 7, 3)
+    batch = ds.read_batch(0)
+    assert batch.column("observation/img").to_pylist() == blobs  # the Arrow column is the bytes
+    with DatasetWriter(tmp_path / "copy") as w:  # a copy through Episode keeps the JPEG bytes
+        w.write_episode(ds[0])
+    assert list(open_dataset(tmp_path / "copy")[0].columns["observation/img"].encoded) == blobs
+
+
+def test_lazy_column_decodes_only_what_is_read(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (4, 4, 3), dtype=np.uint8) for _ in range(5)]
+    spec = StepSpec.infer(_steps(frames)).with_images({"observation/img": "png"})
+    with DatasetWriter(tmp_path / "d", spec) as w:
+        w.write_episode(_steps(frames))
+    calls = []
+    real = im.decode
+    monkeypatch.setattr(im, "decode", lambda b: calls.append(1) or real(b))
+    ds = open_dataset(tmp_path / "d")
+    ep = ds[0]
+    assert calls == []  # reading the episode decodes nothing
+    assert ep.columns["observation/img"][2].tobytes() == frames[2].tobytes() and len(calls) == 1
+    ds.select(["reward"])[0]
+    assert len(calls) == 1
+    out = ds.sample_steps(2, rng=1)
+    assert out["observation/img"].shape == (2, 4, 4, 3) and len(calls) == 3
+
+
+def test_refusals_name_the_field(tmp_path):
+    with pytest.raises(SpecError, match="'obs/img'.*uint8"):
+        FieldSpec("obs/img", "uint16", (4, 4, 3), "png")
+    with pytest.raises(SpecError, match="'obs/img'.*1 or 3 channels"):
+        FieldSpec("obs/img", "uint8", (4, 4, 4), "jpeg")
+    with pytest.raises(SpecError, match="'obs/img'.*encoding must be"):
+        FieldSpec("obs/img", "uint8", (4, 4, 3), "gif")
+    f = FieldSpec("obs/img", "uint8", (4, 4, 3), "jpeg")
+    a = np.zeros((4, 4, 3), np.uint8)
+    with pytest.raises(SpecError, match="'obs/img'.*lossy"):
+        f.check(a)
+    with pytest.raises(SpecError, match="'obs/img'.*png bytes for a jpeg field"):
+        f.check(im.encode_png(a))
+    with pytest.raises(SpecError, match=r"'obs/img'.*shape \(5, 4, 3\)"):
+        f.check(_jpeg(np.zeros((5, 4, 3), np.uint8)))
+    with pytest.raises(SpecError, match="'obs/img'.*not a PNG or JPEG"):
+        f.check(b"garbage")
+    p = FieldSpec("obs/img", "uint8", (4, 4, 3), "png")
+    with pytest.raises(SpecError, match=r"'obs/img'.*expected uint8"):
+        p.check(np.zeros((4, 4, 3), np.float32))
+    # a refused episode leaves what was written untouched
+    frames = [np.full((4, 4, 3), t, np.uint8) for t in range(2)]
+    spec = StepSpec.infer(_steps(frames)).with_images({"observation/img": "png"})
+    with DatasetWriter(tmp_path / "d", spec) as w:
+        w.write_episode(_steps(frames))
+        with pytest.raises(SpecError, match="observation/img"):
+            w.write_episode(_steps([frames[0], b"not an image"]))
+    ds = open_dataset(tmp_path / "d")
+    assert len(ds) == 1 and np.asarray(ds[0].columns["observation/img"]).tobytes() == np.stack(frames).tobytes()
+
+
+def test_spec_json_keeps_the_encoding_and_raw_stays_the_default():
+    frames = [np.zeros((2, 3, 1), np.uint8)]
+    spec = StepSpec.infer(_steps(frames))
+    assert spec.field("observation/img").encoding is None  # inferred image fields are raw uint8
+    enc = spec.with_images({"observation/img": "png"})
+    assert StepSpec.from_json(enc.to_json()) == enc and enc != spec
+    assert "encoding" not in spec.field("observation/img").to_json()  # old specs' JSON unchanged
+    assert "uint8 png" in enc.describe()
