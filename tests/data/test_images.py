@@ -12,6 +12,7 @@ from PIL import Image
 
 from seedrl.data import DatasetWriter, Episode, FieldSpec, SpecError, StepSpec, open_dataset
 from seedrl.data import images as im
+from seedrl.data.columns import object_column
 from seedrl.data.images import EncodedImages
 
 
@@ -153,3 +154,26 @@ def test_spec_json_keeps_the_encoding_and_raw_stays_the_default():
     assert StepSpec.from_json(enc.to_json()) == enc and enc != spec
     assert "encoding" not in spec.field("observation/img").to_json()  # old specs' JSON unchanged
     assert "uint8 png" in enc.describe()
+
+
+def test_video_field_keeps_frame_bytes_and_varying_frame_counts(tmp_path):
+    rng = np.random.default_rng(5)
+    clips = [[rng.integers(0, 256, (3, 4, 3), dtype=np.uint8) for _ in range(t)] for t in (2, 0, 3)]
+    blobs = [[_jpeg(f) for f in clip] for clip in clips]
+    steps = _steps([np.zeros((1, 3, 4, 3), np.uint8)] * 3)
+    spec = _image_spec(steps, (None, 3, 4, 3), "jpeg")
+    with DatasetWriter(tmp_path / "d", spec) as w:
+        w.write_episode(_steps([object_column(b) for b in blobs]))
+    col = open_dataset(tmp_path / "d")[0].columns["observation/img"]
+    assert [list(r) for r in col.encoded] == blobs
+    assert [col[t].shape for t in range(3)] == [(2, 3, 4, 3), (0, 3, 4, 3), (3, 3, 4, 3)]
+    for t, clip in enumerate(blobs):
+        want = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in clip]) if clip else np.zeros((0, 3, 4, 3))
+        assert col[t].tobytes() == want.astype(np.uint8).tobytes()
+    # png video from arrays: lossless
+    frames = rng.integers(0, 256, (2, 3, 4, 3), dtype=np.uint8)
+    pspec = _image_spec(steps[:1], (2, 3, 4, 3), "png")
+    ep = Episode.from_steps(_steps([frames]), spec=pspec)
+    assert np.asarray(ep.columns["observation/img"]).tobytes() == frames.tobytes()
+    with pytest.raises(SpecError, match=r"'observation/img'.*\(2, 3, 4, 3\) frames"):
+        Episode.from_steps(_steps([object_column([im.encode_png(frames[0])])]), spec=pspec)

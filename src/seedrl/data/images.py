@@ -4,7 +4,9 @@ A field with ``encoding="png"`` or ``"jpeg"`` (``FieldSpec(path, "uint8",
 (H, W, C), encoding="png")``, or ``spec.with_images({path: "png"})``) keeps
 one encoded image per step in an Arrow ``large_binary`` column. ``H`` and
 ``W`` may vary (``None``); ``C`` is fixed: 1 (L), 2 (LA, PNG only), 3 (RGB)
-or 4 (RGBA, PNG only).
+or 4 (RGBA, PNG only). A video field, shape ``(T, H, W, C)`` (``T`` may vary),
+keeps a list of encoded frames per step (``large_list<large_binary>``); a
+step dict gives them as a 1-D object array (a list would be a tree node).
 
 Writing takes either the encoded bytes (kept as they are, byte for byte,
 after a header check of format and size) or a uint8 array, which a PNG field
@@ -53,9 +55,10 @@ def check_layout(path: str, encoding: str, dtype: str, shape: tuple) -> None:
     """Raise :class:`SpecError` naming the field unless it is a valid encoded-image field."""
     if encoding not in FORMATS:
         raise SpecError(f"field '{path}': encoding must be one of {list(FORMATS)}, got {encoding!r}")
-    if dtype != "uint8" or len(shape) != 3 or shape[2] is None or shape[2] not in _MODES:
-        raise SpecError(f"field '{path}': {encoding} images are uint8 (H, W, C) with C in 1..4, got {dtype} {shape}")
-    if encoding == "jpeg" and shape[2] not in (1, 3):
+    if dtype != "uint8" or len(shape) not in (3, 4) or shape[-1] is None or shape[-1] not in _MODES:
+        raise SpecError(f"field '{path}': {encoding} images are uint8 (H, W, C) (or (T, H, W, C) videos) "
+                        f"with C in 1..4, got {dtype} {shape}")
+    if encoding == "jpeg" and shape[-1] not in (1, 3):
         raise SpecError(f"field '{path}': jpeg holds 1 or 3 channels, got shape {shape}")
 
 
@@ -87,8 +90,16 @@ def decode(data: bytes) -> np.ndarray:
     return a.reshape(*a.shape[:2], _CHANNELS[img.mode]) if img.mode in _CHANNELS else a
 
 
-def check_value(path: str, encoding: str, shape: tuple, value: Any) -> bytes:
-    """One step's value for an encoded-image field -> its encoded bytes, or raise naming the field."""
+def check_value(path: str, encoding: str, shape: tuple, value: Any) -> bytes | list[bytes]:
+    """One step's value for an encoded-image field -> its encoded bytes (a list of them for a video),
+    or raise naming the field."""
+    if len(shape) == 4:
+        is_list = isinstance(value, (list, tuple)) or isinstance(value, np.ndarray) and value.dtype == object
+        frames = list(value) if is_list or np.ndim(value) == 4 else None
+        if frames is None or shape[0] is not None and len(frames) != shape[0]:
+            raise SpecError(f"field '{path}': expected {shape} frames (a list of encoded frames or a uint8 "
+                            f"array), got {type(value).__name__} of shape {np.shape(value) if frames is None else len(frames)}")
+        return [check_value(path, encoding, shape[1:], f) for f in frames]
     if isinstance(value, (bytes, np.bytes_)):
         try:
             fmt, got = header(bytes(value))
@@ -108,17 +119,27 @@ def check_value(path: str, encoding: str, shape: tuple, value: Any) -> bytes:
     return encode_png(arr)
 
 
-class EncodedImages:
-    """A column of encoded images that decodes rows when they are read.
+def decode_row(row: bytes | Sequence[bytes], shape: tuple) -> np.ndarray:
+    """One step of an encoded field: an image ``(H, W, C)`` or, for a video, its frames stacked."""
+    if len(shape) == 3:
+        return decode(row)
+    frames = [decode(b) for b in row]
+    return np.stack(frames) if frames else np.zeros((0, *(d or 0 for d in shape[1:])), np.uint8)
 
-    ``col[i]`` is a uint8 ``(H, W, C)`` array, ``col[a:b]`` another lazy
-    column, ``np.asarray(col)`` the decoded ``[n, H, W, C]`` stack (an object
-    column of arrays when H or W vary), ``col.encoded`` the bytes.
+
+class EncodedImages:
+    """A column of encoded images (or videos) that decodes rows when they are read.
+
+    ``col[i]`` is a uint8 ``(H, W, C)`` array (``(T, H, W, C)`` for a video),
+    ``col[a:b]`` another lazy column, ``np.asarray(col)`` the decoded
+    ``[n, H, W, C]`` stack (an object column of arrays when a dim varies),
+    ``col.encoded`` the bytes (lists of frame bytes for a video).
     """
 
-    def __init__(self, encoded: Sequence[bytes], encoding: str, shape: tuple):
+    def __init__(self, encoded: Sequence[Any], encoding: str, shape: tuple):
         self.encoded = np.empty(len(encoded), dtype=object)
-        self.encoded[:] = list(encoded)
+        for i, row in enumerate(encoded):  # a list of lists would broadcast
+            self.encoded[i] = row
         self.encoding = encoding
         self.image_shape = tuple(shape)
         fixed = None not in self.image_shape
@@ -133,15 +154,15 @@ class EncodedImages:
         if isinstance(index, slice):
             return EncodedImages(self.encoded[index], self.encoding, self.image_shape)
         if isinstance(index, (int, np.integer)):
-            return decode(self.encoded[index])
+            return decode_row(self.encoded[index], self.image_shape)
         return np.asarray(self)[index]
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        for b in self.encoded:
-            yield decode(b)
+        for row in self.encoded:
+            yield decode_row(row, self.image_shape)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        frames = [decode(b) for b in self.encoded]
+        frames = list(self)
         if self.dtype == object:
             out = np.empty(len(frames), dtype=object)
             for i, f in enumerate(frames):  # assigning a list of equal-shape arrays would broadcast

@@ -103,7 +103,9 @@ class FieldSpec:
         """The Arrow type of this field's column (see the module table)."""
         if self.dtype == TEXT:
             return pa.large_string()
-        if self.dtype == BYTES or self.is_encoded:
+        if self.is_encoded:
+            return pa.large_binary() if len(self.shape) == 3 else pa.large_list(pa.large_binary())
+        if self.dtype == BYTES:
             return pa.large_binary()
         prim = pa.from_numpy_dtype(np.dtype(self.dtype))
         if not self.shape:
