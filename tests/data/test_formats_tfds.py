@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import NAN_PAYLOAD, make_episode, random_values, simple_steps, step_specs
+from tfds_dirs import CORE, P, _core_values, _fdict, _tensor, _tfds_dir
 
 from seedrl.data import ConversionError, DatasetWriter, Episode, StepSpec, open_dataset
 from seedrl.data.formats import EXPORTERS, IMPORTERS, detect_format
@@ -24,8 +25,6 @@ from seedrl.data.formats import tf_example as tfe
 from seedrl.data.formats import tfrecord as tfr
 from seedrl.data.formats.tfds import SPEC_FILE, export_tfds, import_tfds
 from seedrl.data.formats.tfds_features import Leaf, cast, decode_rows, encode_rows, leaf_for
-
-P = "tensorflow_datasets.core.features."
 
 
 def _write(path, episodes) -> None:
@@ -332,39 +331,6 @@ def test_failed_export_leaves_no_partial_shards(tmp_path, monkeypatch):
 # ----------------------------------------------------------------- directories as tfds writes them
 
 
-def _tensor(dtype, shape=(), encoding="none", cls="tensor_feature.Tensor"):
-    dims = {"dimensions": [str(d) for d in shape]} if shape else {}
-    return {"pythonClassName": P + cls, "tensor": {"dtype": dtype, "encoding": encoding, "shape": dims}}
-
-
-def _fdict(features):
-    return {"pythonClassName": P + "features_dict.FeaturesDict", "featuresDict": {"features": features}}
-
-
-def _tfds_dir(root: Path, step_features: dict, top: dict, records: list[bytes], name="real") -> Path:
-    d = root / name / "1.0.0"
-    d.mkdir(parents=True)
-    fj = _fdict({**top, "steps": {"pythonClassName": P + "dataset_feature.Dataset",
-                                  "sequence": {"feature": _fdict(step_features), "length": "-1"}}})
-    (d / "features.json").write_text(json.dumps(fj, indent=4, sort_keys=True))
-    tfr.write_records(d / f"{name}-train.tfrecord-00000-of-00002", records[:1])
-    tfr.write_records(d / f"{name}-train.tfrecord-00001-of-00002", records[1:])
-    (d / "dataset_info.json").write_text(json.dumps({"name": name, "version": "1.0.0", "splits": [
-        {"name": "train", "shardLengths": ["1", str(len(records) - 1)], "numBytes": "0"}]}))
-    return d
-
-
-CORE = {"is_first": _tensor("bool", cls="scalar.Scalar"), "is_last": _tensor("bool", cls="scalar.Scalar"),
-        "is_terminal": _tensor("bool", cls="scalar.Scalar"), "reward": _tensor("float32", cls="scalar.Scalar"),
-        "discount": _tensor("float32", cls="scalar.Scalar")}
-
-
-def _core_values(n: int) -> dict:
-    return {"steps/is_first": ("int64", [1] + [0] * (n - 1)), "steps/is_last": ("int64", [0] * (n - 1) + [1]),
-            "steps/is_terminal": ("int64", [0] * n), "steps/reward": ("float", np.arange(n) / 4),
-            "steps/discount": ("float", np.ones(n))}
-
-
 def test_import_a_directory_laid_out_by_tfds(tmp_path):
     """No seedrl_spec.json: the spec comes from features.json; values decode as tfds decodes them."""
     steps = {**CORE,
@@ -422,11 +388,16 @@ def test_import_a_directory_laid_out_by_tfds(tmp_path):
 
 
 def test_import_refuses_what_it_cannot_hold(tmp_path):
-    image = {"pythonClassName": P + "image_feature.Image", "image": {"shape": {"dimensions": ["4", "4", "3"]}}}
+    audio = {"pythonClassName": P + "audio_feature.Audio", "audio": {"shape": {"dimensions": ["-1"]}}}
+    depth = {"pythonClassName": P + "image_feature.Image",
+             "image": {"dtype": "uint16", "encodingFormat": "png", "shape": {"dimensions": ["4", "4", "1"]}}}
     rec = tfe.encode_example({**_core_values(1), "steps/action": ("int64", [0])})
-    d = _tfds_dir(tmp_path / "a", {**CORE, "action": _tensor("int64"), "observation": _fdict({"img": image})}, {}, [rec, rec])
-    with pytest.raises(ConversionError, match="feature 'observation/img'.*Image"):
-        import_tfds(d, tmp_path / "back")
+    for i, (feature, why) in enumerate([(audio, "audio_feature.Audio' is not supported"), (depth, "Image of dtype uint16")]):
+        d = _tfds_dir(tmp_path / f"a{i}", {**CORE, "action": _tensor("int64"), "observation": _fdict({"wrist": feature})},
+                      {}, [rec, rec])
+        with pytest.raises(ConversionError, match=f"feature 'steps/observation/wrist': .*{why}"):
+            import_tfds(d, tmp_path / "back")
+        assert not (tmp_path / "back").exists()
     d = _tfds_dir(tmp_path / "b", {k: v for k, v in CORE.items() if k != "discount"} | {"action": _tensor("int64"), "observation": _tensor("int64")}, {}, [rec, rec])
     with pytest.raises(ConversionError, match="discount"):
         import_tfds(d, tmp_path / "back")

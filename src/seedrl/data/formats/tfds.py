@@ -50,13 +50,16 @@ from seedrl.data.formats.tfds_features import (
     decode_rows,
     encode_rows,
     features_json,
+    field_of,
     leaf_for,
     parse_features,
     row_count,
 )
+from seedrl.data.formats.tfds_original import reusable, source_config, write_class_names
 from seedrl.data.formats.tfrecord import TFRecordWriter, read_records
+from seedrl.data.images import EncodedImages, decode, encode_png, header
 from seedrl.data.reader import Dataset, open_dataset
-from seedrl.data.spec import CORE_FIELDS, FieldSpec, StepSpec
+from seedrl.data.spec import CORE_FIELDS, StepSpec
 from seedrl.data.writer import DatasetWriter
 
 __all__ = ["export_tfds", "import_tfds", "SPEC_FILE"]
@@ -101,17 +104,21 @@ def export_tfds(
     if not re.fullmatch(r"\d+\.\d+\.\d+", version) or not re.fullmatch(r"\w+", split):
         raise DataError(f"version must be x.y.z and split a word, got {version!r}, {split!r}")
     notes: list[str] = []
-    step_leaves = []
-    for f in spec.fields:
-        leaf, note = leaf_for(f.path, f.dtype, f.shape, allow_lossy)
-        step_leaves.append(leaf)
-        notes += [note] if note else []
     kinds, meta_notes = _plan_metadata([e.metadata for e in ds.entries], allow_lossy)
-    notes += meta_notes
     meta_items: list[tuple[str, Any, Leaf]] = []
     for key, kind in kinds.items():
         _kind_leaves(kind, key, meta_items)
-    fj = features_json(step_leaves, [leaf for _, _, leaf in meta_items])
+    source = reusable(ds.info.get("config") or {}, spec, [leaf for _, _, leaf in meta_items])
+    if source is not None:  # imported from tfds and unchanged: its own features (tfds_original)
+        fj, step_leaves, class_names = source
+    else:
+        step_leaves, class_names = [], {}
+        for f in spec.fields:
+            leaf, note = leaf_for(f.path, f.dtype, f.shape, allow_lossy, f.encoding)
+            step_leaves.append(leaf)
+            notes += [note] if note else []
+        fj = features_json(step_leaves, [leaf for _, _, leaf in meta_items])
+    notes += meta_notes
     side = {"format": "seedrl.tfds", "version": 1, "name": ds.info.get("name"), "step_spec": spec.to_json(),
             "metadata": kinds, "config": ds.info.get("config", {})}
     out = Path(out_dir)
@@ -126,7 +133,9 @@ def export_tfds(
         for ep in tqdm(ds, total=len(ds), disable=None, desc=f"export {name}/{split}", unit="episode"):
             feats: dict[str, tuple[str, Any]] = {}
             for leaf in step_leaves:
-                feats.update(encode_rows(leaf, ep.columns[leaf.path], "steps/" + leaf.path))
+                col = ep.columns[leaf.path]
+                rows = col.encoded if isinstance(col, EncodedImages) else col  # images: the stored bytes
+                feats.update(encode_rows(leaf, rows, "steps/" + leaf.path))
             for path, kind, leaf in meta_items:
                 feats.update(encode_rows(leaf, [_meta_row(kind, _at(ep.metadata, path))], path))
             record = encode_example(feats)
@@ -154,6 +163,7 @@ def export_tfds(
     if first:  # a later split has the same features (checked): keep the first export's files
         _write_json(out / "features.json", fj, indent=4)
         _write_json(out / SPEC_FILE, side, indent=1, sort_keys=False)  # keeps the metadata key order
+        write_class_names(out, fj, class_names)
     _write_json(out / "dataset_info.json", info, indent=2)
     if not notes:
         return None
@@ -336,7 +346,8 @@ def import_tfds(src_dir: str | os.PathLike, out_path: str | os.PathLike, *, spli
     if not (src / "features.json").exists() or not (src / "dataset_info.json").exists():
         raise FileNotFoundError(f"{src}: no features.json / dataset_info.json; pass the <name>/<version> folder")
     info = json.loads((src / "dataset_info.json").read_text())
-    step_leaves, step_tree, ep_leaves, _ = parse_features(json.loads((src / "features.json").read_text()))
+    fj = json.loads((src / "features.json").read_text())
+    step_leaves, step_tree, ep_leaves, _ = parse_features(fj)
     side = json.loads((src / SPEC_FILE).read_text()) if (src / SPEC_FILE).exists() else None
     by_path = {leaf.path: leaf for leaf in step_leaves}
     if side is not None:
@@ -348,7 +359,7 @@ def import_tfds(src_dir: str | os.PathLike, out_path: str | os.PathLike, *, spli
     else:
         spec, kinds = _spec_of(step_leaves, step_tree, src), None
     shards = _shards(src, info, split)
-    config = side.get("config") if side else {"tfds": {k: info.get(k) for k in ("name", "version")} | {"split": split}}
+    config = side.get("config") if side else source_config(info, split, fj, src)
     name = (side or {}).get("name") or info.get("name")
     with DatasetWriter(out_path, spec, name=name, config=config) as writer, tqdm(
         total=sum(n for _, n in shards), disable=None, desc=f"import {info.get('name')}/{split}", unit="episode"
@@ -374,12 +385,8 @@ def import_tfds(src_dir: str | os.PathLike, out_path: str | os.PathLike, *, spli
 
 
 def _spec_of(leaves: list[Leaf], tree: Any, src: Path) -> StepSpec:
-    fields = []
-    for leaf in leaves:
-        dtype = {"text": "str", "string": "bytes"}.get(leaf.kind, leaf.dtype)
-        fields.append(FieldSpec(leaf.path, dtype, () if leaf.kind in ("text", "string") else leaf.shape))
     try:
-        return StepSpec(tree, tuple(fields))
+        return StepSpec(tree, tuple(field_of(leaf) for leaf in leaves))
     except SpecError as e:
         raise ConversionError(f"{src}: steps are not RLDS steps seedrl can hold: {e}") from None
 
@@ -410,8 +417,11 @@ def _step_columns(spec: StepSpec, by_path: Mapping[str, Leaf], leaves: list[Leaf
         raise DataError("cannot tell the number of steps from any step feature")
     columns = {}
     for f in spec.fields:
-        rows = decode_rows(by_path[f.path], feats, "steps/" + f.path, n)
-        if f.is_text:
+        leaf = by_path[f.path]
+        rows = decode_rows(leaf, feats, "steps/" + f.path, n)
+        if f.is_encoded:
+            columns[f.path] = rows if leaf.encoding else [_as_png(r, f.encoding) for r in rows]
+        elif f.is_text:
             columns[f.path] = object_column(rows)
         elif f.is_fixed:
             arr = rows if isinstance(rows, np.ndarray) else (np.stack(rows) if rows else np.zeros((0, *f.shape)))
@@ -421,6 +431,17 @@ def _step_columns(spec: StepSpec, by_path: Mapping[str, Leaf], leaves: list[Leaf
         else:
             columns[f.path] = object_column([cast(r, f.dtype) for r in rows])
     return columns
+
+
+def _as_png(row: bytes | list, encoding: str) -> bytes | list:
+    """A row of a tfds Image left without a format (file bytes kept as they are): other formats as PNG
+    of the same pixels, so that one store field holds one format."""
+    if isinstance(row, list):
+        return [_as_png(b, encoding) for b in row]
+    try:
+        return row if header(row)[0] == encoding else encode_png(decode(row))
+    except DataError:
+        return row  # the field's own check names it
 
 
 def _ordered(md: Mapping, kinds: Mapping) -> dict:

@@ -53,6 +53,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from seedrl.data.errors import ConversionError, DataError
+from seedrl.data.spec import FieldSpec
 
 P = "tensorflow_datasets.core.features."
 CLASSES = {
@@ -62,6 +63,8 @@ CLASSES = {
     "Tensor": P + "tensor_feature.Tensor",
     "Scalar": P + "scalar.Scalar",
     "Text": P + "text_feature.Text",
+    "Image": P + "image_feature.Image",
+    "Video": P + "video_feature.Video",
 }
 #: dtypes stored exactly as int64_list / float_list (encoding ``none``).
 NONE_EXACT = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32"}
@@ -75,9 +78,13 @@ class Leaf:
     """One TFDS leaf feature.
 
     ``kind``: ``text`` (Text), ``string`` (string Tensor), ``tensor`` (numeric
-    Tensor/Scalar) or ``ragged`` (Sequence of a numeric Tensor: ``shape`` is
-    the per-step shape, ``(length or None, *inner)``). ``dtype`` is the TFDS
-    dtype name, ``shape`` the TFDS shape (``None`` = unknown).
+    Tensor/Scalar, ClassLabel, BBoxFeature), ``ragged`` (Sequence of a numeric
+    Tensor: ``shape`` is the per-step shape, ``(length or None, *inner)``),
+    ``image`` (Image: one encoded image per row) or ``video`` (Video, or a
+    Sequence of Image: ``(frames or None, H, W, C)``). ``dtype`` is the TFDS
+    dtype name, ``shape`` the TFDS shape (``None`` = unknown); for images
+    ``encoding`` is the ``encodingFormat`` (``""``: tfds's default, png for
+    arrays, file bytes kept as they are).
     """
 
     path: str
@@ -95,6 +102,10 @@ class Leaf:
         """The ``features.json`` entry (as ``MessageToDict(to_proto())`` writes it)."""
         if self.kind == "text":
             return {"pythonClassName": CLASSES["Text"], "text": {}}
+        if self.kind in ("image", "video"):
+            body = {"dtype": self.dtype, "shape": {"dimensions": [str(-1 if d is None else d) for d in self.shape]}}
+            body |= {"encodingFormat": self.encoding} if self.encoding else {}
+            return {"pythonClassName": CLASSES[self.kind.title()], self.kind: body}
         if self.kind == "ragged":
             inner = Leaf(self.path, "tensor", self.dtype, self.shape[1:], self.encoding)
             length = -1 if self.shape[0] is None else self.shape[0]
@@ -104,9 +115,12 @@ class Leaf:
         return {"pythonClassName": CLASSES[cls], "tensor": {"dtype": self.dtype, "encoding": self.encoding, "shape": dims}}
 
 
-def leaf_for(path: str, dtype: str, shape: Sequence[int | None], allow_lossy: bool = False) -> tuple[Leaf, str | None]:
+def leaf_for(path: str, dtype: str, shape: Sequence[int | None], allow_lossy: bool = False,
+             encoding: str | None = None) -> tuple[Leaf, str | None]:
     """The TFDS leaf for a seedrl field (module table); returns ``(leaf, lossy note or None)``."""
     shape = tuple(shape)
+    if encoding is not None:
+        return Leaf(path, "image" if len(shape) == 3 else "video", dtype, shape, encoding), None
     if dtype == "str":
         return Leaf(path, "text"), None
     if dtype == "bytes":
@@ -129,6 +143,15 @@ def leaf_for(path: str, dtype: str, shape: Sequence[int | None], allow_lossy: bo
     if None in shape and (shape.count(None) > 1 or size == 0):
         shape = (None,) * len(shape)  # tfds cannot infer two unknowns: store per-value shapes
     return Leaf(path, "tensor", raw, shape, "bytes"), note
+
+
+def field_of(leaf: Leaf) -> FieldSpec:
+    """The seedrl field an imported TFDS leaf becomes (images: encoded, png when tfds left the format open)."""
+    if leaf.kind in ("text", "string"):
+        return FieldSpec(leaf.path, "str" if leaf.kind == "text" else "bytes")
+    if leaf.kind in ("image", "video"):
+        return FieldSpec(leaf.path, leaf.dtype, leaf.shape, leaf.encoding or "png")
+    return FieldSpec(leaf.path, leaf.dtype, leaf.shape)
 
 
 # ------------------------------------------------------------------ features.json
@@ -161,48 +184,87 @@ def _class(node: Mapping) -> str:
     return str(node.get("pythonClassName", "")).rsplit(".", 1)[-1]
 
 
-def _leaf_of(node: Mapping, path: str) -> Leaf:
+def _dims(body: Mapping) -> tuple:
+    return tuple(None if int(d) < 0 else int(d) for d in body.get("shape", {}).get("dimensions", []))
+
+
+def _leaf_of(node: Mapping, path: str, shown: str) -> Leaf:
+    """The leaf of one non-dict feature (``shown``: its full path, for errors)."""
     cls = _class(node)
     if cls == "Text":
         return Leaf(path, "text")
     if cls == "ClassLabel":
         return Leaf(path, "tensor", "int64", (), "none")
+    if cls == "BBoxFeature":
+        box = node.get("boundingBox", {})
+        return Leaf(path, "tensor", np.dtype(box.get("dtype", "float32")).name, _dims(box) or (4,), "none")
+    if cls in ("Image", "Video"):
+        body = node.get(cls.lower(), {})
+        shape, dtype, fmt = _dims(body), str(body.get("dtype", "uint8")), str(body.get("encodingFormat", "") or "")
+        rank = 3 if cls == "Image" else 4
+        if dtype != "uint8" or len(shape) != rank or shape[-1] not in (1, 2, 3, 4) or fmt not in ("", "png", "jpeg"):
+            raise ConversionError(f"feature '{shown}': {cls} of dtype {dtype}, shape {shape}, format {fmt!r}: the store "
+                                  "holds uint8 png/jpeg images with 1..4 channels")
+        return Leaf(path, cls.lower(), dtype, shape, fmt)
     if cls in ("Tensor", "Scalar"):
         t = node.get("tensor", {})
-        shape = tuple(None if int(d) < 0 else int(d) for d in t.get("shape", {}).get("dimensions", []))
+        shape = _dims(t)
         dtype, enc = str(t.get("dtype", "")), str(t.get("encoding", "none") or "none").lower()
         if dtype == "string":
             if shape:
-                raise ConversionError(f"feature '{path}': string tensors of shape {shape}; seedrl str/bytes leaves are scalars")
+                raise ConversionError(f"feature '{shown}': string tensors of shape {shape}; seedrl str/bytes leaves are scalars")
             return Leaf(path, "string")
         try:
             ok = np.dtype(dtype).kind in "biufc"
         except TypeError:
             ok = False
         if not ok or enc not in ("none", "bytes", "zlib"):
-            raise ConversionError(f"feature '{path}': unsupported TFDS tensor dtype/encoding {dtype!r}/{enc!r}")
+            raise ConversionError(f"feature '{shown}': unsupported TFDS tensor dtype/encoding {dtype!r}/{enc!r}")
         return Leaf(path, "tensor", np.dtype(dtype).name, shape, enc)
-    if cls == "Sequence":
+    if cls in ("Sequence", "Dataset"):
         seq = node.get("sequence", {})
-        inner = _leaf_of(seq.get("feature", {}), path)
-        if inner.kind != "tensor" or None in inner.shape:
-            raise ConversionError(f"feature '{path}': a Sequence of {_class(seq.get('feature', {}))} is not supported")
-        length = int(seq.get("length", -1))
-        return Leaf(path, "ragged", inner.dtype, (None if length < 0 else length, *inner.shape), inner.encoding)
+        if _class(seq.get("feature", {})) == "FeaturesDict":
+            raise ConversionError(f"feature '{shown}': a {cls} of a FeaturesDict here (only directly inside a step)")
+        return _in_sequence(_leaf_of(seq.get("feature", {}), path, shown), int(seq.get("length", -1)), shown)
     raise ConversionError(
-        f"feature '{path}': TFDS feature class {node.get('pythonClassName')!r} is not supported "
-        "(supported: FeaturesDict, Tensor, Scalar, Text, ClassLabel, Sequence of Tensor)"
+        f"feature '{shown}': TFDS feature class {node.get('pythonClassName')!r} is not supported "
+        "(supported: FeaturesDict, Tensor, Scalar, Text, ClassLabel, BBoxFeature, Image, Video, "
+        "Sequence and Dataset of these)"
     )
 
 
-def _walk(node: Mapping, path: str, leaves: list[Leaf]) -> Any:
-    """Collect the leaves under a FeaturesDict; returns its seedrl treedef."""
-    if _class(node) != "FeaturesDict":
-        leaves.append(_leaf_of(node, path))
+def _in_sequence(inner: Leaf, length: int, shown: str) -> Leaf:
+    """The leaf of ``inner`` repeated along a Sequence (length -1: varying) within each step."""
+    n = None if length < 0 else length
+    if inner.kind == "image":
+        return Leaf(inner.path, "video", inner.dtype, (n, *inner.shape), inner.encoding)
+    if inner.kind != "tensor" or None in inner.shape:
+        raise ConversionError(f"feature '{shown}': a Sequence of {inner.kind} {inner.shape} inside a step is not "
+                              "supported (only fixed-shape tensors and images)")
+    return Leaf(inner.path, "ragged", inner.dtype, (n, *inner.shape), inner.encoding)
+
+
+def _walk(node: Mapping, path: str, leaves: list[Leaf], root: str, length: int | None = None) -> Any:
+    """Collect the leaves under a FeaturesDict; returns its seedrl treedef.
+
+    Inside a step (``length`` not None) a Sequence/Dataset of a FeaturesDict
+    is walked too: each of its leaves becomes a per-step ragged leaf.
+    """
+    cls, shown = _class(node), root + path
+    seq = node.get("sequence", {})
+    if cls in ("Sequence", "Dataset") and _class(seq.get("feature", {})) == "FeaturesDict" and root == "steps/":
+        if length is not None:
+            raise ConversionError(f"feature '{shown}': a {cls} of a FeaturesDict inside another one is not supported")
+        return _walk(seq["feature"], path, leaves, root, int(seq.get("length", -1)))
+    if cls != "FeaturesDict":
+        leaf = _leaf_of(node, path, shown)
+        if root != "steps/" and leaf.kind in ("image", "video"):
+            raise ConversionError(f"feature '{shown}': episode-level {cls} features are not supported")
+        leaves.append(leaf if length is None else _in_sequence(leaf, length, shown))
         return None
     out = {}
     for key, child in sorted(node.get("featuresDict", {}).get("features", {}).items()):
-        out[key] = _walk(child, f"{path}/{key}" if path else key, leaves)
+        out[key] = _walk(child, f"{path}/{key}" if path else key, leaves, root, length)
     return {"dict": out}
 
 
@@ -215,11 +277,11 @@ def parse_features(fj: Mapping) -> tuple[list[Leaf], Any, list[Leaf], Any]:
     if steps is None or _class(steps) != "Dataset":
         raise ConversionError("features.json: no 'steps' Dataset feature; not an RLDS dataset")
     step_leaves: list[Leaf] = []
-    step_tree = _walk(steps.get("sequence", {}).get("feature", {}), "", step_leaves)
+    step_tree = _walk(steps.get("sequence", {}).get("feature", {}), "", step_leaves, "steps/")
     if step_tree is None:
         raise ConversionError("features.json: 'steps' must be a Dataset of a FeaturesDict")
     ep_leaves: list[Leaf] = []
-    ep_tree = _walk({"pythonClassName": CLASSES["FeaturesDict"], "featuresDict": {"features": top}}, "", ep_leaves)
+    ep_tree = _walk({"pythonClassName": CLASSES["FeaturesDict"], "featuresDict": {"features": top}}, "", ep_leaves, "")
     return step_leaves, step_tree, ep_leaves, ep_tree
 
 
@@ -253,18 +315,26 @@ def encode_rows(leaf: Leaf, rows: Any, key: str) -> dict[str, tuple[str, Any]]:
             except UnicodeEncodeError as e:
                 raise ConversionError(f"field '{leaf.path}': row {i} {s!r:.60} is not UTF-8 encodable ({e.reason})") from None
         return {key: ("bytes", vals)}
-    if leaf.kind == "string":
+    if leaf.kind in ("string", "image"):
         return {key: ("bytes", [bytes(b) for b in rows])}
+    if leaf.kind == "video":  # a Sequence of Image: every frame's bytes, and the frame count per row
+        return {key + "/ragged_flat_values": ("bytes", [bytes(b) for r in rows for b in r]),
+                key + "/ragged_row_lengths_0": ("int64", np.array([len(r) for r in rows], np.int64))}
     if leaf.kind == "ragged":
         arrs = [np.asarray(r) for r in rows]
-        flat = np.concatenate([_int64_bits(a) for a in arrs]) if arrs else np.zeros(0, np.int64)
-        return {
-            key + "/ragged_flat_values": ("int64", flat),
-            key + "/ragged_row_lengths_0": ("int64", np.array([len(a) for a in arrs], np.int64)),
-        }
+        inner = Leaf(leaf.path, "tensor", leaf.dtype, leaf.shape[1:], leaf.encoding)
+        flat = np.concatenate(arrs) if arrs else np.zeros((0, *inner.shape), leaf.dtype)
+        return {**encode_rows(inner, flat, key + "/ragged_flat_values"),
+                key + "/ragged_row_lengths_0": ("int64", np.array([len(a) for a in arrs], np.int64))}
     if leaf.encoding == "none":
         arr = np.asarray(rows)
-        return {key: ("float", arr.reshape(-1)) if arr.dtype.kind == "f" else ("int64", _int64_bits(arr))}
+        if arr.dtype.kind != "f":
+            return {key: ("int64", _int64_bits(arr))}
+        f32 = arr.astype(np.float32).reshape(-1)
+        if arr.dtype != np.float32 and f32.astype(arr.dtype).tobytes() != arr.reshape(-1).tobytes():
+            raise ConversionError(f"field '{leaf.path}': {arr.dtype} values that float32 cannot hold, for a TFDS "
+                                  "feature of encoding none (stored as float32)")
+        return {key: ("float", f32)}
     le = np.dtype(leaf.dtype).newbyteorder("<")
     vals, shapes = [], []
     for r in rows:
@@ -288,9 +358,9 @@ def _values(feats: Mapping, key: str, kind: str) -> Any:
 
 def row_count(leaf: Leaf, feats: Mapping, key: str) -> int | None:
     """Number of rows (steps) the stored values of ``leaf`` hold, when they tell."""
-    if leaf.kind in ("text", "string"):
+    if leaf.kind in ("text", "string", "image"):
         return len(_values(feats, key, "bytes"))
-    if leaf.kind == "ragged":
+    if leaf.kind in ("ragged", "video"):
         return len(_values(feats, key + "/ragged_row_lengths_0", "int64"))
     if leaf.encoding != "none":
         return len(_values(feats, key + "/value" if leaf.dynamic else key, "bytes"))
@@ -325,8 +395,15 @@ def decode_rows(leaf: Leaf, feats: Mapping, key: str, n: int) -> Any:
             except UnicodeDecodeError:
                 raise ConversionError(f"feature '{leaf.path}': row {i} of a Text feature is not UTF-8: {b[:40]!r}") from None
         return _check(out, n, leaf)
-    if leaf.kind == "string":
+    if leaf.kind in ("string", "image"):
         return _check(list(_values(feats, key, "bytes")), n, leaf)
+    if leaf.kind == "video":
+        lengths = np.asarray(_check(_values(feats, key + "/ragged_row_lengths_0", "int64"), n, leaf))
+        frames = list(_values(feats, key + "/ragged_flat_values", "bytes"))
+        if len(frames) != lengths.sum():
+            _bad(leaf, n)
+        ends = np.cumsum(lengths)
+        return [frames[e - k:e] for e, k in zip(ends, lengths)]
     if leaf.kind == "ragged":
         lengths = np.asarray(_check(_values(feats, key + "/ragged_row_lengths_0", "int64"), n, leaf))
         inner = Leaf(leaf.path, "tensor", leaf.dtype, leaf.shape[1:], leaf.encoding)
