@@ -9,7 +9,8 @@
   ``steps/action``); a ClassLabel's values are int64 in the store.
 
 ``export_tfds`` reuses them when the dataset still has exactly the fields
-they describe: ``ClassLabel`` (with its names file), ``BBoxFeature``, an
+they describe (episode metadata the source lacks, such as the ``episode_id``
+the store adds, joins them as new top-level features): ``ClassLabel`` (with its names file), ``BBoxFeature``, an
 ``Image`` without ``encodingFormat``, a ``Sequence`` / ``Dataset`` of a
 ``FeaturesDict`` inside a step and ``Tensor`` encodings all come back as
 they were. Otherwise (fields added, dropped or retyped) the features are
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from seedrl.data.errors import ConversionError
-from seedrl.data.formats.tfds_features import Leaf, _class, field_of, parse_features
+from seedrl.data.formats.tfds_features import Leaf, _class, features_json, field_of, parse_features
 from seedrl.data.spec import StepSpec
 
 
@@ -81,7 +82,13 @@ def reusable(config: Mapping, spec: StepSpec, meta_leaves: Sequence[Leaf]) -> tu
     ours = {f.path: f for f in spec.fields}
     if {leaf.path: field_of(leaf) for leaf in step_leaves} != ours:
         return None
-    if {leaf.path: leaf for leaf in ep_leaves} != {leaf.path: leaf for leaf in meta_leaves}:
+    theirs, mine = {leaf.path: leaf for leaf in ep_leaves}, {leaf.path: leaf for leaf in meta_leaves}
+    top = fj["featuresDict"].get("features", {})
+    added = [leaf for path, leaf in mine.items() if path not in theirs]  # e.g. the episode_id the store adds
+    if any(mine.get(p) != leaf for p, leaf in theirs.items()) or any(x.path.split("/")[0] in top for x in added):
         return None
     by_path = {leaf.path: leaf for leaf in step_leaves}
-    return dict(fj), [by_path[f.path] for f in spec.fields], dict(tfds.get("class_names") or {})
+    extra = features_json([], added)["featuresDict"]["features"]
+    extra.pop("steps")
+    out = {**fj, "featuresDict": {**fj["featuresDict"], "features": {**top, **extra}}}
+    return out, [by_path[f.path] for f in spec.fields], dict(tfds.get("class_names") or {})
