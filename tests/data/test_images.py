@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 
 import numpy as np
 import pytest
@@ -87,7 +88,8 @@ def test_jpeg_bytes_are_kept_byte_identical_and_decoded_on_read(tmp_path):
     col = ds[0].columns["observation/img"]
     assert list(col.encoded) == blobs
     for t, b in enumerate(blobs):
-        assert col[t].tobytes() == np.asarray(Image.open(io.BytesIO(b))).tobytes()
+        assert col[t].tobytes() == im.decode(b).tobytes() and col[t].shape == (6, 7, 3)
+        assert np.abs(col[t].astype(int) - np.asarray(Image.open(io.BytesIO(b)))).max() <= 8  # some IDCT of the same bytes
     assert np.asarray(col).shape == (3, 6, 7, 3)
     batch = ds.read_batch(0)
     assert batch.column("observation/img").to_pylist() == blobs  # the Arrow column is the bytes
@@ -168,7 +170,7 @@ def test_video_field_keeps_frame_bytes_and_varying_frame_counts(tmp_path):
     assert [list(r) for r in col.encoded] == blobs
     assert [col[t].shape for t in range(3)] == [(2, 3, 4, 3), (0, 3, 4, 3), (3, 3, 4, 3)]
     for t, clip in enumerate(blobs):
-        want = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in clip]) if clip else np.zeros((0, 3, 4, 3))
+        want = np.stack([im.decode(b) for b in clip]) if clip else np.zeros((0, 3, 4, 3))
         assert col[t].tobytes() == want.astype(np.uint8).tobytes()
     # png video from arrays: lossless
     frames = rng.integers(0, 256, (2, 3, 4, 3), dtype=np.uint8)
@@ -177,3 +179,18 @@ def test_video_field_keeps_frame_bytes_and_varying_frame_counts(tmp_path):
     assert np.asarray(ep.columns["observation/img"]).tobytes() == frames.tobytes()
     with pytest.raises(SpecError, match=r"'observation/img'.*\(2, 3, 4, 3\) frames"):
         Episode.from_steps(_steps([object_column([im.encode_png(frames[0])])]), spec=pspec)
+
+
+@pytest.mark.parametrize("gray", [False, True])
+def test_jpeg_decodes_as_tf_does_with_simplejpeg_and_warns_without(monkeypatch, gray):
+    rng = np.random.default_rng(9)
+    a = np.cumsum(rng.integers(0, 40, (17, 23, 3)), axis=1).astype(np.uint8)
+    b = _jpeg(a[..., :1] if gray else a)  # 4:2:0 chroma for colour: the upsampler matters
+    c = 1 if gray else 3
+    sj = pytest.importorskip("simplejpeg")  # the images extra; tests/compat checks it against TF itself
+    want = sj.decode_jpeg(b, colorspace="GRAY" if gray else "RGB", fastdct=True, fastupsample=False).reshape(17, 23, c)
+    assert im.decode(b).tobytes() == want.tobytes()
+    monkeypatch.setitem(sys.modules, "simplejpeg", None)  # as if not installed
+    with pytest.warns(UserWarning, match="simplejpeg"):
+        got = im.decode(b)
+    assert got.shape == (17, 23, c) and got.tobytes() == np.asarray(Image.open(io.BytesIO(b))).reshape(17, 23, c).tobytes()

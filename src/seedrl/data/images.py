@@ -20,8 +20,13 @@ so selecting other fields or slicing a few steps decodes nothing else. Its
 same encoding copies the bytes (a JPEG dataset copies byte-identically).
 
 PNG decode is lossless: ``decode(encode_png(a)) == a`` bit for bit. JPEG
-decode is libjpeg's integer (ISLOW) IDCT with fancy upsampling, as TF's
-``decode_jpeg`` does by default.
+decoding is not unique (libjpeg offers several IDCTs and upsamplers); the
+store decodes as TF's ``decode_jpeg`` does by default, and so as tfds
+loaders do: libjpeg-turbo's fast integer IDCT (``JDCT_IFAST``) with fancy
+upsampling, through ``simplejpeg`` (``fastdct=True, fastupsample=False``),
+bit-exact with TF (checked in tests/compat). Without ``simplejpeg`` installed
+Pillow decodes with the accurate IDCT (``JDCT_ISLOW``), which differs from
+TF's by a few levels per pixel, and a warning says so once.
 
 Raw uint8 fields stay the default everywhere images are inferred (recordings,
 ``StepSpec.infer``): no codec on the write path. TFDS imports keep an
@@ -31,6 +36,7 @@ Raw uint8 fields stay the default everywhere images are inferred (recordings,
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -83,8 +89,23 @@ def header(data: bytes) -> tuple[str, tuple[int, int, int]]:
     return fmt, (h, w, _CHANNELS[img.mode])
 
 
+def _simplejpeg():
+    try:
+        import simplejpeg
+    except ImportError:
+        warnings.warn("simplejpeg is not installed: JPEG images decode with Pillow's accurate IDCT, which differs "
+                      "from TF / tfds's by a few levels per pixel (pip install 'seedrl[images]')", stacklevel=3)
+        return None
+    return simplejpeg
+
+
 def decode(data: bytes) -> np.ndarray:
-    """Encoded PNG / JPEG bytes -> uint8 ``(H, W, C)``."""
+    """Encoded PNG / JPEG bytes -> uint8 ``(H, W, C)`` (JPEG: as TF decodes it, see the module doc)."""
+    if data[:2] == b"\xff\xd8" and (sj := _simplejpeg()) is not None:
+        h, w, colorspace, _ = sj.decode_jpeg_header(data)
+        gray = colorspace.upper() == "GRAY"
+        out = sj.decode_jpeg(data, colorspace="GRAY" if gray else "RGB", fastdct=True, fastupsample=False)
+        return out.reshape(h, w, 1 if gray else 3)
     img = _pil().open(io.BytesIO(data))
     a = np.asarray(img)
     return a.reshape(*a.shape[:2], _CHANNELS[img.mode]) if img.mode in _CHANNELS else a
