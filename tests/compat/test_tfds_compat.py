@@ -22,6 +22,8 @@ import pytest  # noqa: E402
 tfds = pytest.importorskip("tensorflow_datasets")
 rlds = pytest.importorskip("rlds")
 
+from tfds_steps import assert_steps_match, flat  # noqa: E402
+
 from seedrl.data import DatasetWriter, Episode, StepSpec, open_dataset  # noqa: E402
 from seedrl.data import transforms as T  # noqa: E402
 from seedrl.data.formats.tfds import export_tfds, import_tfds  # noqa: E402
@@ -83,15 +85,6 @@ def exported(tmp_path_factory):
     return src, root / "tfds"
 
 
-def _flat(tree, prefix=""):
-    if isinstance(tree, dict):
-        out = {}
-        for k, v in tree.items():
-            out.update(_flat(v, f"{prefix}/{k}" if prefix else k))
-        return out
-    return {prefix: tree}
-
-
 def _check(path: str, ours, theirs) -> None:
     """``theirs`` (from tfds.as_numpy) is exactly ``ours``: Text/strings as bytes, numbers bit for bit."""
     if isinstance(ours, str):
@@ -114,19 +107,11 @@ def _load(builder_dir, split="train"):
 def test_a_tfds_loads_our_export_value_for_value(exported):
     src, d = exported
     assert len([p for p in d.iterdir() if ".tfrecord-" in p.name]) > 1
-    eps = list(tfds.as_numpy(_load(d)))
-    assert len(eps) == len(src)
-    for ours, theirs in zip(src, eps):
-        steps = list(theirs.pop("steps"))
-        assert len(steps) == len(ours)
-        for t, step in enumerate(steps):
-            flat = _flat(step)
-            assert set(flat) == set(ours.columns), set(flat) ^ set(ours.columns)
-            for path, value in flat.items():
-                _check(path, ours.columns[path][t], value)
-        md = _flat(theirs)
-        assert set(md) == set(_flat(ours.metadata))
-        for path, value in _flat(ours.metadata).items():
+    episodes = assert_steps_match(src, list(tfds.as_numpy(_load(d))), _check)
+    for ours, theirs in zip(src, episodes):
+        md = flat(theirs)
+        assert set(md) == set(flat(ours.metadata))
+        for path, value in flat(ours.metadata).items():
             typed = {bool: np.bool_, int: np.int64, float: np.float64}.get(type(value))
             _check(path, typed(value) if typed else value, md[path])
     # and our own import of it, here with numpy 1.26 / pyarrow 25, is bit-exact
@@ -142,7 +127,7 @@ def test_b_rlds_transformations_agree_with_ours(exported):
     for ours, theirs in zip(src, ds):
         final = tfds.as_numpy(rlds.transformations.final_step(theirs["steps"]))
         mine = tree_flatten(T.final_step(ours))[1]  # tuple positions -> 'action/0'
-        for path, value in _flat(final).items():
+        for path, value in flat(final).items():
             _check(path, mine[path], value)
     total = rlds.transformations.sum_nested_steps(ds, lambda s: s["action"]["0"])
     assert int(total) == int(T.sum_field(src, "action/0"))
@@ -218,16 +203,9 @@ def real(tmp_path_factory):
 
 
 def _assert_matches_tfds(ds, builder_dir) -> None:
-    theirs_all = list(tfds.as_numpy(_load(builder_dir)))
-    assert len(ds) == len(theirs_all)
-    for ours, theirs in zip(ds, theirs_all):
-        steps = list(theirs.pop("steps"))
-        assert len(steps) == len(ours)
-        for t, step in enumerate(steps):
-            for path, value in _flat(step).items():
-                _check(path, ours.columns[path][t], value)
-        for path, value in _flat(theirs).items():
-            _check(path, _flat(ours.metadata)[path], value)
+    for ours, theirs in zip(ds, assert_steps_match(ds, list(tfds.as_numpy(_load(builder_dir))), _check)):
+        for path, value in flat(theirs).items():
+            _check(path, flat(ours.metadata)[path], value)
 
 
 def test_c_import_a_dataset_written_by_tfds(real):

@@ -34,6 +34,8 @@ rlds = pytest.importorskip("rlds")
 Image = pytest.importorskip("PIL.Image")
 tf = pytest.importorskip("tensorflow")
 
+from tfds_steps import assert_steps_match, flat  # noqa: E402
+
 from seedrl.data import open_dataset  # noqa: E402
 from seedrl.data.formats import tf_example as tfe  # noqa: E402
 from seedrl.data.formats import tfrecord as tfr  # noqa: E402
@@ -128,15 +130,6 @@ def _load(builder_dir):
     return builder, list(tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False)))
 
 
-def _flat(tree, prefix=""):
-    if isinstance(tree, dict):
-        out = {}
-        for k, v in tree.items():
-            out.update(_flat(v, f"{prefix}/{k}" if prefix else k))
-        return out
-    return {prefix: tree}
-
-
 def _same(path, ours, theirs) -> None:
     if isinstance(ours, str):
         assert theirs == ours.encode("utf-8"), path
@@ -147,18 +140,9 @@ def _same(path, ours, theirs) -> None:
 
 
 def _assert_as_tfds_loads(ds, builder_dir) -> None:
-    _, theirs_all = _load(builder_dir)
-    assert len(ds) == len(theirs_all)
-    for ours, theirs in zip(ds, theirs_all):
-        steps = list(theirs.pop("steps"))
-        assert len(steps) == len(ours)
-        for t, step in enumerate(steps):
-            flat = _flat(step)
-            assert set(flat) == set(ours.columns), set(flat) ^ set(ours.columns)
-            for path, value in flat.items():
-                _same(path, ours.columns[path][t], value)
-        md = _flat(ours.metadata)
-        for path, value in _flat(theirs).items():
+    for ours, theirs in zip(ds, assert_steps_match(ds, _load(builder_dir)[1], _same)):
+        md = flat(ours.metadata)
+        for path, value in flat(theirs).items():
             _same(path, md[path], value)
 
 
