@@ -194,3 +194,26 @@ def test_jpeg_decodes_as_tf_does_with_simplejpeg_and_warns_without(monkeypatch, 
     with pytest.warns(UserWarning, match="simplejpeg"):
         got = im.decode(b)
     assert got.shape == (17, 23, c) and got.tobytes() == np.asarray(Image.open(io.BytesIO(b))).reshape(17, 23, c).tobytes()
+
+
+def test_stats_validate_and_transforms_read_decoded_pixels(tmp_path):
+    from seedrl.data import stats
+    from seedrl.data import transforms as T
+
+    rng = np.random.default_rng(2)
+    eps = [[rng.integers(0, 256, (3, 2, 1), dtype=np.uint8) for _ in range(n)] for n in (2, 3)]
+    spec = StepSpec.infer(_steps(eps[0])).with_images({"observation/img": "png"})
+    with DatasetWriter(tmp_path / "d", spec) as w:
+        for frames in eps:
+            w.write_episode(_steps(frames))
+    ds = open_dataset(tmp_path / "d")
+    pixels = np.concatenate([np.stack(f) for f in eps]).astype(np.float64)
+    s = stats.compute_stats(ds).fields["observation/img"]
+    assert s.count == pixels.size and s.minimum == pixels.min() and s.maximum == pixels.max()
+    assert s.mean == pytest.approx(pixels.mean())
+    assert stats.validate(ds) == []
+    mean, _ = T.mean_and_std(ds, "observation/img")
+    assert np.allclose(mean["observation/img"], pixels.mean(axis=0))  # observations count every step
+    both = T.concatenate(ds[0], ds[1])
+    assert isinstance(both.columns["observation/img"], EncodedImages)
+    assert np.asarray(both.columns["observation/img"]).tobytes() == np.concatenate([np.stack(f) for f in eps]).tobytes()

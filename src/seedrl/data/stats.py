@@ -76,7 +76,7 @@ def compute_stats(ds: Dataset, progress: Iterable | None = None) -> DatasetStats
                 stats.truncated += 1
         for f in numeric:
             col = ep.columns[f.path]
-            stats.fields[f.path].update(col.reshape(-1))
+            stats.fields[f.path].update(np.asarray(col).reshape(-1))  # encoded images: decoded pixels
     return stats
 
 
@@ -149,7 +149,10 @@ def validate(ds: Dataset, progress: Iterable | None = None) -> list[str]:
                 problems.append(f"episode {i} ({key}): index says {entry.num_steps} steps, stream has {len(ep)}")
             check_episode_flags(ep.columns, len(ep))
             for f in ds.spec.fields:
-                if f.is_text or not f.is_fixed:
+                if f.is_encoded:  # each image's header: format and size
+                    for v in ep.columns[f.path].encoded:
+                        f.check(v)
+                elif f.is_text or not f.is_fixed:
                     for v in ep.columns[f.path]:
                         f.check(v)
         except (DataError, OSError, ValueError, IndexError, pa.ArrowException) as err:

@@ -68,7 +68,7 @@ def _subtree(treedef: Any, path: str) -> Any:
 def numeric_column(col: np.ndarray, path: str) -> np.ndarray:
     """A column as one numeric array [N, ...]; varying-shape columns must agree in shape."""
     if col.dtype != object:
-        return col
+        return np.asarray(col)  # an encoded-image column decodes here
     if len(col) and isinstance(col[0], (str, bytes)):
         raise DataError(f"field '{path}': {type(col[0]).__name__} values cannot be summed or averaged")
     shapes = {np.shape(v) for v in col}
