@@ -23,6 +23,10 @@ Measured per system, each repeated ``--repeats`` times (the median is kept):
   same for every system), each timed from the request to the touched
   columns; median and p90 in ms.
 
+The images rows (``images`` in ``--systems``; see ``benchmarks/_images_row.py``)
+compare camera frames stored raw against PNG / JPEG encoded fields: bytes on
+disk, write steps/s and read-and-decode steps/s.
+
 Every system's touches add up to a checksum; they must agree, which proves
 the systems read the same data. TFDS runs in ``.venv-compat`` as a
 subprocess (``benchmarks/_tfds_side.py``). Results: a table on stdout and
@@ -50,6 +54,9 @@ import numpy as np
 import pyarrow as pa
 
 from seedrl.data import DatasetWriter, StepSpec, open_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _images_row import images_table, measure_images  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -363,7 +370,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--touch", choices=("byte", "all"), default="byte")
     p.add_argument("--workdir", default=tempfile.gettempdir(), help="temp dirs go here (same disk for all systems)")
-    p.add_argument("--systems", default="raw,raw+fsync,seedrl,durable,minari,tfds")
+    p.add_argument("--systems", default="raw,raw+fsync,seedrl,durable,minari,tfds,images")
+    p.add_argument("--image-episodes", type=int, default=100, help="episodes (of --steps steps) for the images rows")
+    p.add_argument("--image-size", type=int, default=128, help="camera frames are SIZE x SIZE x 3")
     p.add_argument("--tfds-encoding", choices=("bytes", "none"), default="bytes",
                    help="frames as one bytes string per step (default) or TFDS's default int64 list")
     p.add_argument("--profile", action="store_true", help="also print cProfile of seedrl write/read")
@@ -372,6 +381,7 @@ def main(argv=None) -> int:
     systems = set(args.systems.split(","))
 
     load_start = os.getloadavg()[0]
+    image_results: list[dict] = []
     work = Path(tempfile.mkdtemp(prefix="seedrl-bench-", dir=args.workdir))
     try:
         t = time.perf_counter()
@@ -394,6 +404,9 @@ def main(argv=None) -> int:
             tf_res = run_tfds(args, work)
             if tf_res:
                 results.append(tf_res)
+        if "images" in systems:
+            print("measuring images raw / png / jpeg ...", flush=True)
+            image_results = measure_images(args.image_episodes, args.steps, args.image_size, args.repeats, args.seed, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -410,10 +423,15 @@ def main(argv=None) -> int:
           f"{info['workdir']}; pyarrow {info['pyarrow']}; reads are warm-cache; medians of {args.repeats} runs")
     if any(r["system"] == "raw Arrow IPC" for r in results):
         print(table(results))
+    if image_results:
+        lossless = {r["checksum"] for r in image_results if "jpeg" not in r["system"]}
+        print(images_table(image_results))
+        print(f"images: raw and png checksums {'agree' if len(lossless) == 1 else 'DIFFER'}")
+        agree = agree and len(lossless) == 1
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"config": {k: v for k, v in vars(args).items() if k not in ("out", "profile")}, "machine": info,
-           "step_bytes": STEP_BYTES, "checksums_agree": agree, "results": results}
+           "step_bytes": STEP_BYTES, "checksums_agree": agree, "results": results, "images": image_results}
     out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {out}")
     return 0 if agree else 1
