@@ -34,7 +34,19 @@ shape ``(None, *rest)``         ``<key>/ragged_flat_values`` +
                                 ``decode_raw`` has no uint32/uint64)
 other varying uint32            ``Tensor`` int64 (wider, exact values), bytes
 other varying uint64            refused (``allow_lossy``: int64 bits, bytes)
+encoded image (png / jpeg)      ``Image`` with that ``encodingFormat``: the
+                                stored bytes, one per step (bytes_list)
+encoded video ``(T, H, W, C)``  ``Video``: every frame's bytes
+                                (``<key>/ragged_flat_values``) and the frame
+                                count per step (``ragged_row_lengths_0``)
 ==============================  =============================================
+
+Imported the other way (:func:`field_of`): ``ClassLabel`` -> int64,
+``BBoxFeature`` -> float32 ``(4,)``, ``Image`` / ``Video`` /
+``Sequence(Image)`` -> encoded fields, a ``Sequence`` or ``Dataset`` of a
+``FeaturesDict`` inside a step -> one varying field per leaf; anything else
+is refused naming its ``steps/...`` path. The source features are kept for
+export by :mod:`seedrl.data.formats.tfds_original`.
 
 TFDS has no tuple feature (4.9.4: ``Tensor, Scalar, Text, FeaturesDict,
 Dataset, Sequence, ...``), so a tuple or list becomes a ``FeaturesDict`` keyed
