@@ -10,9 +10,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, default_collate
 
 from seedrl.data import DataError, DatasetWriter, open_dataset
+from seedrl.data.spec import tree_flatten
 from seedrl.data.torch import (
     EpisodeDataset,
     ShardedStream,
@@ -95,6 +96,19 @@ def test_windows_and_masks_match_brute_force_slicing(store, length, shift, strid
         assert a1.dtype == torch.float64 and a1[:k].tolist() == [float(s["action"][1]) for s in picked]
         assert steps["is_first"][:k].tolist() == [bool(s["is_first"]) for s in picked]
         assert steps["reward"].dtype == torch.float32
+
+
+def test_batched_window_fetch_equals_default_collate(store):
+    path, _ = store
+    items = WindowDataset(path, 4, shift=3, stride=2)
+    picks = np.random.default_rng(0).permutation(len(items))[:7]
+    (fast, fast_mask), (ref, ref_mask) = items.fetch(picks), default_collate([items[int(i)] for i in picks])
+    assert torch.equal(fast_mask, ref_mask) and not fast_mask.all()
+    flat = [tree_flatten(x)[1] for x in (fast, ref)]
+    assert flat[0].keys() == flat[1].keys()
+    for p in flat[0]:
+        assert flat[0][p].dtype == flat[1][p].dtype and torch.equal(flat[0][p], flat[1][p]), p
+    assert isinstance(fast["action"], tuple)
 
 
 def test_steps_and_episodes_match_the_store(store):

@@ -103,6 +103,10 @@ class StoreItems(TorchDataset):
 
     collate = staticmethod(default_collate)
 
+    def fetch(self, indices: Sequence[int]) -> Any:
+        """Items ``indices`` collated into one batch (what :class:`ShardedStream` yields)."""
+        return self.collate([self[int(i)] for i in indices])
+
 
 def to_tensor(column: np.ndarray, length: int | None = None) -> torch.Tensor:
     """A writable copy of a column as a tensor; ``length``: zero-padded (or left as is) to that many rows."""
@@ -170,6 +174,27 @@ class WindowDataset(StoreItems):
         return self.nest({p: to_tensor(c, self.index.length) for p, c in cols.items()}), mask
 
 
+    def fetch(self, indices: Sequence[int]) -> tuple[Any, torch.Tensor]:
+        """``default_collate`` of the windows, read straight into the batch's tensors (one copy, no stack;
+        in shared memory inside a DataLoader worker, as ``default_collate`` does)."""
+        size, length = len(indices), self.index.length
+        shared = get_worker_info() is not None
+        out: dict[str, np.ndarray] = {}
+        tensors: dict[str, torch.Tensor] = {}
+        mask = np.zeros((size, length), dtype=bool)
+        for b, w in enumerate(indices):
+            e, start, real = self.index.locate(int(w))
+            cols = self.read(e, start, start + (real - 1) * self.index.stride + 1, self.index.stride)
+            mask[b, :real] = True
+            for p, c in cols.items():
+                if p not in out:
+                    t = torch.from_numpy(np.zeros((size, length, *c.shape[1:]), dtype=c.dtype))
+                    tensors[p] = t.share_memory_() if shared else t
+                    out[p] = tensors[p].numpy()
+                out[p][b, :real] = c
+        return self.nest(tensors), torch.from_numpy(mask)
+
+
 class EpisodeDataset(StoreItems):
     """Item ``i``: episode ``i``'s steps, nested like a step with leaves ``[n, ...]``.
 
@@ -219,7 +244,7 @@ class ShardedStream(IterableDataset):
     :func:`~seedrl.data.windows.rank_share` (a permutation seeded by
     ``(seed, e)``, positions ``rank, rank + world_size, ...``), from
     ``position`` on, in batches of ``batch_size`` collated by
-    ``collate`` (default: the dataset's own). DataLoader worker ``k`` of
+    ``collate`` (default: the dataset's own ``fetch``). DataLoader worker ``k`` of
     ``K`` builds batches ``k, k + K, ...``, so the loader yields them in
     plan order. Use it through :class:`StoreLoader` (``batch_size=None``
     DataLoader) to get ``state_dict()`` after each batch.
@@ -232,7 +257,7 @@ class ShardedStream(IterableDataset):
             raise DataError(f"world_size must be >= 1, got {world_size}")
         self.items, self.batch_size = items, int(batch_size)
         self.rank, self.world_size, self.shuffle, self.seed, self.drop_last = rank, world_size, shuffle, seed, drop_last
-        self.collate = collate or items.collate
+        self.collate = collate  # None: the dataset's own fetch (its collate, or a faster equivalent)
         self.epoch, self.position = 0, 0
         self.plan()  # checks rank, batch size
 
@@ -249,7 +274,7 @@ class ShardedStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         for batch in self.plan()[worker::workers]:
-            yield self.collate([self.items[int(i)] for i in batch])
+            yield self.items.fetch(batch) if self.collate is None else self.collate([self.items[int(i)] for i in batch])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self.position = int(epoch), 0
