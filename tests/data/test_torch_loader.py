@@ -156,12 +156,13 @@ def test_every_window_once_per_epoch_whatever_the_workers(store, workers):
         loader = StoreLoader(ShardedStream(items, 4, seed=seed), num_workers=workers, multiprocessing_context="fork"
                              if workers else None)
         epoch0 = first_uids(list(loader))
-        epoch1 = first_uids(list(loader))
-        assert sorted(epoch0) == sorted(epoch1) == all_ids  # each window once per epoch
-        assert epoch0 != epoch1  # a new order each epoch
+        assert sorted(epoch0) == all_ids  # each window once per epoch
+        if not runs:
+            epoch1 = first_uids(list(loader))
+            assert sorted(epoch1) == all_ids and epoch0 != epoch1  # a new order each epoch
         stream = ShardedStream(items, 4, seed=seed)
         assert epoch0 == [all_ids[w] for b in stream.plan() for w in b]  # the plan's order, whatever the workers
-        runs.setdefault(seed, []).append((epoch0, epoch1))
+        runs.setdefault(seed, []).append(epoch0)
     assert runs[0][0] == runs[0][1]  # same seed, same order
     assert runs[0][0] != runs[1][0]  # another seed, another order
     unshuffled = first_uids(StoreLoader(ShardedStream(items, 4, shuffle=False), num_workers=workers))
