@@ -30,6 +30,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _loader import tfds_epochs  # noqa: E402
 from data_store import FRAME, make_episode, touch  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")
@@ -90,6 +91,8 @@ def main() -> None:
     p.add_argument("--touch", choices=("byte", "all"), default="byte")
     p.add_argument("--encoding", choices=("bytes", "none"), default="bytes")
     p.add_argument("--workdir", required=True)
+    p.add_argument("--loader-window", type=int, default=0, help="also time the loader row (_loader.py)")
+    p.add_argument("--loader-batch", type=int, default=32)
     args = p.parse_args()
 
     episodes = [make_episode(i, args.steps, args.seed) for i in range(args.episodes)]
@@ -112,8 +115,12 @@ def main() -> None:
         checksum = read_all(data_dir, args.touch)
         read_s.append(time.perf_counter() - t)
         read_cpu_s.append(time.process_time() - c)
+    loader = []
+    if args.loader_window:
+        loader.append(tfds_epochs(data_dir, args.loader_window, args.loader_batch, args.seed, args.repeats))
     tf.io.gfile.rmtree(str(work))
     print(json.dumps({
+        "loader": loader,
         "system": f"TFDS {tfds.__version__} (tfrecord, frames as {args.encoding})",
         "steps": args.episodes * args.steps,
         "write_s": write_s,

@@ -27,6 +27,11 @@ The images rows (``images`` in ``--systems``; see ``benchmarks/_images_row.py``)
 compare camera frames stored raw against PNG / JPEG encoded fields: bytes on
 disk, write steps/s and read-and-decode steps/s.
 
+Loader row (``loader`` in ``--systems``): windows/s into a trivial
+training loop through seedrl's PyTorch DataLoader path, a plain Arrow
+reader and (with ``tfds`` also chosen) TFDS's own ``as_dataset`` pipeline;
+see ``benchmarks/_loader.py``.
+
 Every system's touches add up to a checksum; they must agree, which proves
 the systems read the same data. TFDS runs in ``.venv-compat`` as a
 subprocess (``benchmarks/_tfds_side.py``). Results: a table on stdout and
@@ -307,11 +312,31 @@ def run_tfds(args, work: Path) -> dict | None:
     cmd = [str(py), str(HERE / "_tfds_side.py"), "--episodes", str(args.episodes), "--steps", str(args.steps),
            "--seed", str(args.seed), "--repeats", str(args.repeats), "--random-reads", str(args.random_reads),
            "--touch", args.touch, "--encoding", args.tfds_encoding, "--workdir", str(work)]
+    if "loader" in args.systems.split(","):
+        cmd += ["--loader-window", str(args.window), "--loader-batch", str(args.loader_batch)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"TFDS: failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
         return None
     return rates(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def measure_loader(args, episodes, work: Path) -> list[dict]:
+    """The loader row's seedrl and plain Arrow sides (untimed writes of their own copies)."""
+    import _loader
+
+    raw, seedrl = RawArrow(), Seedrl(StepSpec.infer({k: v[0] for k, v in episodes[0].items()}))
+    for key, store in (("loader-raw", raw), ("loader-seedrl", seedrl)):
+        (work / key).mkdir()
+        store.write(work / key, episodes)
+    lengths = [len(ep["action"]) for ep in episodes]
+    rows = [_loader.arrow_epochs(raw.opener(work / "loader-raw"), lengths, args.window, args.loader_batch,
+                                 args.seed, args.repeats),
+            _loader.seedrl_epochs(work / "loader-seedrl" / "ds", args.window, args.loader_batch, args.loader_workers,
+                                  args.seed, args.repeats)]
+    for key in ("loader-raw", "loader-seedrl"):
+        shutil.rmtree(work / key)
+    return rows
 
 
 def machine_info(work: Path) -> dict:
@@ -370,9 +395,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--touch", choices=("byte", "all"), default="byte")
     p.add_argument("--workdir", default=tempfile.gettempdir(), help="temp dirs go here (same disk for all systems)")
-    p.add_argument("--systems", default="raw,raw+fsync,seedrl,durable,minari,tfds,images")
+    p.add_argument("--systems", default="raw,raw+fsync,seedrl,durable,minari,tfds,images,loader")
     p.add_argument("--image-episodes", type=int, default=100, help="episodes (of --steps steps) for the images rows")
     p.add_argument("--image-size", type=int, default=128, help="camera frames are SIZE x SIZE x 3")
+    p.add_argument("--window", type=int, default=16, help="loader row: steps per window")
+    p.add_argument("--loader-batch", type=int, default=32, help="loader row: windows per batch")
+    p.add_argument("--loader-workers", type=int, default=2, help="loader row: seedrl DataLoader workers")
     p.add_argument("--tfds-encoding", choices=("bytes", "none"), default="bytes",
                    help="frames as one bytes string per step (default) or TFDS's default int64 list")
     p.add_argument("--profile", action="store_true", help="also print cProfile of seedrl write/read")
@@ -396,6 +424,10 @@ def main(argv=None) -> int:
         results = measure(chosen, args, episodes, indices, work) if chosen else []
         for key in chosen:
             shutil.rmtree(work / key, ignore_errors=True)
+        loader = []
+        if "loader" in systems:
+            print("measuring the loader row ...", flush=True)
+            loader = measure_loader(args, episodes, work)
         if args.profile and "seedrl" in systems:
             profile(args, episodes, spec, work)
         del episodes
@@ -403,6 +435,7 @@ def main(argv=None) -> int:
             print("measuring TFDS (in .venv-compat) ...", flush=True)
             tf_res = run_tfds(args, work)
             if tf_res:
+                loader += tf_res.pop("loader", [])
                 results.append(tf_res)
         if "images" in systems:
             print("measuring images raw / png / jpeg ...", flush=True)
@@ -412,6 +445,7 @@ def main(argv=None) -> int:
 
     sums = {r["system"]: (r.get("checksum"), r.get("random_checksum")) for r in results}
     agree = all(len({s[j] for s in sums.values() if s[j] is not None}) <= 1 for j in (0, 1))
+    agree = agree and len({(r["windows"], r["checksum"]) for r in loader}) <= 1
     print(f"checksums {'agree' if agree else 'DIFFER: ' + repr(sums)} across systems")
     info = machine_info(Path(args.workdir))
     info.update(next((r.pop("versions") for r in results if "versions" in r), {}))
@@ -428,10 +462,16 @@ def main(argv=None) -> int:
         print(images_table(image_results))
         print(f"images: raw and png checksums {'agree' if len(lossless) == 1 else 'DIFFER'}")
         agree = agree and len(lossless) == 1
+    if loader:
+        import _loader
+
+        print(f"loader: windows of {args.window} steps, batches of {args.loader_batch}, one epoch per timing")
+        print(_loader.table(loader))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"config": {k: v for k, v in vars(args).items() if k not in ("out", "profile")}, "machine": info,
-           "step_bytes": STEP_BYTES, "checksums_agree": agree, "results": results, "images": image_results}
+           "step_bytes": STEP_BYTES, "checksums_agree": agree, "results": results, "images": image_results,
+           "loader": loader}
     out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {out}")
     return 0 if agree else 1

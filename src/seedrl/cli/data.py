@@ -1,10 +1,12 @@
-"""``seedrl data info | head | stats | validate | convert``.
+"""``seedrl data info | head | stats | validate | convert | filter | select | merge``.
 
 Bad input (a missing folder, a file that is not a dataset, an unknown
 episode id or format, an unwritable destination) is a one-line error naming
-it, exit code 2. ``convert`` never replaces or extends an existing
-destination unless told to (``--overwrite`` / ``--append``), and builds the
-result beside it first, so a failed conversion leaves the destination as it was.
+it, exit code 2. ``convert``, ``filter``, ``select`` and ``merge`` write a
+new dataset and only read their sources; they never replace or extend an
+existing destination unless told to (``--overwrite`` / ``--append``), and
+build the result beside it first, so a failed command leaves the
+destination as it was.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import functools
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +29,7 @@ from seedrl.data.formats import EXPORTERS, IMPORTERS, detect_format
 from seedrl.data.merge import append_dataset, replace_dir
 from seedrl.data.segment import SEGMENTS
 from seedrl.data.stats import compute_stats, format_info, format_stats, unchecked, validate
+from seedrl.data.subset import check_mergeable, keep_fields, select_episodes, where_filter, write_dataset
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,7 +72,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode.add_argument("--append", action="store_true",
                       help="add to an existing seedrl DST (same spec; episode ids already in DST are refused)")
     conv.set_defaults(func=cmd_convert)
-    for action in (info, head, stats, val, conv):
+
+    filt = dsub.add_parser("filter", help="a new dataset of the episodes meeting conditions",
+                           description="Keep the episodes of SRC meeting every --where and --metadata; write them to DST.")
+    filt.add_argument("src")
+    filt.add_argument("dst")
+    filt.add_argument("--where", action="append", default=[], metavar="COND",
+                      help="KEY OP VALUE, OP one of > >= < <= == !=; KEY: return (sum of rewards), length "
+                           "(steps) or an episode metadata key; e.g. 'return>100' (repeatable: all must hold)")
+    filt.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
+                      help="episode metadata KEY equal to VALUE (repeatable)")
+    filt.set_defaults(func=cmd_filter)
+
+    sel = dsub.add_parser("select", help="a new dataset of some episodes and/or some step fields",
+                          description="Copy episodes (by index or id) and step fields (by path) of SRC to DST.")
+    sel.add_argument("src")
+    sel.add_argument("dst")
+    sel.add_argument("--episodes", default=None, metavar="RANGES", help="indices and START:STOP[:STEP], e.g. 0:10,15,-3:")
+    sel.add_argument("--ids", default=None, help="episode ids, comma-separated")
+    sel.add_argument("--fields", default=None,
+                     help="step field paths to keep, comma-separated (a prefix keeps its subtree); core RLDS "
+                          "fields not named are kept whole")
+    sel.set_defaults(func=cmd_select)
+
+    mrg = dsub.add_parser("merge", help="one new dataset of several with equal specs",
+                          description="Write every episode of SRC... (in order) to DST, the last path.")
+    mrg.add_argument("paths", nargs="+", metavar="SRC... DST")
+    mrg.add_argument("--new-ids", action="store_true", help="give every episode a fresh id (default: keep ids; "
+                                                           "an id in two sources is refused)")
+    mrg.set_defaults(func=cmd_merge)
+    for action in (filt, sel, mrg):
+        action.add_argument("--overwrite", action="store_true", help="replace an existing DST (default: refuse)")
+    for action in (info, head, stats, val, conv, filt, sel, mrg):
         action.set_defaults(func=_one_line(action.get_default("func")))
 
 
@@ -143,6 +179,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _destination(dst: Path, sources: Sequence[str], overwrite: bool, append: bool = False,
+                 appendable: bool = False) -> bool:
+    """Check ``dst`` can take a new dataset; returns whether it already holds something."""
+    for src in map(lambda p: Path(p).resolve(), sources):
+        if dst.resolve() == src or dst.resolve() in src.parents:
+            raise DataError(f"destination {dst} is (or holds) the source {src}: pick another destination")
+    if any(p.exists() and not p.is_dir() for p in dst.parents):
+        raise DataError(f"destination {dst}: a parent of it is a file, not a folder")
+    taken = dst.exists() and (not dst.is_dir() or any(dst.iterdir()))
+    if taken and not (overwrite or append):
+        hint = "--overwrite to replace it" + (" or --append to add to it" if appendable else "")
+        raise FileExistsError(f"destination {dst} already exists; pass {hint}")
+    return taken
+
+
+@contextmanager
+def _staged(dst: Path) -> Iterator[Path]:
+    """A folder beside ``dst`` (same filesystem) to build the result in; removed afterwards."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.convert-"))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     if not Path(args.src).exists():
         raise FileNotFoundError(f"source does not exist: {args.src}")
@@ -153,20 +215,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     for flag, name, table in (("--from", src_format, IMPORTERS), ("--to", dst_format, EXPORTERS)):
         if name != "seedrl" and name not in table:
             raise DataError(f"{flag} {name!r}: unknown format; known: {sorted(set(table) | {'seedrl'})}")
-    dst, src = Path(args.dst), Path(args.src).resolve()
-    if dst.resolve() == src or dst.resolve() in src.parents:
-        raise DataError(f"destination {dst} is (or holds) the source {args.src}: pick another destination")
-    if any(p.exists() and not p.is_dir() for p in dst.parents):
-        raise DataError(f"destination {dst}: a parent of it is a file, not a folder")
-    taken = dst.exists() and (not dst.is_dir() or any(dst.iterdir()))
+    dst = Path(args.dst)
     if args.append and dst_format != "seedrl":
         raise DataError(f"--append: only a seedrl destination can be appended to, not --to {dst_format}")
-    if taken and not (args.overwrite or args.append):
-        hint = "--overwrite to replace it" + (" or --append to add to it" if dst_format == "seedrl" else "")
-        raise FileExistsError(f"destination {dst} already exists; pass {hint}")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.convert-"))  # same filesystem as dst
-    try:
+    taken = _destination(dst, [args.src], args.overwrite, args.append, appendable=dst_format == "seedrl")
+    with _staged(dst) as stage:
         built = stage / dst.name
         source = args.src
         if src_format != "seedrl":
@@ -182,9 +235,55 @@ def cmd_convert(args: argparse.Namespace) -> int:
             return 0
         report = EXPORTERS[dst_format](open_dataset(source), built, allow_lossy=args.allow_lossy)
         replace_dir(built, dst)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     if report:
         print(str(report).replace(str(built), str(dst)))
     print(f"wrote {dst_format} dataset to {args.dst}")
     return 0
+
+
+def _write_new(views: Sequence, dst: str, overwrite: bool, new_ids: bool = False) -> int:
+    """Write the episodes of ``views`` as a new dataset at ``dst`` (staged, then swapped in)."""
+    out = Path(dst)
+    _destination(out, [str(v.root) for v in views], overwrite)
+    with _staged(out) as stage:
+        n = write_dataset(views, stage / out.name, new_ids=new_ids)
+        replace_dir(stage / out.name, out)
+    print(f"wrote {open_dataset(out)} ({n} episodes)")
+    return 0
+
+
+def _nonempty(ds, what: str):
+    if len(ds) == 0:
+        raise DataError(f"{what}: no episode left; nothing written")
+    return ds
+
+
+def cmd_filter(args: argparse.Namespace) -> int:
+    ds = open_dataset(args.src)
+    if not args.where and not args.metadata:
+        raise DataError("filter: give at least one --where or --metadata condition")
+    kept = _nonempty(where_filter(ds, args.where, args.metadata), f"filter of {args.src}")
+    return _write_new([kept], args.dst, args.overwrite)
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    ds = open_dataset(args.src)
+    if args.episodes is None and args.ids is None and args.fields is None:
+        raise DataError("select: give --episodes, --ids and/or --fields")
+    if args.episodes is not None or args.ids is not None:
+        ids = [i for i in (args.ids or "").split(",") if i]
+        ds = select_episodes(ds, args.episodes, ids)
+    if args.fields is not None:
+        ds = keep_fields(ds, [f.strip() for f in args.fields.split(",")])
+    return _write_new([_nonempty(ds, f"select from {args.src}")], args.dst, args.overwrite)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    if len(args.paths) < 3:
+        raise DataError(f"merge: needs at least two sources and a destination, got {len(args.paths)} path(s)")
+    *sources, dst = args.paths
+    views = [open_dataset(p) for p in sources]
+    for v in views:
+        _nonempty(v, f"merge source {v.root}")
+    check_mergeable(views, new_ids=args.new_ids)
+    return _write_new(views, dst, args.overwrite, new_ids=args.new_ids)

@@ -7,7 +7,10 @@
 - :mod:`seedrl.data.repair` recovers dead writers' segments without destroying anything;
 - :mod:`seedrl.data.transforms` holds the rlds transformations;
 - :mod:`seedrl.data.recording` records Gymnasium / dm_env episodes;
-- :mod:`seedrl.data.formats` converts to and from TFDS, Minari and Hugging Face.
+- :mod:`seedrl.data.formats` converts to and from TFDS, Minari and Hugging Face;
+- :mod:`seedrl.data.torch` gives PyTorch datasets and loaders (steps, windows,
+  episodes; workers, ranks, resumable), :mod:`seedrl.data.windows` their index
+  arithmetic; :mod:`seedrl.data.subset` filters, selects and merges datasets.
 """
 
 from seedrl.data.episode import Episode

@@ -57,6 +57,11 @@ class DatasetStats:
     fields: dict[str, FieldStats] = field(default_factory=dict)
 
 
+def episode_return(reward: np.ndarray) -> float:
+    """An episode's return: the sum of every reward value of every step, in float64."""
+    return float(np.asarray(reward, dtype=np.float64).sum())
+
+
 def compute_stats(ds: Dataset, progress: Iterable | None = None) -> DatasetStats:
     """One pass over ``ds``: episode lengths, returns, terminal/truncated counts,
     and per-field statistics of every fixed-shape numeric field over all its
@@ -68,7 +73,7 @@ def compute_stats(ds: Dataset, progress: Iterable | None = None) -> DatasetStats
         stats.steps += len(ep)
         stats.lengths.append(len(ep))
         if "reward" in ep.columns and ep.columns["reward"].dtype != object:
-            stats.returns.append(float(np.asarray(ep.columns["reward"], dtype=np.float64).sum()))
+            stats.returns.append(episode_return(ep.columns["reward"]))
         if "is_terminal" in ep.columns:
             if ep.columns["is_terminal"][-1]:
                 stats.terminal += 1
