@@ -7,6 +7,8 @@
   ``initial_state(B)``, ``step`` (central inference, ``[B, ...]``) and
   ``unroll`` (learner, ``[T, B, ...]``); ``ActorCritic.from_spaces`` and
   :func:`build_model` from a :class:`ModelConfig`.
+* :class:`QNetwork` (R2D2): the same body with a plain or dueling Q head, or a
+  same-width ReLU layer instead of the LSTM (``recurrent=False``).
 * :func:`sample_actions`, :func:`log_probs`, :func:`entropy` on logits.
 
 Example::
@@ -19,6 +21,7 @@ Example::
 
 from seedrl.models.actor_critic import TORSOS, ActorCritic, State
 from seedrl.models.config import ModelConfig, build_model
+from seedrl.models.q_network import QNetwork
 from seedrl.models.distributions import entropy, log_probs, sample_actions
 from seedrl.models.torsos import ImpalaResNet, MLPTorso, NatureCNN, conv_output_size, count_parameters
 
@@ -29,6 +32,7 @@ __all__ = [
     "MLPTorso",
     "ModelConfig",
     "NatureCNN",
+    "QNetwork",
     "State",
     "build_model",
     "conv_output_size",
