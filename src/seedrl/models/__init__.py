@@ -21,8 +21,8 @@ Example::
 
 from seedrl.models.actor_critic import TORSOS, ActorCritic, State
 from seedrl.models.config import ModelConfig, build_model
-from seedrl.models.q_network import QNetwork
 from seedrl.models.distributions import entropy, log_probs, sample_actions
+from seedrl.models.q_network import QNetwork
 from seedrl.models.torsos import ImpalaResNet, MLPTorso, NatureCNN, conv_output_size, count_parameters
 
 __all__ = [
