@@ -234,6 +234,35 @@ def test_burn_in_observations_act_only_through_the_state():
     assert l1.item() == pytest.approx(l2.item(), rel=1e-12)
 
 
+def test_truncation_bootstraps_as_one_more_step_of_the_episode():
+    # Recurrent nets: the final observation f of a cut episode is evaluated from each net's state after
+    # the last entry, with that entry's action and the cut transition's reward as previous inputs. So
+    # with n = 1 the truncated batch has the TD errors of a batch whose entry k holds f and goes on
+    # (no reset) -- up to and including the cut transition k − 1.
+    from seedrl.agents.r2d2 import r2d2_td_errors
+
+    online, target = recurrent_net(0), recurrent_net(1)
+    c = cfg(burn_in=2, n_step=1, discount=0.9, value_rescaling=True)
+    k, col = 6, 1
+    goes_on = with_state(random_batch(seed=4), online.initial_state(3))
+    goes_on.arrays["first"][1:] = False
+    goes_on.arrays["terminated"][:] = False
+    cut = with_state(random_batch(seed=4), online.initial_state(3))
+    cut.arrays = {name: v.copy() for name, v in goes_on.arrays.items()}
+    cut.final_obs = {(k, col): goes_on.arrays["obs"][k, col].copy()}
+    cut.arrays["obs"][k, col] = np.random.default_rng(5).normal(size=3)  # the next episode's first frame
+    cut.arrays["first"][k, col] = cut.arrays["truncated"][k, col] = True
+    cut.arrays["prev_action"][k, col], cut.arrays["prev_reward"][k, col] = 0, 0.0
+    with torch.no_grad():
+        td_cut, _ = r2d2_td_errors(online, target, cut, c)
+        td_on, _ = r2d2_td_errors(online, target, goes_on, c)
+    learn_k = k - 1 - c.burn_in  # the cut transition, in the learning part
+    torch.testing.assert_close(td_cut[: learn_k + 1, col], td_on[: learn_k + 1, col], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(td_cut[learn_k + 1:, col], td_on[learn_k + 1:, col])  # a new episode after it
+    other = [b for b in range(3) if b != col]
+    torch.testing.assert_close(td_cut[:, other], td_on[:, other], rtol=0, atol=0)
+
+
 def test_target_values_come_from_the_target_net():
     # The same batch with the online table as the target gives the value 1.5 instead of 9 at s_2, etc.
     online = TableQ(Q_ONLINE)

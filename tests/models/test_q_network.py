@@ -46,12 +46,18 @@ def test_unroll_equals_repeated_step(recurrent, use_par, dueling):
     state0 = random_state(net, B)
     with torch.no_grad():
         q, final = net.unroll(obs, state0, first, pa, pr)
-        state, steps = state0, []
+        q_again, every = net.unroll_states(obs, state0, first, pa, pr)
+        state, steps, states = state0, [], []
         for t in range(T):
             qt, state = net.step(obs[t], state, first[t], pa[t], pr[t])
             steps.append(qt)
+            states.append(state)
     assert q.shape == (T, B, A)
     torch.testing.assert_close(q, torch.stack(steps), rtol=0, atol=1e-5)
+    torch.testing.assert_close(q_again, q, rtol=0, atol=0)
+    assert len(every) == (2 if recurrent else 0)
+    for i, per_step in enumerate(every):  # the state after every entry, as step carries it
+        torch.testing.assert_close(per_step, torch.stack([s[i] for s in states]), rtol=0, atol=1e-5)
     assert len(final) == len(state) == (2 if recurrent else 0)
     for a, b in zip(final, state):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)

@@ -27,9 +27,9 @@ A terminal (γ_t = 0) cuts the sum and the bootstrap: rewards of the next
 episode never reach a target. A truncation (time limit, not a terminal) is a
 cut whose last reward carries the bootstrap of the lost next state:
 ``r'_t = r_t + γ · h⁻¹(Q_target(f_t, argmax_a Q_online(f_t, a)))`` with ``f_t``
-the final observation of the cut episode, evaluated, as IMPALA does, from a
-fresh recurrent state (exact for feed-forward nets, an approximation for
-recurrent ones); elsewhere ``r'_t = r_t``. Targets carry no gradient.
+the final observation of the cut episode, evaluated by each net as one more
+step of that episode (its state after entry t, previous action ``a_t``,
+previous reward ``r_t``: what acting would have fed it); elsewhere ``r'_t = r_t``. Targets carry no gradient.
 
 **Loss and priorities.** ``δ_t = y_t − Q_online(s_t, a_t)`` (rescaled space);
 
@@ -152,10 +152,15 @@ def _tensors(batch: Unroll, device: torch.device) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.asarray(batch.arrays[k])).to(device) for k in names}
 
 
-def _unroll(net, a: dict[str, torch.Tensor], start: int, stop: int, state) -> tuple[torch.Tensor, tuple]:
-    """``net`` over entries ``[start, stop)`` from ``state``: ``(q [stop − start, B, A], final state)``."""
+def _unroll(net, a: dict[str, torch.Tensor], start: int, stop: int, state, *, keep_states: bool = False) -> tuple[torch.Tensor, tuple]:
+    """``net`` over entries ``[start, stop)`` from ``state``: ``(q [stop − start, B, A], final state)``, or with
+    ``keep_states`` the state after every entry (``QNetwork.unroll_states``; ``()`` for a stateless net)."""
     s = slice(start, stop)
-    return net.unroll(a["obs"][s], state, a["first"][s], a["prev_action"][s], a["prev_reward"][s])
+    args = (a["obs"][s], state, a["first"][s], a["prev_action"][s], a["prev_reward"][s])
+    if keep_states and getattr(net, "is_recurrent", False):
+        return net.unroll_states(*args)
+    q, final = net.unroll(*args)
+    return q, () if keep_states else final
 
 
 def _bootstrap(q_online: torch.Tensor, q_target: torch.Tensor, cfg: R2D2Config) -> torch.Tensor:
@@ -164,29 +169,32 @@ def _bootstrap(q_online: torch.Tensor, q_target: torch.Tensor, cfg: R2D2Config) 
     return inverse_value_rescaling(value, cfg.rescaling_epsilon) if cfg.value_rescaling else value
 
 
-def _truncation_rewards(online, target, batch: Unroll, a: dict[str, torch.Tensor], cfg: R2D2Config) -> torch.Tensor:
+def _truncations(batch: Unroll, burn_in: int) -> list[tuple[int, int]]:
+    """Keys ``(t, b)`` of the final observations of the learning transitions cut by a time limit (not terminals)."""
+    return sorted(k for k in batch.final_obs if k[0] > burn_in and not batch.arrays["terminated"][k])
+
+
+def _truncation_rewards(nets, states, batch: Unroll, a: dict[str, torch.Tensor], keys, cfg: R2D2Config) -> torch.Tensor:
     """``γ · bootstrap(f)`` at the learning transitions cut by a time limit, zeros elsewhere: ``[L, B]``.
 
-    ``batch.final_obs[(t, b)]`` is the last observation of an episode cut on
-    the transition into entry t (transition t − 1); it is evaluated from a fresh
-    recurrent state (``first`` set).
+    ``batch.final_obs[(t, b)]`` is the last observation ``f`` of an episode cut on
+    the transition into entry t (transition t − 1). Each net evaluates it as one
+    more step of that episode: from its state after entry t − 1 (``states``: the
+    per-entry states of the learning part), with previous action ``action[t−1]``
+    and previous reward ``reward[t]``.
     """
     burn_in = cfg.burn_in
     out = torch.zeros_like(a["reward"][burn_in + 1:], dtype=torch.float32)
-    keys = sorted(k for k in batch.final_obs if k[0] > burn_in and not batch.arrays["terminated"][k])
-    if not keys:
-        return out
     device = out.device
+    rows = torch.tensor([t - 1 - burn_in for t, _ in keys], device=device)
+    cols = torch.tensor([b for _, b in keys], device=device)
     obs = torch.from_numpy(np.stack([np.asarray(batch.final_obs[k]) for k in keys])).to(device)
-    n = len(keys)
-    first = torch.ones(n, dtype=torch.bool, device=device)
-    pa, pr = torch.zeros(n, dtype=torch.long, device=device), torch.zeros(n, device=device)
+    first = torch.zeros(len(keys), dtype=torch.bool, device=device)
+    prev_action, prev_reward = a["action"][rows + burn_in, cols], a["reward"][rows + burn_in + 1, cols]
     with torch.no_grad():
-        q_on, _ = online.step(obs, online.initial_state(n, device), first, pa, pr)
-        q_tg, _ = target.step(obs, target.initial_state(n, device), first, pa, pr)
-        values = cfg.discount * _bootstrap(q_on.float(), q_tg.float(), cfg)
-    for (t, b), v in zip(keys, values):
-        out[t - 1 - burn_in, b] = v
+        q_on, q_tg = (net.step(obs, tuple(s[rows, cols].detach() for s in st), first, prev_action, prev_reward)[0]
+                      for net, st in zip(nets, states))
+        out[rows, cols] = cfg.discount * _bootstrap(q_on.float(), q_tg.float(), cfg)
     return out
 
 
@@ -210,15 +218,16 @@ def r2d2_td_errors(online, target, batch: Unroll, cfg: R2D2Config) -> tuple[torc
         with torch.no_grad():
             _, online_state = _unroll(online, a, 0, burn_in, state0)
             _, target_state = _unroll(target, a, 0, burn_in, state0)
-    q_online, _ = _unroll(online, a, burn_in, steps, online_state)
+    keys = _truncations(batch, burn_in)
+    q_online, online_states = _unroll(online, a, burn_in, steps, online_state, keep_states=bool(keys))
     with torch.no_grad():
-        q_target, _ = _unroll(target, a, burn_in, steps, target_state)
+        q_target, target_states = _unroll(target, a, burn_in, steps, target_state, keep_states=bool(keys))
     q_online, q_target = q_online.float(), q_target.float()
     rewards = a["reward"][burn_in + 1:].float()
     terminated, truncated = a["terminated"][burn_in + 1:], a["truncated"][burn_in + 1:]
     discounts = cfg.discount * (~(terminated | truncated)).float()
-    if truncated.any():
-        rewards = rewards + _truncation_rewards(online, target, batch, a, cfg)
+    if keys:
+        rewards = rewards + _truncation_rewards((online, target), (online_states, target_states), batch, a, keys, cfg)
     targets = double_q_n_step_targets(q_online=q_online.detach(), q_target=q_target, rewards=rewards, discounts=discounts,
                                       n=cfg.n_step, rescale=cfg.value_rescaling, eps=cfg.rescaling_epsilon)
     actions = a["action"][burn_in:-1].long().unsqueeze(-1)

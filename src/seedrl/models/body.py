@@ -145,6 +145,12 @@ class RecurrentBody(nn.Module):
 
     def _body_unroll(self, obs, state0: State, first, prev_action, prev_reward) -> tuple[torch.Tensor, State]:
         """``T`` steps: ``obs [T, B, ...]`` -> ``(features [T*B, body_dim], final_state)``, time-major rows."""
+        features, states = self._body_unroll_states(obs, state0, first, prev_action, prev_reward)
+        return features, tuple(s[-1] for s in states)
+
+    def _body_unroll_states(self, obs, state0: State, first, prev_action, prev_reward) -> tuple[torch.Tensor, State]:
+        """Like :meth:`_body_unroll`, with the state after every step: ``(features [T*B, body_dim],
+        (h [T, B, H], c [T, B, H]))``, or ``()`` for the states of a feed-forward body."""
         steps, batch = obs.shape[:2]
         first = self._check_first(first, (steps, batch))
         flat_first = None if first is None else first.reshape(-1)
@@ -155,12 +161,14 @@ class RecurrentBody(nn.Module):
             return x, ()
         h, c = self._check_state(state0, batch)
         xproj = F.linear(x, self.core.weight_ih, self.core.bias_ih).reshape(steps, batch, -1)
-        outs = []
+        hs, cs = [], []
         for t in range(steps):
             h, c = self._reset((h, c), None if first is None else first[t])
             h, c = self._lstm(xproj[t], h, c)
-            outs.append(h)
-        return torch.stack(outs).reshape(steps * batch, -1), (h, c)
+            hs.append(h)
+            cs.append(c)
+        h_all = torch.stack(hs)
+        return h_all.reshape(steps * batch, -1), (h_all, torch.stack(cs))
 
     # ------------------------------------------------------------------ pieces
     def _lstm(self, xproj: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -92,6 +92,13 @@ class QNetwork(RecurrentBody):
         x, final = self._body_unroll(obs, state0, first, prev_action, prev_reward)
         return self._head(x).reshape(steps, batch, -1), final
 
+    def unroll_states(self, obs, state0, first, prev_action=None, prev_reward=None) -> tuple[torch.Tensor, State]:
+        """Like :meth:`unroll`, with the state after every step: ``(q [T, B, A], (h [T, B, H], c [T, B, H]))``
+        (``()`` when not recurrent). Row t is the state a :meth:`step` after entry t would carry."""
+        steps, batch = obs.shape[:2]
+        x, states = self._body_unroll_states(obs, state0, first, prev_action, prev_reward)
+        return self._head(x).reshape(steps, batch, -1), states
+
     def forward(self, *args, **kwargs) -> tuple[torch.Tensor, State]:
         """Same as :meth:`unroll`."""
         return self.unroll(*args, **kwargs)
