@@ -13,6 +13,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from seedrl.agents.r2d2 import R2D2Config, R2D2Step, actor_epsilons, epsilon_greedy, r2d2_loss
 from seedrl.config import ConfigError
@@ -393,3 +395,68 @@ def test_learns_the_closed_form_q_values_of_a_two_step_chain():
     raw = lambda q: [h_inv(v) for v in q[0].tolist()]  # noqa: E731
     np.testing.assert_allclose(raw(q0), [1.0, h_inv(2 * h(1.8) / 3)], atol=0.03)
     np.testing.assert_allclose(raw(q1), [0.0, 2.0], atol=0.03)
+
+
+# ---------------------------------------------------------------------------------------- property: brute force
+
+
+def brute_force(batch: Unroll, weights, c: R2D2Config, q_on, q_tg):
+    """Loss and priorities by explicit loops over every transition's n-step window (tabular nets)."""
+    def boot(s):
+        value = q_tg[s][int(np.argmax(q_on[s]))]
+        return h_inv(value, c.rescaling_epsilon) if c.value_rescaling else value
+
+    def rescale(x):
+        return h(x, c.rescaling_epsilon) if c.value_rescaling else x
+
+    arr, S = batch.arrays, batch.arrays["obs"].shape[0]
+    T = S - 1 - c.burn_in
+    losses, prios = [], []
+    for b in range(arr["obs"].shape[1]):
+        tds = []
+        for t in range(c.burn_in, S - 1):
+            ret, scale = 0.0, 1.0
+            for j in range(t, min(t + c.n_step, S - 1)):  # transition j: reward[j+1], flags at j+1
+                ret += scale * float(arr["reward"][j + 1, b])
+                if arr["terminated"][j + 1, b]:
+                    scale = 0.0
+                    break
+                if arr["truncated"][j + 1, b]:
+                    ret += scale * c.discount * boot(int(batch.final_obs[(j + 1, b)]))
+                    scale = 0.0
+                    break
+                scale *= c.discount
+            else:
+                ret += scale * boot(int(arr["obs"][min(t + c.n_step, S - 1), b]))
+            tds.append(rescale(ret) - q_on[int(arr["obs"][t, b])][int(arr["action"][t, b])])
+        assert len(tds) == T
+        losses.append(weights[b] * 0.5 * sum(d * d for d in tds))
+        prios.append(c.priority_eta * max(map(abs, tds)) + (1 - c.priority_eta) * sum(map(abs, tds)) / T)
+    return sum(losses) / len(losses), prios
+
+
+@settings(max_examples=60)
+@given(S=st.integers(2, 8), B=st.integers(1, 3), n=st.integers(1, 4), burn_in=st.integers(0, 2),
+       discount=st.sampled_from([0.0, 0.5, 0.97, 1.0]), rescale=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_loss_and_priorities_match_brute_force(S, B, n, burn_in, discount, rescale, seed):
+    if S < burn_in + 2:
+        burn_in = S - 2
+    rng = np.random.default_rng(seed)
+    N_STATES, ACTIONS = 6, 3
+    q_on = rng.normal(size=(N_STATES, ACTIONS)) * 3
+    q_tg = rng.normal(size=(N_STATES, ACTIONS)) * 3
+    ends = rng.random((S, B))
+    terminated, truncated = ends < 0.2, (ends >= 0.2) & (ends < 0.35)
+    terminated[0] = truncated[0] = False
+    arrays = {"obs": rng.integers(0, N_STATES, (S, B)), "first": terminated | truncated,
+              "reward": rng.normal(size=(S, B)).astype(np.float32), "terminated": terminated, "truncated": truncated,
+              "action": rng.integers(0, ACTIONS, (S, B)), "prev_action": np.zeros((S, B), np.int64),
+              "prev_reward": np.zeros((S, B), np.float32)}
+    finals = {(int(t), int(b)): np.array(rng.integers(0, N_STATES)) for t, b in zip(*np.nonzero(truncated))}
+    batch = Unroll(arrays, (), finals)
+    weights = rng.uniform(0.1, 1.0, B)
+    c = R2D2Config(burn_in=burn_in, n_step=n, discount=discount, value_rescaling=rescale, min_replay=1)
+    loss, prio, _ = r2d2_loss(TableQ(q_on.tolist()), TableQ(q_tg.tolist()), batch, torch.tensor(weights), c)
+    want_loss, want_prio = brute_force(batch, weights, c, q_on.tolist(), q_tg.tolist())
+    assert loss.item() == pytest.approx(want_loss, rel=1e-4, abs=1e-4)
+    np.testing.assert_allclose(prio, want_prio, rtol=1e-4, atol=1e-4)
