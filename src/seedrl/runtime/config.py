@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -13,14 +14,25 @@ from seedrl.envs.checks import check_discrete_actions
 from seedrl.envs.config import EnvConfig
 from seedrl.models.config import ModelConfig
 
-__all__ = ["LogConfig", "OptimConfig", "RecordConfig", "RuntimeConfig", "TrainConfig"]
+__all__ = ["LogConfig", "OptimConfig", "RayConfig", "RecordConfig", "RuntimeConfig", "TrainConfig"]
+
+
+@dataclass
+class RayConfig:
+    """Where the Ray backend (``runtime.backend: ray``) runs its roles and what each asks for."""
+
+    address: str | None = field(default=None, metadata={"help": "join an existing Ray cluster ('auto' or 'host:port'); absent: start a local Ray instance for the run and stop it at the end"})
+    num_cpus: float | None = field(default=None, metadata={"help": "logical CPUs of the local instance (default: what the actor groups request, at least 1); ignored with address", "min_exclusive": 0.0})
+    actor_cpus: float = field(default=1.0, metadata={"help": "CPUs each actor group (one Ray actor) requests", "min_exclusive": 0.0})
+    object_store_mb: int = field(default=200, metadata={"help": "object store of the local instance, MB (Ray's minimum is 75); ignored with address", "min": 75})
+    scheduling: str = field(default="spread", metadata={"help": "placement of actor groups on the cluster's nodes: spread (one node after another) or default (Ray packs them)", "choices": ["spread", "default"]})
 
 
 @dataclass
 class RuntimeConfig:
     """How actors, central inference and the learner are laid out."""
 
-    backend: str = field(default="processes", metadata={"help": "processes (embedded, shared memory) or threads (one process, for debugging)", "choices": ["processes", "threads"]})
+    backend: str = field(default="processes", metadata={"help": "processes (embedded: shared memory on this machine), threads (one process, for debugging) or ray (actor groups as Ray actors; needs the ray extra)", "choices": ["processes", "threads", "ray"]})
     num_actors: int = field(default=2, metadata={"help": "actor processes", "min": 1})
     unroll_length: int = field(default=20, metadata={"help": "T: transitions per unroll (unrolls overlap by one step)", "min": 1})
     batch_size: int = field(default=16, metadata={"help": "environments' unrolls per learner batch (actor unrolls are split or joined to make it)", "min": 1})
@@ -28,6 +40,7 @@ class RuntimeConfig:
     queue_unrolls: int = field(default=8, metadata={"help": "bound of the inference->learner queue, in actor unrolls", "min": 1})
     torch_threads: int = field(default=1, metadata={"help": "torch intra-op threads of the learner process (1 is fastest on a small shared machine: OpenMP threads spin)", "min": 1})
     max_restarts: int = field(default=20, metadata={"help": "actor crashes tolerated before the run fails", "min": 0})
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 @dataclass
@@ -52,5 +65,8 @@ class TrainConfig(RunConfig):
         if self.log.checkpoint_every < 1:
             raise ConfigError(f"config error: 'log.checkpoint_every' = {self.log.checkpoint_every} is below the "
                               "minimum 1 for impala runs", "log.checkpoint_every")
+        if self.runtime.backend == "ray" and importlib.util.find_spec("ray") is None:
+            raise ConfigError("config error: 'runtime.backend' = 'ray' needs Ray, which is not installed: "
+                              "pip install 'seedrl[ray]'", "runtime.backend")
         if self.env.kind == "gym":  # Atari games always have discrete actions and image observations
             check_discrete_actions(self.env, "impala")

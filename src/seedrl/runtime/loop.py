@@ -186,6 +186,10 @@ def _train(
 
     if rt.backend == "threads":
         backend = ThreadedBackend(layout, rt.num_actors, actor_spec)
+    elif rt.backend == "ray":  # imports Ray: only here
+        from seedrl.runtime.ray_backend import RayBackend
+
+        backend = RayBackend(layout, rt.num_actors, actor_spec, rt.ray, on_restart=inference.reset_actor, max_restarts=rt.max_restarts)
     else:
         backend = EmbeddedBackend(layout, rt.num_actors, actor_spec, on_restart=inference.reset_actor, max_restarts=rt.max_restarts)
     stop = threading.Event()

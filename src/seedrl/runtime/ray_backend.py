@@ -1,0 +1,258 @@
+"""The Ray backend: actor groups as Ray actors, central inference and the learner in the driver.
+
+The same roles as the embedded backend, on a Ray cluster (``runtime.backend:
+ray``). Each actor group (``env.num_envs`` environments, no network) is a Ray
+actor requesting ``runtime.ray.actor_cpus`` CPUs, placed across the cluster's
+nodes (``runtime.ray.scheduling``). Central inference and the learner stay in
+the driver process, as in the embedded run, so checkpoints, resume, metrics
+and the learner's weights publishing are unchanged; the backend is only a new
+:class:`~seedrl.runtime.inference.Endpoint`:
+
+- an actor group's round trip is one method call, ``step(actions) ->
+  (slot bytes, finished episodes)``: the group runs the usual actor loop
+  (:func:`~seedrl.runtime.actor.run_actor`) in a thread over a local
+  :class:`~seedrl.runtime.transport.ActorSlot` and returns the slot's whole
+  byte buffer, one numpy array; Ray moves it out of band (no pickling of the
+  arrays; above 100 KB through the object store, read zero-copy on the same
+  node) and the driver copies it into its own copy of the slot, one memcpy;
+- ``poll`` is :func:`ray.wait` over the outstanding calls (the dynamic
+  batcher's "who is ready"), ``reply`` issues the next ``step`` with the
+  actions inference wrote into the slot;
+- backpressure is the embedded one: when the learner's bounded queue is full,
+  inference stops replying, no ``step`` is issued and the groups wait;
+- a group that dies (its process killed, its environment raising) fails its
+  outstanding call; Ray restarts the process (``max_restarts``), inference
+  forgets the group's state and the driver starts it again with a new seed;
+  more than ``runtime.max_restarts`` crashes in all end the run
+  (:class:`~seedrl.runtime.embedded.ActorCrashLoop`).
+
+``runtime.ray.address`` joins an existing cluster (the driver disconnects at
+the end); without it a local Ray instance is started with explicit CPUs and a
+small object store, and shut down with the run. Ray is imported by this
+module only; ``import seedrl`` never imports it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import ray
+
+from seedrl.config import ConfigError
+from seedrl.runtime.actor import ActorSpec, run_actor
+from seedrl.runtime.embedded import ActorCrashLoop
+from seedrl.runtime.transport import ActorSlot, SlotLayout
+
+log = logging.getLogger(__name__)
+
+_ENDED = object()
+
+
+class ActorGroup:
+    """The body of one actor group's Ray actor: the actor loop in a thread, driven by method calls."""
+
+    def __init__(self, layout: SlotLayout):
+        self._buffer = bytearray(layout.nbytes())
+        self._flat = np.frombuffer(self._buffer, dtype=np.uint8)
+        self.slot = ActorSlot(layout, self._buffer)
+        self._thread: threading.Thread | None = None
+        self._submitted: queue.Queue = queue.Queue()
+        self._replies: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+
+    def start(self, spec: ActorSpec):
+        """(Re)start the loop with ``spec``; returns the first submission (see :meth:`step`)."""
+        self.close()
+        self._submitted, self._replies, self._error = queue.Queue(), queue.Queue(), None
+        self._thread = threading.Thread(target=self._run, args=(spec,), name=f"seedrl-actor-{spec.actor_id}", daemon=True)
+        self._thread.start()
+        return self._next()
+
+    def step(self, actions: np.ndarray):
+        """Take ``actions``; returns ``(slot bytes [nbytes] uint8, finished episodes or None)``.
+
+        The slot's buffer is returned as is, not copied: Ray serializes it when
+        the call returns, while the loop waits for the next ``step``."""
+        if self._thread is None:  # a fresh process after Ray restarted the group
+            raise RuntimeError("actor group restarted; it waits for start()")
+        self.slot.action[:] = actions
+        self._replies.put(True)
+        return self._next()
+
+    def close(self) -> None:
+        """Stop the loop (the recorder is flushed, the environments closed)."""
+        if self._thread is not None:
+            self._replies.put(False)
+            self._thread.join(10)
+            self._thread = None
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def _next(self):
+        payload = self._submitted.get()
+        if payload is _ENDED:
+            raise RuntimeError(f"the actor loop ended: {self._error!r}")
+        return self._flat, payload
+
+    def _run(self, spec: ActorSpec) -> None:
+        try:
+            run_actor(spec, self.slot, self._submitted.put, self._replies.get)
+        except BaseException as err:  # raised to the driver by the pending call
+            self._error = err
+        finally:
+            self._submitted.put(_ENDED)
+
+
+def connect(cfg, cpus_needed: float) -> bool:
+    """Join ``cfg.address`` or start a local instance; True when this call connected (and the run must disconnect).
+
+    Raises :class:`ConfigError` when the cluster has fewer CPUs than the actor
+    groups request (they would wait forever)."""
+    connected = False
+    if not ray.is_initialized():
+        if cfg.address:
+            ray.init(address=cfg.address, log_to_driver=False)
+        else:
+            num_cpus = cfg.num_cpus if cfg.num_cpus is not None else max(1.0, cpus_needed)
+            ray.init(address="local", num_cpus=math.ceil(num_cpus), object_store_memory=cfg.object_store_mb * 2**20,
+                     include_dashboard=False, log_to_driver=False)
+        connected = True
+    have = ray.cluster_resources().get("CPU", 0.0)
+    if have < cpus_needed:
+        if connected:
+            ray.shutdown()
+        raise ConfigError(f"config error: 'runtime.ray.actor_cpus' x 'runtime.num_actors' = {cpus_needed:g} CPUs, "
+                          f"but the Ray cluster has {have:g}", "runtime.ray.actor_cpus")
+    return connected
+
+
+class RayBackend:
+    """``num_actors`` actor groups as Ray actors; the :class:`Endpoint` of central inference.
+
+    Args: as :class:`~seedrl.runtime.embedded.EmbeddedBackend`, plus ``ray_cfg``
+    (:class:`~seedrl.runtime.config.RayConfig`).
+    """
+
+    def __init__(
+        self,
+        layout: SlotLayout,
+        num_actors: int,
+        actor_spec: Callable[[int, int], ActorSpec],
+        ray_cfg,
+        *,
+        on_restart: Callable[[int], None] | None = None,
+        max_restarts: int = 20,
+    ):
+        self.layout = layout
+        self.num_actors = num_actors
+        self.actor_spec = actor_spec
+        self.cfg = ray_cfg
+        self.on_restart = on_restart
+        self.max_restarts = max_restarts
+        buffers = [bytearray(layout.nbytes()) for _ in range(num_actors)]
+        self._flats = [np.frombuffer(b, dtype=np.uint8) for b in buffers]
+        self.slots: Sequence[ActorSlot] = [ActorSlot(layout, b) for b in buffers]
+        self._handles: list = []
+        self._pending: dict = {}  # outstanding call -> actor id
+        self._restarts = collections.Counter()
+        self.total_restarts = 0
+        self.episodes: collections.deque = collections.deque(maxlen=10_000)
+        self._connected = False
+        self._stopped = False
+
+    # ---------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        self._connected = connect(self.cfg, self.cfg.actor_cpus * self.num_actors)
+        group = ray.remote(ActorGroup).options(
+            num_cpus=self.cfg.actor_cpus,
+            max_restarts=self.max_restarts,
+            max_concurrency=2,  # close() and pid() answer while a step waits
+            scheduling_strategy="SPREAD" if self.cfg.scheduling == "spread" else "DEFAULT",
+        )
+        self._handles = [group.remote(self.layout) for _ in range(self.num_actors)]
+        for actor_id, handle in enumerate(self._handles):
+            self._pending[handle.start.remote(self.actor_spec(actor_id, 0))] = actor_id
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every group (recorders flushed), kill them, disconnect from Ray. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._pending.clear()
+        try:
+            ray.wait([h.close.remote() for h in self._handles], num_returns=len(self._handles), timeout=timeout)
+        finally:
+            for handle in self._handles:
+                ray.kill(handle, no_restart=True)
+            self._handles = []
+            if self._connected:
+                ray.shutdown()
+
+    def kill_actor(self, actor_id: int) -> None:
+        """Kill a group's process; Ray restarts it (for tests of crash recovery)."""
+        ray.kill(self._handles[actor_id], no_restart=False)
+
+    def pids(self) -> list[int]:
+        return ray.get([h.pid.remote() for h in self._handles])
+
+    def node_ids(self) -> list[str]:
+        return ray.get([h.node_id.remote() for h in self._handles])
+
+    # ----------------------------------------------------------- endpoint
+    def live_actors(self) -> int:
+        return self.num_actors
+
+    def poll(self, timeout: float) -> list[int]:
+        if not self._pending:
+            time.sleep(min(timeout, 0.01))
+            return []
+        ready, rest = ray.wait(list(self._pending), num_returns=1, timeout=timeout)
+        if ready and rest:
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        out: list[int] = []
+        for ref in ready:
+            actor_id = self._pending.pop(ref)
+            try:
+                flat, episodes = ray.get(ref)
+            except ray.exceptions.RayError as err:
+                self._handle_crash(actor_id, err)
+                continue
+            self._flats[actor_id][:] = flat
+            for env_index, ret, length in episodes or ():
+                self.episodes.append((actor_id, env_index, float(ret), int(length)))
+            out.append(actor_id)
+        return out
+
+    def reply(self, actor_ids: Sequence[int]) -> None:
+        for a in actor_ids:
+            self._pending[self._handles[a].step.remote(self.slots[a].action.copy())] = a
+
+    def _handle_crash(self, actor_id: int, err: BaseException) -> None:
+        if self._stopped:
+            return
+        self._restarts[actor_id] += 1
+        self.total_restarts += 1
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        log.warning("actor group %d failed (%s); restarting it (%d restarts so far)", actor_id, reason, self.total_restarts)
+        if self.total_restarts > self.max_restarts:
+            raise ActorCrashLoop(
+                f"actor groups failed {self.total_restarts} times (limit max_restarts={self.max_restarts}); "
+                f"last: group {actor_id}: {reason}. Check the environment config."
+            )
+        if self.on_restart is not None:
+            self.on_restart(actor_id)
+        spec = self.actor_spec(actor_id, self._restarts[actor_id])
+        self._pending[self._handles[actor_id].start.remote(spec)] = actor_id
