@@ -1,0 +1,177 @@
+"""The Ray backend's overhead against the embedded one: same config, same machine, one run.
+
+Part ``train``: :func:`seedrl.runtime.loop.train` on CartPole
+(``configs/cartpole_impala.yaml``'s model and optimiser; 2 actor groups x
+``--envs`` environments, batch 32, T=20) with ``runtime.backend`` processes
+(embedded: shared memory + pipes) and ray (a local Ray instance started by the
+run, one Ray actor per group), alternated over ``--rounds`` rounds so load
+from other processes hits both alike. Per run: steady-state frames/s (updates
+after the first fifth of the run) and CPU seconds per frame of this process
+and every process below it (actors, Ray's raylet/GCS/workers included),
+sampled at each update; the median over rounds is reported. Also the time
+from ``train()`` to the first update (Ray's start-up).
+
+Part ``transfer``: one actor group's round trip as a Ray call, returning the
+slot as one flat byte array (what the backend does) or as a dict of the
+slot's seven arrays, for CartPole-sized and Atari-sized slots: the cost of
+moving observations through Ray per step.
+
+    .venv/bin/python benchmarks/ray_overhead.py                  # ~4 minutes (2 busy cores)
+    .venv/bin/python benchmarks/ray_overhead.py --tiny           # seconds: checks that it runs
+
+Prints tables and writes ``benchmarks/results/ray_overhead.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results" / "ray_overhead.json"
+
+
+def tree_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and all live processes below it."""
+    import psutil
+
+    total = 0.0
+    me = psutil.Process()
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def train_once(backend: str, frames: int, envs: int, out_dir: str, seed: int) -> dict:
+    from seedrl.config import load_config
+    from seedrl.runtime.config import TrainConfig
+    from seedrl.runtime.loop import train
+
+    cfg = load_config(TrainConfig, {
+        "name": f"{backend}-{seed}", "out_dir": out_dir, "seed": seed, "total_frames": frames,
+        "env": {"kind": "gym", "id": "CartPole-v1", "num_envs": envs},
+        "model": {"torso": "mlp", "hidden": [64, 64]},
+        "optim": {"name": "adam", "lr": 0.002, "lr_decay": "none"},
+        "agent": {"entropy_cost": 0.005},
+        "runtime": {"backend": backend, "num_actors": 2, "unroll_length": 20, "batch_size": 32, "torch_threads": 1,
+                    "ray": {"num_cpus": 2}},
+        "log": {"progress": False, "tensorboard": False, "every_s": 5.0, "checkpoint_every": 10**6},
+    })
+    samples: list[tuple[float, int, float]] = []
+    start = time.perf_counter()
+    result = train(cfg, on_update=lambda row, _: samples.append((time.perf_counter(), row["frames"], tree_cpu_seconds())))
+    first_update_s = samples[0][0] - start
+    steady = samples[len(samples) // 5:]
+    (t0, f0, c0), (t1, f1, c1) = steady[0], steady[-1]
+    return {"backend": backend, "frames": result.frames, "fps": (f1 - f0) / (t1 - t0),
+            "cpu_us_per_frame": 1e6 * (c1 - c0) / (f1 - f0), "first_update_s": first_update_s,
+            "mean_return": result.mean_return}
+
+
+def part_train(args) -> list[dict]:
+    runs = []
+    with tempfile.TemporaryDirectory() as out:
+        for r in range(args.rounds):
+            for backend in ("processes", "ray"):
+                run = train_once(backend, args.frames, args.envs, out, seed=r)
+                print(f"  round {r} {backend:9s} {run['fps']:8.0f} frames/s  {run['cpu_us_per_frame']:6.1f} us CPU/frame  "
+                      f"first update after {run['first_update_s']:.1f} s  return {run['mean_return']}", flush=True)
+                runs.append(run)
+    table = []
+    for backend in ("processes", "ray"):
+        mine = [r for r in runs if r["backend"] == backend]
+        table.append({"backend": backend, **{k: statistics.median(r[k] for r in mine)
+                                              for k in ("fps", "cpu_us_per_frame", "first_update_s")}})
+    emb, ray_ = table
+    print(f"\nmedian of {args.rounds} rounds, CartPole 2 groups x {args.envs} envs, batch 32, T=20:")
+    print(f"  {'backend':10s} {'frames/s':>9s} {'us CPU/frame':>13s} {'start s':>8s}")
+    for row in table:
+        print(f"  {row['backend']:10s} {row['fps']:9.0f} {row['cpu_us_per_frame']:13.1f} {row['first_update_s']:8.1f}")
+    print(f"  ray / embedded: {ray_['fps'] / emb['fps']:.2f}x frames/s, {ray_['cpu_us_per_frame'] / emb['cpu_us_per_frame']:.2f}x CPU per frame")
+    return runs + [{"median": table}]
+
+
+def part_transfer(args) -> list[dict]:
+    import ray
+
+    from seedrl.runtime.transport import ActorSlot, SlotLayout
+
+    class Slot:
+        def __init__(self, layout):
+            self.buffer = bytearray(layout.nbytes())
+            self.flat_view = np.frombuffer(self.buffer, np.uint8)
+            self.slot = ActorSlot(layout, self.buffer)
+
+        def flat(self, actions):
+            self.slot.action[:] = actions
+            return self.flat_view, None
+
+        def arrays(self, actions):
+            self.slot.action[:] = actions
+            return {k: getattr(self.slot, k) for k in ("obs", "final_obs", "reward", "first", "terminated", "truncated", "action")}, None
+
+    layouts = {"cartpole 8 envs": SlotLayout(8, (4,), "float32"), "atari 8 envs": SlotLayout(8, (84, 84, 4), "uint8"),
+               "atari 32 envs": SlotLayout(32, (84, 84, 4), "uint8")}
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
+    rows = []
+    try:
+        for name, layout in layouts.items():
+            group = ray.remote(Slot).options(num_cpus=1).remote(layout)
+            actions = np.zeros(layout.num_envs, np.int64)
+            local = np.zeros(layout.nbytes(), np.uint8)
+            for method in ("flat", "arrays"):
+                call = getattr(group, method)
+                for _ in range(args.transfer_steps // 10):  # warm-up
+                    ray.get(call.remote(actions))
+                t = time.perf_counter()
+                for _ in range(args.transfer_steps):
+                    out, _ = ray.get(call.remote(actions))
+                    if method == "flat":
+                        local[:] = out  # the backend's one memcpy into the driver's slot
+                ms = 1e3 * (time.perf_counter() - t) / args.transfer_steps
+                rows.append({"slot": name, "bytes": layout.nbytes(), "method": method, "ms_per_round_trip": ms})
+                print(f"  {name:16s} {layout.nbytes():>9,d} B  {method:6s} {ms:6.2f} ms per round trip", flush=True)
+            ray.kill(group)
+    finally:
+        ray.shutdown()
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=["train", "transfer", "all"], default="all")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=200_000)
+    parser.add_argument("--envs", type=int, default=16)
+    parser.add_argument("--transfer-steps", type=int, default=500)
+    parser.add_argument("--tiny", action="store_true", help="a few seconds per part: checks that the script runs")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.rounds, args.frames, args.envs, args.transfer_steps = 1, 20_000, 8, 20
+    result = {"machine": platform.platform(), "python": sys.version.split()[0], "args": {k: str(v) for k, v in vars(args).items()}}
+    if args.part in ("transfer", "all"):
+        print("transfer: one actor group's round trip through Ray")
+        result["transfer"] = part_transfer(args)
+    if args.part in ("train", "all"):
+        print("train: embedded vs ray, same config")
+        result["train"] = part_train(args)
+    if not args.tiny:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
