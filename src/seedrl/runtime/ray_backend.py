@@ -67,14 +67,17 @@ class ActorGroup:
         self._submitted: queue.Queue = queue.Queue()
         self._replies: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
+        self._lock = threading.Lock()  # one start() at a time
 
     def start(self, spec: ActorSpec):
         """(Re)start the loop with ``spec``; returns the first submission (see :meth:`step`)."""
-        self.close()
-        self._submitted, self._replies, self._error = queue.Queue(), queue.Queue(), None
-        self._thread = threading.Thread(target=self._run, args=(spec,), name=f"seedrl-actor-{spec.actor_id}", daemon=True)
-        self._thread.start()
-        return self._next()
+        with self._lock:
+            self.close()
+            self._submitted, self._replies, self._error = queue.Queue(), queue.Queue(), None
+            self._thread = threading.Thread(target=self._run, args=(spec, self._submitted, self._replies),
+                                            name=f"seedrl-actor-{spec.actor_id}", daemon=True)
+            self._thread.start()
+            return self._next()
 
     def step(self, actions: np.ndarray):
         """Take ``actions``; returns ``(slot bytes [nbytes] uint8, finished episodes or None)``.
@@ -106,13 +109,13 @@ class ActorGroup:
             raise RuntimeError(f"the actor loop ended: {self._error!r}")
         return self._flat, payload
 
-    def _run(self, spec: ActorSpec) -> None:
+    def _run(self, spec: ActorSpec, submitted: queue.Queue, replies: queue.Queue) -> None:
         try:
-            run_actor(spec, self.slot, self._submitted.put, self._replies.get)
+            run_actor(spec, self.slot, submitted.put, replies.get)
         except BaseException as err:  # raised to the driver by the pending call
             self._error = err
         finally:
-            self._submitted.put(_ENDED)
+            submitted.put(_ENDED)
 
 
 def connect(cfg, cpus_needed: float) -> bool:
@@ -168,6 +171,7 @@ class RayBackend:
         self._pending: dict = {}  # outstanding call -> actor id
         self._restarts = collections.Counter()
         self.total_restarts = 0
+        self.round_trips = collections.Counter()  # completed round trips per group
         self.episodes: collections.deque = collections.deque(maxlen=10_000)
         self._connected = False
         self._stopped = False
@@ -178,6 +182,10 @@ class RayBackend:
         group = ray.remote(ActorGroup).options(
             num_cpus=self.cfg.actor_cpus,
             max_restarts=self.max_restarts,
+            # a call cut by the process's death is retried on the restarted one, where step()
+            # fails at once (not started): one clean failure per death, and start() waits out
+            # the restart instead of failing with "actor unavailable"
+            max_task_retries=-1,
             max_concurrency=2,  # close() and pid() answer while a step waits
             scheduling_strategy="SPREAD" if self.cfg.scheduling == "spread" else "DEFAULT",
         )
@@ -231,6 +239,7 @@ class RayBackend:
                 self._handle_crash(actor_id, err)
                 continue
             self._flats[actor_id][:] = flat
+            self.round_trips[actor_id] += 1
             for env_index, ret, length in episodes or ():
                 self.episodes.append((actor_id, env_index, float(ret), int(length)))
             out.append(actor_id)
@@ -245,7 +254,8 @@ class RayBackend:
             return
         self._restarts[actor_id] += 1
         self.total_restarts += 1
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        cause = getattr(err, "cause", None) or err  # a task error carries the group's own exception
+        reason = f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}"
         log.warning("actor group %d failed (%s); restarting it (%d restarts so far)", actor_id, reason, self.total_restarts)
         if self.total_restarts > self.max_restarts:
             raise ActorCrashLoop(
