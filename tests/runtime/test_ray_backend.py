@@ -36,15 +36,9 @@ CARTPOLE = {
 
 
 def _cfg(tmp_path, **over) -> TrainConfig:
-    base = json.loads(json.dumps(CARTPOLE))
-    base.update(name="t", out_dir=str(tmp_path), total_frames=10_000_000)
-    for key, value in over.items():
-        node = base
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return load_config(TrainConfig, base)
+    """CARTPOLE in ``tmp_path`` with ``key.sub=value`` overrides (the loader's own)."""
+    base = {**CARTPOLE, "name": "t", "out_dir": str(tmp_path), "total_frames": 10_000_000}
+    return load_config(TrainConfig, base, [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in over.items()])
 
 
 def _ray_children() -> list:
