@@ -124,6 +124,21 @@ def test_killed_actor_group_is_restarted_by_ray_and_the_run_goes_on(tmp_path, cl
     assert rows[-1]["actor_restarts"] >= 1
 
 
+@pytest.mark.slow
+def test_groups_record_every_counted_episode_as_rlds(tmp_path, cluster):
+    from seedrl.data import open_dataset
+
+    cfg = _cfg(tmp_path, **{"runtime.ray.address": cluster.address, "record.rate": 1.0, "env.num_envs": 2,
+                            "runtime.batch_size": 4})
+    result = train(cfg, max_updates=30)
+    ds = open_dataset(cfg.run_dir / "episodes")
+    # every episode the run counted was recorded (more may end between the last count and the stop)
+    assert result.episodes > 0 and len(ds) >= result.episodes
+    assert {ep.metadata["agent_id"] for ep in ds} == {"actor-0", "actor-1"}
+    for ep in ds:
+        assert ep.columns["is_first"][0] and ep.columns["is_last"][-1]
+
+
 def test_crashes_beyond_max_restarts_save_a_checkpoint_and_end_the_run(tmp_path, cluster):
     cfg = _cfg(tmp_path, **{"runtime.ray.address": cluster.address, "runtime.max_restarts": 0})
 
