@@ -10,8 +10,11 @@ fixtures' ``finally``.
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -137,6 +140,44 @@ def test_groups_record_every_counted_episode_as_rlds(tmp_path, cluster):
     assert {ep.metadata["agent_id"] for ep in ds} == {"actor-0", "actor-1"}
     for ep in ds:
         assert ep.columns["is_first"][0] and ep.columns["is_last"][-1]
+
+
+def test_backpressure_groups_wait_while_the_learner_queue_is_full(tmp_path, cluster):
+    """No learner takes unrolls: once the bounded queue is full inference stops replying, and the
+    groups' round trips stop at what the queue (+ one blocked put, + a partial unroll per group) holds."""
+    from seedrl.models.config import build_model
+    from seedrl.runtime.actor import ActorSpec
+    from seedrl.runtime.inference import InferenceServer
+    from seedrl.runtime.loop import build_layout, probe_spaces
+    from seedrl.runtime.ray_backend import RayBackend
+
+    cfg = _cfg(tmp_path, **{"runtime.ray.address": cluster.address})
+    obs_space, act_space = probe_spaces(cfg)
+    layout = build_layout(cfg, obs_space, act_space)
+    unrolls: queue.Queue = queue.Queue(maxsize=2)
+    T, groups = 4, 2
+    server = InferenceServer(build_model(cfg.model, obs_space, act_space).eval(), layout, groups, T, unrolls,
+                             batch_timeout_s=0.0)
+    backend = RayBackend(layout, groups, lambda a, r: ActorSpec(a, cfg.env, layout.num_envs, seed=a), cfg.runtime.ray,
+                         on_restart=server.reset_actor)
+    stop = threading.Event()
+    backend.start()
+    thread = threading.Thread(target=server.serve, args=(backend, stop), daemon=True)
+    thread.start()
+    try:
+        for _ in range(600):  # the queue fills within a few seconds
+            if unrolls.full():
+                break
+            time.sleep(0.1)
+        assert unrolls.full()
+        time.sleep(2.0)  # without backpressure: ~1 ms per round trip, thousands of them
+        trips = sum(backend.round_trips.values())
+    finally:
+        stop.set()
+        thread.join(10)
+        backend.stop()
+    # 2 queued unrolls + 1 blocked in put, each T steps (the first T + 1), + per group one partial unroll and one step
+    assert trips <= (unrolls.maxsize + 1) * T + 1 + groups * (T + 1), trips
 
 
 def test_crashes_beyond_max_restarts_save_a_checkpoint_and_end_the_run(tmp_path, cluster):
