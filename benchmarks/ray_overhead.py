@@ -17,7 +17,7 @@ slot's seven arrays, for CartPole-sized and Atari-sized slots: the cost of
 moving observations through Ray per step.
 
     .venv/bin/python benchmarks/ray_overhead.py                  # ~4 minutes (2 busy cores)
-    .venv/bin/python benchmarks/ray_overhead.py --tiny           # seconds: checks that it runs
+    .venv/bin/python benchmarks/ray_overhead.py --tiny           # ~1 minute: checks that it runs
 
 Prints tables and writes ``benchmarks/results/ray_overhead.json``.
 """
@@ -155,7 +155,7 @@ def main(argv=None) -> None:
     parser.add_argument("--frames", type=int, default=200_000)
     parser.add_argument("--envs", type=int, default=16)
     parser.add_argument("--transfer-steps", type=int, default=500)
-    parser.add_argument("--tiny", action="store_true", help="a few seconds per part: checks that the script runs")
+    parser.add_argument("--tiny", action="store_true", help="one short round per part (~1 minute): checks that the script runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.tiny:
