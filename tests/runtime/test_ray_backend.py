@@ -180,6 +180,17 @@ def test_backpressure_groups_wait_while_the_learner_queue_is_full(tmp_path, clus
     assert trips <= (unrolls.maxsize + 1) * T + 1 + groups * (T + 1), trips
 
 
+@pytest.mark.slow
+def test_a_group_whose_setup_raises_is_restarted_then_ends_the_run_with_its_error(tmp_path, cluster):
+    (tmp_path / "file").write_text("not a directory")
+    cfg = _cfg(tmp_path, **{"runtime.ray.address": cluster.address, "runtime.max_restarts": 2,
+                            "record.rate": 1.0, "record.path": str(tmp_path / "file" / "episodes")})
+    with pytest.raises(ActorsFailed, match=r"failed 3 times \(limit max_restarts=2\).*NotADirectoryError.*--resume"):
+        train(cfg, max_updates=5)
+    assert (tmp_path / "file").read_text() == "not a directory"
+    assert not ray.is_initialized()
+
+
 def test_crashes_beyond_max_restarts_save_a_checkpoint_and_end_the_run(tmp_path, cluster):
     cfg = _cfg(tmp_path, **{"runtime.ray.address": cluster.address, "runtime.max_restarts": 0})
 

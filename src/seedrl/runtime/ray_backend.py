@@ -105,7 +105,9 @@ class ActorGroup:
 
     def _next(self):
         payload = self._submitted.get()
-        if payload is _ENDED:
+        if payload is _ENDED:  # the loop raised (the driver sees the group's own error) or was closed
+            if isinstance(self._error, Exception):
+                raise self._error
             raise RuntimeError(f"the actor loop ended: {self._error!r}")
         return self._flat, payload
 
