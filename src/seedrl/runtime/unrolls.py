@@ -4,10 +4,18 @@ Each actor's N environments advance together, so an actor's buffer holds
 ``T + 1`` entries of ``[N, ...]`` arrays. Entry t holds the observation the
 policy saw, the reward and flags of the transition that led to it, the action
 chosen, its behaviour log-probability and the weights version that chose it.
-When ``T + 1`` entries are full, the unroll is emitted and entry T becomes
-entry 0 of the next one: consecutive unrolls overlap by one step, so every
-transition (t -> t+1) is learned from exactly once and the last observation
-of one unroll is the bootstrap of the learner's targets.
+When ``T + 1`` entries are full, the unroll is emitted and its last
+``overlap`` entries become the first entries of the next one. IMPALA uses
+``overlap = 1`` (entry T becomes entry 0): every transition (t -> t+1) is
+learned from exactly once and the last observation of one unroll is the
+bootstrap of the learner's targets. R2D2 uses ``overlap = burn_in + 1`` with
+``T = burn_in + L``: the next unroll's first ``burn_in`` entries re-run the
+recurrent state (burn-in) and its L learned transitions start where the
+previous unroll's ended; ``state0`` of the next unroll is the recurrent state
+the policy had at its entry 0, so the buffer keeps the input states of the
+last ``overlap`` entries. An emitted unroll has ``continues=True`` when its
+first ``overlap`` entries repeat the previous unroll's last ones, False for
+the first unroll after the actor (re)started.
 
 For the learner, transition t (0 <= t < T) has action ``action[t]``, reward
 ``reward[t+1]``, ends in a terminal if ``terminated[t+1]`` and in a time-limit
@@ -51,6 +59,7 @@ class Unroll:
             tuple(s[start:stop] for s in self.state0),
             finals,
             self.actor_id,
+            self.continues,
         )
 
 
@@ -68,11 +77,15 @@ def stack_unrolls(unrolls: list[Unroll]) -> Unroll:
 
 
 class UnrollBuffer:
-    """The in-progress unroll of one actor."""
+    """The in-progress unroll of one actor: ``unroll_length + 1`` entries, consecutive unrolls
+    sharing ``overlap`` entries (1 <= overlap <= unroll_length; see the module docstring)."""
 
-    def __init__(self, layout: SlotLayout, unroll_length: int):
+    def __init__(self, layout: SlotLayout, unroll_length: int, overlap: int = 1):
+        if not 1 <= overlap <= unroll_length:
+            raise ValueError(f"UnrollBuffer: overlap must be in [1, unroll_length={unroll_length}], got {overlap}")
         t1, n = unroll_length + 1, layout.num_envs
         self.length = unroll_length
+        self.overlap = overlap
         self.arrays = {
             "obs": np.zeros((t1, n, *layout.obs_shape), dtype=layout.obs_dtype),
             "first": np.zeros((t1, n), dtype=bool),
@@ -88,18 +101,24 @@ class UnrollBuffer:
         self.pos = 0
         self.state0: tuple[torch.Tensor, ...] = ()
         self.final_obs: dict[tuple[int, int], np.ndarray] = {}
+        # input states of the entries the next unroll starts with (positions >= T + 1 - overlap)
+        self._states: dict[int, tuple[torch.Tensor, ...]] = {}
+        self.continues = False
 
     def reset(self) -> None:
-        """Drop the partial unroll (its actor restarted)."""
+        """Drop the partial unroll (its actor restarted): the next unroll starts a new stream."""
         self.pos = 0
         self.final_obs = {}
+        self._states = {}
+        self.continues = False
 
     def add(self, entry: dict[str, np.ndarray], final_obs: dict[int, np.ndarray], state_in: tuple, version: int, actor_id: int) -> "Unroll | None":
         """Record one step; returns the finished unroll when T + 1 entries are full.
 
         ``entry`` holds this actor's ``[N, ...]`` rows of every entry field but
         ``version``; ``final_obs`` maps env index -> last observation of an
-        episode truncated by the transition into this entry.
+        episode truncated by the transition into this entry; ``state_in`` is the
+        recurrent state the policy read at this entry.
         """
         t = self.pos
         for name, value in entry.items():
@@ -110,15 +129,22 @@ class UnrollBuffer:
         else:
             for n, obs in final_obs.items():
                 self.final_obs[(t, n)] = obs
+        start = self.length + 1 - self.overlap  # entry that becomes the next unroll's entry 0
+        if t >= start:
+            self._states[t] = tuple(s.clone() for s in state_in)
         self.pos += 1
         if self.pos <= self.length:
             return None
-        # Hand the filled arrays over (no copy) and continue in fresh ones; entry T is the next entry 0.
-        unroll = Unroll(self.arrays, self.state0, self.final_obs, actor_id)
+        # Hand the filled arrays over (no copy) and continue in fresh ones.
+        unroll = Unroll(self.arrays, self.state0, self.final_obs, actor_id, self.continues)
         self.arrays = {k: np.empty_like(v) for k, v in unroll.arrays.items()}
         for k, v in self.arrays.items():
-            v[0] = unroll.arrays[k][self.length]
-        self.state0 = tuple(s.clone() for s in state_in)
-        self.final_obs = {}
-        self.pos = 1
+            v[: self.overlap] = unroll.arrays[k][start:]
+        carried = {p - start: st for p, st in self._states.items()}
+        self.state0 = carried[0]
+        self._states = {p: st for p, st in carried.items() if p >= start}
+        # truncations inside the shared entries (not at the new entry 0: that transition is not in the unroll)
+        self.final_obs = {(t - start, n): o for (t, n), o in unroll.final_obs.items() if t > start}
+        self.pos = self.overlap
+        self.continues = True
         return unroll
