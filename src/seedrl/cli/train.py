@@ -17,7 +17,7 @@ from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser("run", help="train from a YAML config: games (algo: impala), LM SFT (sft), PG (pg), BOND (bond), GKD (gkd) or entailment-feedback RL (rlef)")
+    run = sub.add_parser("run", help="train from a YAML config: games (algo: impala or r2d2), LM SFT (sft), PG (pg), BOND (bond), GKD (gkd) or entailment-feedback RL (rlef)")
     run.add_argument("config", help="YAML file")
     run.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. runtime.num_actors=4")
     run.add_argument("--resume", action="store_true", help="continue the run in <out_dir>/<name> from its last checkpoint")
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="evaluate a checkpoint: episode returns, optionally a GIF of one episode")
     ev.add_argument("checkpoint", help="a ckpt-*.pt file or a run directory (its latest checkpoint)")
     ev.add_argument("--episodes", type=int, default=10)
-    ev.add_argument("--greedy", action="store_true", help="take the most likely action instead of sampling")
+    ev.add_argument("--greedy", action="store_true", help="take the most likely action instead of sampling (r2d2: ε = 0 instead of agent.eval_epsilon)")
     ev.add_argument("--video", default=None, help="write the first episode's observations to this GIF")
     ev.add_argument("--seed", type=int, default=12345)
     ev.set_defaults(func=cmd_eval)
@@ -132,6 +132,7 @@ class Algo:
 #: ``algo`` key of a config -> its trainer (add one line per algorithm).
 ALGOS: dict[str, Algo] = {
     "impala": Algo("seedrl.runtime.config:TrainConfig", "seedrl.runtime.loop:train", _report_impala),
+    "r2d2": Algo("seedrl.runtime.config:R2D2TrainConfig", "seedrl.runtime.loop:train", _report_impala),
     "pg": Algo("seedrl.runtime.lm_loop:LMPGConfig", "seedrl.runtime.lm_loop:train_lm_pg", _report_lm_pg),
     "sft": Algo("seedrl.agents.sft:SFTConfig", "seedrl.agents.sft:train_sft", _report_sft),
     "bond": Algo("seedrl.runtime.lm_loop:LMBondConfig", "seedrl.runtime.lm_loop:train_lm", _report_lm_bond),

@@ -5,6 +5,7 @@
 * :class:`EnvpoolBatch`: EnvPool, with its next-step reset turned into same-step reset.
 * :class:`AtariEnv` (``seedrl.envs.atari``): DQN/IMPALA Atari preprocessing on ale-py.
 * :class:`CountingEnv` (``seedrl/Counting-v0``): a deterministic toy for tests.
+* ``seedrl/MemoryCue-v0`` (``seedrl.envs.memory_cue``): remember a cue across a corridor (R2D2's memory task).
 * ``seedrl/PixelCue-v0`` (``seedrl.envs.pixel_cue``): a pixel toy behind the real Atari preprocessing.
 * :class:`EnvConfig` and :func:`make_env_batch`: build an actor's batch from config.
 """
@@ -20,6 +21,7 @@ from seedrl.envs.config import EnvConfig
 from seedrl.envs.envpool_batch import EnvpoolBatch, envpool_supports
 from seedrl.envs.factory import envpool_options, make_env, make_env_batch, resolve_backend
 from seedrl.envs.gymnasium_batch import GymnasiumBatch
+from seedrl.envs.memory_cue import MEMORY_CUE_ID
 from seedrl.envs.pixel_cue import PIXEL_CUE_ID
 from seedrl.envs.toy import COUNTING_ID, CountingEnv
 
@@ -42,6 +44,7 @@ __all__ = [
     "EnvpoolBatch",
     "EpisodeStats",
     "GymnasiumBatch",
+    "MEMORY_CUE_ID",
     "PIXEL_CUE_ID",
     "REAL_DONE_KEY",
     "StepResult",

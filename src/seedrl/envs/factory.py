@@ -7,7 +7,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from seedrl.envs import pixel_cue, toy  # noqa: F401  (register seedrl/PixelCue-v0, seedrl/Counting-v0)
+from seedrl.envs import memory_cue, pixel_cue, toy  # noqa: F401  (register seedrl/MemoryCue-v0, seedrl/PixelCue-v0, seedrl/Counting-v0)
 from seedrl.envs.base import EnvBatch
 from seedrl.envs.config import EnvConfig
 from seedrl.envs.envpool_batch import EnvpoolBatch, envpool_supports

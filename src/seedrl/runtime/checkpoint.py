@@ -3,7 +3,9 @@
 Two layouts, one mechanism (:mod:`seedrl.runtime.manifest`):
 
 * games: ``<run>/checkpoints/ckpt-<updates>.pt`` (model, optimizer, counters,
-  RNG states, config) with the sidecar ``ckpt-<updates>.pt.manifest.json``;
+  RNG states, config) with the sidecar ``ckpt-<updates>.pt.manifest.json``, and for
+  algorithms with a replay (R2D2) ``ckpt-<updates>.pt.replay``, written (atomically)
+  before the ``.pt`` and removed with it;
 * language models (SFT, PG, BOND): ``<run>/checkpoint-<step>/`` (``save_pretrained``
   model and tokenizer, a state file, BOND's anchor) with ``MANIFEST.json`` inside.
 
@@ -99,13 +101,20 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 
 
 # ----------------------------------------------------------------------------- writing
+def replay_path(checkpoint: str | os.PathLike) -> Path:
+    """The replay saved beside a game checkpoint: ``ckpt-<n>.pt.replay``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name + ".replay")
+
+
 def remove_checkpoint(target: Path) -> None:
-    """Delete a checkpoint and its manifest."""
+    """Delete a checkpoint, its manifest and its replay."""
     if target.is_dir():
         shutil.rmtree(target, ignore_errors=True)
     else:
         manifest_path(target).unlink(missing_ok=True)
         target.unlink(missing_ok=True)
+        replay_path(target).unlink(missing_ok=True)
 
 
 def _prune(found: list[Path], keep: int) -> None:
@@ -113,11 +122,15 @@ def _prune(found: list[Path], keep: int) -> None:
         remove_checkpoint(old)
 
 
-def save_checkpoint(run_dir: str | os.PathLike, payload: dict[str, Any], keep: int = 3) -> Path:
-    """Write ``checkpoints/ckpt-<updates>.pt`` and its manifest atomically; keep the newest ``keep``."""
+def save_checkpoint(run_dir: str | os.PathLike, payload: dict[str, Any], keep: int = 3,
+                    sidecar: Callable[[Path], None] | None = None) -> Path:
+    """Write ``checkpoints/ckpt-<updates>.pt`` and its manifest atomically; keep the newest ``keep``.
+    ``sidecar(path)`` (a replay's atomic save) runs first, with the checkpoint's final path."""
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"ckpt-{int(payload['counters']['updates']):09d}.pt"
+    if sidecar is not None:
+        sidecar(path)
     tmp = folder / f".{path.name}.tmp"
     with open(tmp, "wb") as fh:
         torch.save(payload, fh)

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import ClassVar
 
 from seedrl.agents.impala import ImpalaConfig
+from seedrl.agents.r2d2 import R2D2Config
 from seedrl.config import ConfigError
 from seedrl.config.sections import LogConfig, OptimConfig, RecordConfig, RunConfig
 from seedrl.envs.checks import check_discrete_actions
 from seedrl.envs.config import EnvConfig
 from seedrl.models.config import ModelConfig
 
-__all__ = ["LogConfig", "OptimConfig", "RayConfig", "RecordConfig", "RuntimeConfig", "TrainConfig"]
+__all__ = ["LogConfig", "OptimConfig", "R2D2TrainConfig", "RayConfig", "RecordConfig", "RuntimeConfig", "TrainConfig"]
 
 
 @dataclass
@@ -34,7 +35,7 @@ class RuntimeConfig:
 
     backend: str = field(default="processes", metadata={"help": "processes (embedded: shared memory on this machine), threads (one process, for debugging) or ray (actor groups as Ray actors; needs the ray extra)", "choices": ["processes", "threads", "ray"]})
     num_actors: int = field(default=2, metadata={"help": "actor processes", "min": 1})
-    unroll_length: int = field(default=20, metadata={"help": "T: transitions per unroll (unrolls overlap by one step)", "min": 1})
+    unroll_length: int = field(default=20, metadata={"help": "T: transitions learned per unroll (impala: unrolls overlap by one step; r2d2: L, sequences hold agent.burn_in + L + 1 entries)", "min": 1})
     batch_size: int = field(default=16, metadata={"help": "environments' unrolls per learner batch (actor unrolls are split or joined to make it)", "min": 1})
     batch_timeout_ms: float = field(default=0.0, metadata={"help": "how long an inference batch waits for more actors", "min": 0.0})
     queue_unrolls: int = field(default=8, metadata={"help": "bound of the inference->learner queue, in actor unrolls", "min": 1})
@@ -69,4 +70,24 @@ class TrainConfig(RunConfig):
             raise ConfigError("config error: 'runtime.backend' = 'ray' needs Ray, which is not installed: "
                               "pip install 'seedrl[ray]'", "runtime.backend")
         if self.env.kind == "gym":  # Atari games always have discrete actions and image observations
-            check_discrete_actions(self.env, "impala")
+            check_discrete_actions(self.env, self.algo)
+
+
+@dataclass
+class R2D2TrainConfig(TrainConfig):
+    """A whole R2D2 training job (``configs/*_r2d2.yaml``): the ``agent`` section is
+    :class:`~seedrl.agents.r2d2.R2D2Config`; ``runtime.unroll_length`` is L, the learned part
+    of each replayed sequence of ``agent.burn_in + L + 1`` entries; ``runtime.batch_size`` is
+    the number of sequences per learner update."""
+
+    algo: str = field(default="r2d2", metadata={"help": "r2d2 (recurrent Q-learning with prioritized sequence replay)", "choices": ["r2d2"]})
+    agent: R2D2Config = field(default_factory=R2D2Config)
+
+    def validate(self) -> None:
+        super().validate()
+        self.agent.validate()
+        envs = self.runtime.num_actors * self.env.num_envs
+        if self.agent.replay_capacity < envs:
+            raise ConfigError(f"config error: 'agent.replay_capacity' = {self.agent.replay_capacity} is below the "
+                              f"{envs} environments (runtime.num_actors x env.num_envs) one insert round adds",
+                              "agent.replay_capacity")

@@ -10,20 +10,25 @@ import torch
 
 from seedrl.config import load_config
 from seedrl.envs import make_env_batch
-from seedrl.models.config import build_model
 from seedrl.runtime.checkpoint import load_checkpoint
 
 
 def evaluate(
     checkpoint: str | Path, *, episodes: int = 10, greedy: bool = False, seed: int = 12345, video: str | None = None
 ) -> dict[str, Any]:
-    """Play ``episodes`` full episodes with the checkpoint's policy; returns raw episode returns."""
-    from seedrl.runtime.config import TrainConfig
+    """Play ``episodes`` full episodes with the checkpoint's policy; returns raw episode returns.
+
+    The algorithm's evaluation head acts: IMPALA samples its policy (``greedy``: argmax);
+    R2D2 is ε-greedy with ``agent.eval_epsilon`` (``greedy``: ε = 0)."""
+    from seedrl.runtime.algorithms import game_algo
 
     state = load_checkpoint(checkpoint)
-    cfg = load_config(TrainConfig, state["config"])
+    algo = game_algo(state["config"].get("algo", "impala"))
+    cfg = load_config(algo.config_class(), state["config"])
     spaces = state["spaces"]
-    model = build_model(cfg.model, spaces["observation"], spaces["action"])
+    model = algo.build_model(cfg, spaces["observation"], spaces["action"])
+    head = algo.eval_head(cfg, greedy)
+    rows = np.zeros(1, np.int64)
     model.load_state_dict(state["model"])
     model.eval()
     envs = make_env_batch(cfg.env, 1, seed)
@@ -38,11 +43,9 @@ def evaluate(
         prev_reward = torch.zeros(1)
         while len(returns) < episodes:
             with torch.inference_mode():
-                logits, _, rstate = model.step(torch.from_numpy(obs), rstate, first, prev_action, prev_reward)
-            if greedy:
-                action = logits.argmax(-1)
-            else:
-                action = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=gen).squeeze(-1)
+                out = model.step(torch.from_numpy(obs), rstate, first, prev_action, prev_reward)
+            rstate = out[-1]
+            action = torch.from_numpy(np.asarray(head(out[0], rows, gen)[0], dtype=np.int64))
             if video and not returns:
                 frames.append(np.asarray(obs[0]))
             result = envs.step(action.numpy())

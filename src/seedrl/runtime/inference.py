@@ -12,7 +12,10 @@ when that actor restarts. Finished unrolls go to the learner through a
 bounded queue: when the learner falls behind, ``put`` blocks, inference stops
 replying and the actors wait. That is the backpressure; no queue grows.
 
-Actions are sampled by Gumbel-max (``argmax(log_softmax(logits) + G)``, G
+The policy head (:mod:`seedrl.runtime.policies`) turns the model's first
+output into actions: softmax sampling of logits (IMPALA, the default) or
+ε-greedy on Q-values with a fixed ε per environment (R2D2). IMPALA's
+actions are sampled by Gumbel-max (``argmax(log_softmax(logits) + G)``, G
 standard Gumbel noise from the server's seeded generator): the same
 distribution as sampling the softmax, cheaper per batch than
 ``torch.multinomial``, and the same actions for the same seed. Feed-forward
@@ -29,6 +32,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 
+from seedrl.runtime.policies import SamplingHead
 from seedrl.runtime.transport import ActorSlot, SlotLayout
 from seedrl.runtime.unrolls import UnrollBuffer
 
@@ -81,10 +85,13 @@ class InferenceServer:
     """Runs the policy for all actors; builds unrolls for the learner.
 
     Args:
-        model: an actor-critic with ``initial_state(n)`` and ``step(obs, state,
-            first, prev_action, prev_reward) -> (logits, value, state)``.
+        model: a network with ``initial_state(n)`` and ``step(obs, state, first,
+            prev_action, prev_reward) -> (out, ..., state)`` (an actor-critic's
+            ``(logits, value, state)``, a Q-network's ``(q, state)``).
         layout: the actors' slot layout; ``num_actors`` of them.
-        unroll_length: T; unrolls hold T + 1 entries and overlap by one.
+        unroll_length: T; unrolls hold T + 1 entries and consecutive ones share ``overlap``.
+        policy: the head that turns ``out`` into actions (default: softmax sampling).
+        overlap: entries shared by consecutive unrolls (IMPALA 1, R2D2 burn_in + 1).
         unrolls: the bounded learner queue.
         batch_timeout_s: how long a batch may wait for more actors after the first.
         weights_lock: held while the learner publishes new weights.
@@ -103,6 +110,8 @@ class InferenceServer:
         weights_lock: threading.Lock | None = None,
         seed: int = 0,
         on_episode: Callable[[int, float, int], None] | None = None,
+        policy: Callable | None = None,
+        overlap: int = 1,
     ):
         self.model = model
         self.layout = layout
@@ -114,7 +123,8 @@ class InferenceServer:
         n = layout.num_envs
         self.state = model.initial_state(num_actors * n)
         self.last_action = np.zeros((num_actors, n, *layout.action_shape), dtype=layout.action_dtype)
-        self.buffers = [UnrollBuffer(layout, unroll_length) for _ in range(num_actors)]
+        self.buffers = [UnrollBuffer(layout, unroll_length, overlap) for _ in range(num_actors)]
+        self.policy = policy if policy is not None else SamplingHead()
         self.generator = torch.Generator().manual_seed(seed)
         self.on_episode = on_episode
         # measurements
@@ -173,20 +183,22 @@ class InferenceServer:
         prev_action = np.concatenate([self.last_action[a] for a in ready])
         prev_action[first] = 0
         prev_reward = np.where(first, np.float32(0), entry["reward"]).astype(np.float32)
-        # feed-forward models have no state: no row index to build, nothing to gather or scatter
-        rows = torch.from_numpy(np.concatenate([np.arange(a * n, (a + 1) * n) for a in ready])) if self.state else None
+        env_rows = np.concatenate([np.arange(a * n, (a + 1) * n) for a in ready])
+        # feed-forward models have no state: nothing to gather or scatter
+        rows = torch.from_numpy(env_rows) if self.state else None
         state_in = tuple(s[rows] for s in self.state)
         start = time.perf_counter()
         with self.weights_lock:
             version = self.version
-            logits, _, state_out = self.model.step(
+            out = self.model.step(
                 torch.from_numpy(entry["obs"]),
                 state_in,
                 torch.from_numpy(first),
                 torch.from_numpy(prev_action),
                 torch.from_numpy(prev_reward),
             )
-        actions, logp = sample_actions(logits, self.generator)
+        state_out = out[-1]
+        actions, logp = self.policy(out[0], env_rows, self.generator)
         actions_np = actions.astype(self.layout.action_dtype, copy=False)
         self.forward_seconds += time.perf_counter() - start
         for i, slot in enumerate(slots):

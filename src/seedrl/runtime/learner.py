@@ -1,6 +1,11 @@
 """The learner: trains on batches of unrolls and publishes weights to inference.
 
-Agent-agnostic: it takes a ``loss_fn(model, batch) -> (loss, logs)``. After
+Agent-agnostic: it takes a learner step, an object with ``loss(batch, weights)
+-> (loss, priorities or None, logs)`` and ``after_update(updates)`` (the agent's:
+:class:`~seedrl.agents.r2d2.R2D2Step`, the runtime's ``ImpalaStep``), or a plain
+``loss_fn(model, batch) -> (loss, logs)``. ``weights`` are a replay's importance
+weights (None for batches straight from the actors); the priorities a step
+returns are kept in :attr:`Learner.priorities` for the replay. After
 each update the new weights are copied into the inference model in place,
 under the lock inference holds during its forward pass, so no copy goes
 through disk and inference never sees half-written weights. The policy lag of
@@ -13,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -32,6 +37,31 @@ def make_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(params, lr=cfg.lr, eps=cfg.eps, alpha=cfg.rmsprop_alpha, weight_decay=cfg.weight_decay)
 
 
+class LossFnStep:
+    """A learner step around a plain ``loss_fn(model, batch) -> (loss, logs)`` (no replay)."""
+
+    uses_replay = False
+
+    def __init__(self, model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Unroll], tuple[torch.Tensor, dict]]):
+        self.model = model
+        #: the learner step (a plain loss_fn is wrapped in :class:`LossFnStep`)
+        self.step = loss_fn if hasattr(loss_fn, "loss") else LossFnStep(model, loss_fn)
+        self.priorities: np.ndarray | None = None  # of the last batch, when the step computes them
+
+    def loss(self, batch: Unroll, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, None, dict]:
+        loss, logs = self.loss_fn(self.model, batch)
+        return loss, None, logs
+
+    def after_update(self, updates: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, sd: dict) -> None:
+        pass
+
+
 class Learner:
     """Pulls ``batch_envs`` environments' unrolls, updates ``model``, publishes to ``inference_model``."""
 
@@ -40,7 +70,7 @@ class Learner:
         model: torch.nn.Module,
         inference_model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        loss_fn: Callable[[torch.nn.Module, Unroll], tuple[torch.Tensor, dict]],
+        loss_fn: Any,
         unrolls: "queue.Queue[Unroll]",
         batch_envs: int,
         weights_lock: threading.Lock,
@@ -51,7 +81,9 @@ class Learner:
         self.model = model
         self.inference_model = inference_model
         self.optimizer = optimizer
-        self.loss_fn = loss_fn
+        #: the learner step (a plain loss_fn is wrapped in :class:`LossFnStep`)
+        self.step = loss_fn if hasattr(loss_fn, "loss") else LossFnStep(model, loss_fn)
+        self.priorities: np.ndarray | None = None  # of the last batch, when the step computes them
         self.unrolls = unrolls
         self.batch_envs = batch_envs
         self._leftover: Unroll | None = None
@@ -85,15 +117,16 @@ class Learner:
         self.wait_seconds += time.perf_counter() - start
         return parts[0] if len(parts) == 1 else stack_unrolls(parts)
 
-    def update(self, batch: Unroll, frames: int) -> dict[str, float]:
-        """One gradient step on ``batch``; returns the logged terms. A non-finite loss or
-        gradient norm raises :class:`~seedrl.runtime.errors.NonFiniteLoss` before the step."""
+    def update(self, batch: Unroll, frames: int, weights: torch.Tensor | None = None) -> dict[str, float]:
+        """One gradient step on ``batch`` (``weights``: a replay's importance weights); returns the
+        logged terms. A non-finite loss or gradient norm raises
+        :class:`~seedrl.runtime.errors.NonFiniteLoss` before the step."""
         start = time.perf_counter()
         if self.lr_schedule is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr_schedule(frames)
         self.model.train()
-        loss, logs = self.loss_fn(self.model, batch)
+        loss, self.priorities, logs = self.step.loss(batch, weights)
         check_finite(loss, "loss", self.updates + 1)  # nothing applied, nothing published
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -102,6 +135,7 @@ class Learner:
             check_finite(logs["grad_norm"], "gradient norm", self.updates + 1)
         self.optimizer.step()
         self.updates += 1
+        self.step.after_update(self.updates)
         versions = batch.arrays["version"]
         logs["policy_lag"] = float(self.updates - 1 - np.min(versions))
         logs["lr"] = self.optimizer.param_groups[0]["lr"]

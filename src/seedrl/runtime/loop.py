@@ -16,6 +16,12 @@ continues it. A second Ctrl-C while the learner is still training raises
 non-finite loss stops the run before the update is applied and saves
 nothing; actors crashing more than ``runtime.max_restarts`` times save a
 checkpoint, then end the run with :class:`~seedrl.runtime.errors.ActorsFailed`.
+
+What differs between game algorithms (model, policy head, learner step, unroll
+overlap) comes from :mod:`seedrl.runtime.algorithms`; an algorithm whose learner
+step ``uses_replay`` gets the replay role between the queue and the learner
+(:mod:`seedrl.runtime.replay_role`), and its replay is saved beside each
+checkpoint and restored by ``--resume``.
 """
 
 from __future__ import annotations
@@ -35,18 +41,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from seedrl.agents.impala import impala_loss
 from seedrl.config import config_to_dict
 from seedrl.envs import make_env_batch
-from seedrl.models.config import build_model
 from seedrl.report.metrics import MetricsLogger, plot_curves
 from seedrl.runtime.actor import ActorSpec
-from seedrl.runtime.checkpoint import list_checkpoints, read_game_checkpoint, rng_state, save_checkpoint, set_rng_state
+from seedrl.runtime.algorithms import game_algo
+from seedrl.runtime.checkpoint import (list_checkpoints, read_game_checkpoint, replay_path, rng_state, save_checkpoint,
+                                       set_rng_state)
 from seedrl.runtime.config import TrainConfig
 from seedrl.runtime.embedded import ActorCrashLoop, EmbeddedBackend
-from seedrl.runtime.errors import ActorsFailed
+from seedrl.runtime.errors import ActorsFailed, CheckpointError
 from seedrl.runtime.inference import InferenceServer
 from seedrl.runtime.learner import Learner, make_optimizer
+from seedrl.runtime.replay import SequenceReplay
+from seedrl.runtime.replay_role import QueueFeed, ReplayRole
 from seedrl.runtime.run_dir import RunDir, load_model_state, load_optimizer_state, optimizer_name
 from seedrl.runtime.signals import StopSignals
 from seedrl.runtime.threaded import ThreadedBackend
@@ -102,6 +110,15 @@ def build_layout(cfg: TrainConfig, observation_space, action_space) -> SlotLayou
     )
 
 
+def _restore_replay(ckpt_path: Path) -> SequenceReplay:
+    """The replay saved beside checkpoint ``ckpt_path`` (a CheckpointError naming the file if it is unusable)."""
+    path = replay_path(ckpt_path)
+    try:
+        return SequenceReplay.load(path)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot resume from {ckpt_path}: its replay {path} is unusable ({err})") from err
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -133,12 +150,14 @@ def _train(
     np.random.seed(cfg.seed % 2**32)
     torch.manual_seed(cfg.seed)
 
+    algo = game_algo(cfg.algo)
     obs_space, act_space = probe_spaces(cfg)
     layout = build_layout(cfg, obs_space, act_space)
-    model = build_model(cfg.model, obs_space, act_space)
+    model = algo.build_model(cfg, obs_space, act_space)
     if len(obs_space.shape) == 3:  # conv torsos: channels-last is 1.3-1.9x faster on CPU, same outputs
         model = model.to(memory_format=torch.channels_last)
     inference_model = copy.deepcopy(model).eval()
+    step = algo.learner_step(cfg, model)
     optimizer = make_optimizer(cfg.optim, model.parameters())
     counters = {"frames": 0, "updates": 0, "episodes": 0, "resumes": 0}
     sampler_seed = cfg.seed + 1
@@ -147,6 +166,7 @@ def _train(
         load_model_state(model, state["model"], ckpt_path)
         load_optimizer_state(optimizer, state["optimizer"], ckpt_path, state.get("optimizer_class"))
         inference_model.load_state_dict(state["model"])
+        step.load_state_dict(state.get("learner_step", {}))
         counters.update(state["counters"])
         counters["resumes"] += 1
         saved_rng = state["rng"]
@@ -156,9 +176,11 @@ def _train(
     rt = cfg.runtime
     unroll_queue: queue.Queue = queue.Queue(maxsize=rt.queue_unrolls)
     weights_lock = threading.Lock()
+    buffer_length, overlap = algo.unroll(cfg)
     inference = InferenceServer(
-        inference_model, layout, rt.num_actors, rt.unroll_length, unroll_queue,
+        inference_model, layout, rt.num_actors, buffer_length, unroll_queue,
         batch_timeout_s=rt.batch_timeout_ms / 1000, weights_lock=weights_lock, seed=sampler_seed,
+        policy=algo.acting_head(cfg, rt.num_actors * cfg.env.num_envs), overlap=overlap,
     )
     if saved_rng is not None:
         set_rng_state(saved_rng, inference.generator)
@@ -172,10 +194,19 @@ def _train(
         return cfg.optim.lr
 
     learner = Learner(
-        model, inference_model, optimizer, lambda m, b: impala_loss(m, b, cfg.agent), unroll_queue,
+        model, inference_model, optimizer, step, unroll_queue,
         rt.batch_size, weights_lock, grad_clip=cfg.optim.clip_norm, lr_schedule=lr_at,
     )
     learner.updates = counters["updates"]
+    replay = None
+    if getattr(step, "uses_replay", False):
+        replay = _restore_replay(ckpt_path) if state is not None else SequenceReplay(
+            cfg.agent.replay_capacity, buffer_length + 1, overlap, alpha=cfg.agent.replay_alpha,
+            beta=cfg.agent.replay_beta, seed=cfg.seed + 2)
+        feed = ReplayRole(replay, step, unroll_queue, rt.batch_size, cfg.agent.min_replay, cfg.agent.replay_ratio,
+                          rt.unroll_length)
+    else:
+        feed = QueueFeed(learner, rt.unroll_length, rt.batch_size)
     learner.on_publish = lambda version: setattr(inference, "version", version)
     record_path = str(cfg.record.path or run_dir / "episodes") if cfg.record.rate > 0 else None
 
@@ -227,23 +258,28 @@ def _train(
             "rng": rng_state(inference.generator),
             "config": config_to_dict(cfg),
             "spaces": {"observation": obs_space, "action": act_space},
+            "learner_step": step.state_dict(),
         }
-        return save_checkpoint(run_dir, payload, keep=cfg.log.keep_checkpoints)
+        sidecar = None if replay is None else (lambda path: replay.save(replay_path(path)))
+        return save_checkpoint(run_dir, payload, keep=cfg.log.keep_checkpoints, sidecar=sidecar)
 
     halt = _AnyOf(stop, signals)
     try:
         signals.in_loop = True
         while counters["frames"] < total and (max_updates is None or counters["updates"] < max_updates):
-            batch = None if signals.is_set() else learner.next_batch(halt)
+            draw = None if signals.is_set() else feed.next(halt)
             if signals.is_set():
                 interrupted = True
                 progress.write(f"{signals.received}: stopping actors and saving a checkpoint")
                 break
-            if batch is None:
+            if draw is None:
                 break
-            logs = learner.update(batch, counters["frames"])
-            counters["updates"] = learner.updates
-            new_frames = rt.unroll_length * rt.batch_size * fps_mult
+            updated = draw.batch is not None
+            if updated:
+                logs = learner.update(draw.batch, counters["frames"], draw.weights)
+                feed.after_update(draw, learner.priorities)
+                counters["updates"] = learner.updates
+            new_frames = draw.steps * fps_mult
             counters["frames"] += new_frames
             progress.update(new_frames)
             while backend.episodes:
@@ -256,7 +292,8 @@ def _train(
                 window_start, window_frames = now, counters["frames"]
             fps = (counters["frames"] - window_frames) / max(1e-9, now - window_start)
             row = {**counters, **logs, "fps": fps, "episode_return": mean_return,
-                   "inference_batch": inference.mean_batch_size, "actor_restarts": backend.total_restarts}
+                   "inference_batch": inference.mean_batch_size, "actor_restarts": backend.total_restarts,
+                   **feed.metrics(), **inference.policy.metrics()}
             if on_update is not None:
                 on_update(row, backend)
             if now - last_log >= cfg.log.every_s:
@@ -264,8 +301,8 @@ def _train(
                 metrics.log(row)
                 window_start, window_frames = now, counters["frames"]
                 progress.set_postfix(fps=f"{fps:,.0f}", ret=f"{mean_return:.1f}" if mean_return is not None else "-",
-                                     lag=f"{logs['policy_lag']:.1f}", refresh=False)
-            if counters["updates"] % cfg.log.checkpoint_every == 0:
+                                     lag=f"{logs['policy_lag']:.1f}" if "policy_lag" in logs else "-", refresh=False)
+            if updated and counters["updates"] % cfg.log.checkpoint_every == 0:
                 ckpt = checkpoint()
             if cfg.log.solved_return is not None and len(returns) == returns.maxlen and mean_return >= cfg.log.solved_return:
                 solved = True
