@@ -11,7 +11,6 @@ import signal
 import pytest
 import torch
 
-import seedrl.runtime.loop as loop
 from seedrl.config import load_config
 from seedrl.runtime.checkpoint import list_checkpoints, load_checkpoint
 from seedrl.runtime.config import TrainConfig
@@ -96,7 +95,9 @@ def test_a_run_killed_before_its_first_checkpoint(tmp_path):
 
 def test_a_non_finite_loss_stops_the_run_and_saves_nothing(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path)
-    real = loop.impala_loss
+    import seedrl.agents.impala as impala  # the dispatch table (runtime/algorithms.py) looks it up per run
+
+    real = impala.impala_loss
     calls = []
 
     def poisoned(model, batch, agent_cfg):
@@ -104,7 +105,7 @@ def test_a_non_finite_loss_stops_the_run_and_saves_nothing(tmp_path, monkeypatch
         calls.append(1)
         return (loss * float("nan"), logs) if len(calls) == 3 else (loss, logs)
 
-    monkeypatch.setattr(loop, "impala_loss", poisoned)
+    monkeypatch.setattr(impala, "impala_loss", poisoned)
     with pytest.raises(NonFiniteLoss, match=r"loss is nan at update 3: .*the newest checkpoint is still .*ckpt-000000002"):
         train(cfg, max_updates=10)
     assert [p.name for p in list_checkpoints(cfg.run_dir)] == ["ckpt-000000002.pt"]

@@ -44,9 +44,7 @@ class LossFnStep:
 
     def __init__(self, model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Unroll], tuple[torch.Tensor, dict]]):
         self.model = model
-        #: the learner step (a plain loss_fn is wrapped in :class:`LossFnStep`)
-        self.step = loss_fn if hasattr(loss_fn, "loss") else LossFnStep(model, loss_fn)
-        self.priorities: np.ndarray | None = None  # of the last batch, when the step computes them
+        self.loss_fn = loss_fn
 
     def loss(self, batch: Unroll, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, None, dict]:
         loss, logs = self.loss_fn(self.model, batch)
