@@ -42,6 +42,7 @@ class RuntimeConfig:
     torch_threads: int = field(default=1, metadata={"help": "torch intra-op threads of the learner process (1 is fastest on a small shared machine: OpenMP threads spin)", "min": 1})
     max_restarts: int = field(default=20, metadata={"help": "actor crashes tolerated before the run fails", "min": 0})
     ray: RayConfig = field(default_factory=RayConfig)
+    replay_compression: str = field(default="none", metadata={"help": "r2d2: codec of the replay's observation frames (lz4 for Atari: ~95 bytes per step instead of 28 KB)", "choices": ["none", "zlib", "lz4"]})
 
 
 @dataclass
@@ -59,7 +60,8 @@ class TrainConfig(RunConfig):
     record: RecordConfig = field(default_factory=RecordConfig)
 
     # game runs log by time and schedule the learning rate by frames
-    unused_keys: ClassVar[tuple[str, ...]] = ("log.every", "optim.warmup_steps", "optim.min_lr_ratio")
+    unused_keys: ClassVar[tuple[str, ...]] = ("log.every", "optim.warmup_steps", "optim.min_lr_ratio",
+                                              "runtime.replay_compression")
 
     def validate(self) -> None:
         self.refuse_unused_keys()
@@ -82,6 +84,8 @@ class R2D2TrainConfig(TrainConfig):
 
     algo: str = field(default="r2d2", metadata={"help": "r2d2 (recurrent Q-learning with prioritized sequence replay)", "choices": ["r2d2"]})
     agent: R2D2Config = field(default_factory=R2D2Config)
+
+    unused_keys: ClassVar[tuple[str, ...]] = ("log.every", "optim.warmup_steps", "optim.min_lr_ratio")
 
     def validate(self) -> None:
         super().validate()

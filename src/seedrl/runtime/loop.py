@@ -202,7 +202,7 @@ def _train(
     if getattr(step, "uses_replay", False):
         replay = _restore_replay(ckpt_path) if state is not None else SequenceReplay(
             cfg.agent.replay_capacity, buffer_length + 1, overlap, alpha=cfg.agent.replay_alpha,
-            beta=cfg.agent.replay_beta, seed=cfg.seed + 2)
+            beta=cfg.agent.replay_beta, seed=cfg.seed + 2, compression=rt.replay_compression)
         feed = ReplayRole(replay, step, unroll_queue, rt.batch_size, cfg.agent.min_replay, cfg.agent.replay_ratio,
                           rt.unroll_length)
     else:
