@@ -188,6 +188,31 @@ def test_short_run_checkpoints_the_replay_and_resume_restores_it(tmp_path):
         train(cfg, resume=True, max_updates=8)
 
 
+def test_a_killed_actor_restarts_a_new_replay_stream(tmp_path):
+    """Crash recovery as for IMPALA: the restarted actor's first unroll has continues=False, so the
+    replay starts a new stream (a wrongly continued one would be a ValueError from the replay)."""
+    import os
+    import signal
+
+    from seedrl.runtime.loop import train
+
+    killed = []
+
+    def kill_one(row, backend):
+        if row["updates"] == 2 and not killed:
+            pid = backend.pids()[0]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    cfg = _cfg(tmp_path, **{"runtime.backend": "processes", "agent.replay_ratio": 0.5})  # 2 unrolls per update
+    result = train(cfg, max_updates=30, on_update=kill_one)
+    assert killed and result.updates == 30
+    rows = [json.loads(line) for line in open(result.run_dir / "metrics.jsonl")]
+    assert rows[-1]["actor_restarts"] >= 1
+    replay = SequenceReplay.load(replay_path(result.checkpoint))
+    assert replay.store.next_stream >= 2 * 4 + 4  # 2 actors x 4 envs, then 4 new streams of the restarted actor
+
+
 def test_eval_of_an_r2d2_checkpoint(tmp_path, capsys):
     from seedrl.cli import main
     from seedrl.runtime.evaluate import evaluate
