@@ -204,7 +204,8 @@ def test_a_killed_actor_restarts_a_new_replay_stream(tmp_path):
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
-    cfg = _cfg(tmp_path, **{"runtime.backend": "processes", "agent.replay_ratio": 0.5})  # 2 unrolls per update
+    # 2 unrolls per update; a capacity that keeps the dead actor's stream live (else nothing checks the new one)
+    cfg = _cfg(tmp_path, **{"runtime.backend": "processes", "agent.replay_ratio": 0.5, "agent.replay_capacity": 4096})
     result = train(cfg, max_updates=30, on_update=kill_one)
     assert killed and result.updates == 30
     rows = [json.loads(line) for line in open(result.run_dir / "metrics.jsonl")]
