@@ -99,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script end to end, measures nothing")
     parser.add_argument("--cartpole-frames", type=int, default=1_000_000)
-    parser.add_argument("--memory-frames", type=int, default=300_000)
+    parser.add_argument("--memory-frames", type=int, default=50_000)
     parser.add_argument("--learner-seconds", type=float, default=30.0)
     parser.add_argument("--out", default="benchmarks/results/r2d2_learning.json")
     args = parser.parse_args()
