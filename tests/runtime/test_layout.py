@@ -110,7 +110,7 @@ def test_probe_measures_positive_costs(tmp_path):
     assert costs.cores >= 1 and costs.env_step_s > 0 and costs.forward_fixed_s + costs.forward_step_s > 0
 
 
-def test_run_records_the_chosen_layout(tmp_path, monkeypatch):
+def test_run_records_the_chosen_layout(tmp_path, monkeypatch, capsys):
     from seedrl.runtime.loop import train
 
     monkeypatch.setattr(L, "probe_costs", lambda *a, **k: Costs(2, 0.0, 1000 * US, 100 * US, 0.0))  # -> 4 envs
@@ -122,6 +122,7 @@ def test_run_records_the_chosen_layout(tmp_path, monkeypatch):
     saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
     assert saved["env"]["num_envs"] == 4 and saved["runtime"]["num_actors"] == 1
     assert saved["runtime"]["batch_timeout_ms"] == 0.0
+    assert "layout: 1 actors x 4 envs, batch timeout 0 ms (auto: env.num_envs" in capsys.readouterr().out
 
 
 def test_make_env_batch_refuses_an_unresolved_auto(tmp_path):

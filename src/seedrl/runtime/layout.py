@@ -197,14 +197,25 @@ def resolve_layout(cfg, observation_space, action_space, *, probe: Callable[...,
         runtime=dataclasses.replace(rt, num_actors=chosen.num_actors, batch_timeout_ms=chosen.batch_timeout_ms))
     record = {**dataclasses.asdict(chosen), "auto": [k for k, v in auto.items() if v], "costs": dataclasses.asdict(costs),
               "round_trip_s": ROUND_TRIP_S}
-    log.info("layout: %d actors x %d envs, batch timeout %g ms (auto: %s; env %.1f us + %.2f us/env, forward %.1f us + "
-             "%.2f us/row, %d cores)", chosen.num_actors, chosen.num_envs, chosen.batch_timeout_ms, ", ".join(record["auto"]),
-             1e6 * costs.env_fixed_s, 1e6 * costs.env_step_s, 1e6 * costs.forward_fixed_s, 1e6 * costs.forward_step_s,
-             costs.cores)
     return cfg, record
 
 
-def save_layout(record: dict, run_dir: Path) -> Path:
+def describe(record: dict) -> str:
+    """One line: the chosen layout, what was chosen and the measured costs behind it."""
+    c = record["costs"]
+    return (f"layout: {record['num_actors']} actors x {record['num_envs']} envs, batch timeout "
+            f"{record['batch_timeout_ms']:g} ms (auto: {', '.join(record['auto'])}; env {1e6 * c['env_fixed_s']:.0f} us + "
+            f"{1e6 * c['env_step_s']:.2f} us/env, forward {1e6 * c['forward_fixed_s']:.0f} us + "
+            f"{1e6 * c['forward_step_s']:.2f} us/row, {c['cores']} cores)")
+
+
+def record_layout(record: dict, run_dir: Path) -> Path:
+    """Write ``<run_dir>/layout.json`` and print (and log) the one-line description."""
+    from tqdm import tqdm
+
     path = Path(run_dir) / "layout.json"
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    line = describe(record)
+    log.info(line)
+    tqdm.write(line)
     return path

@@ -46,7 +46,7 @@ from seedrl.runtime.config import TrainConfig
 from seedrl.runtime.embedded import ActorCrashLoop, EmbeddedBackend
 from seedrl.runtime.errors import ActorsFailed
 from seedrl.runtime.inference import InferenceServer
-from seedrl.runtime.layout import resolve_layout, save_layout
+from seedrl.runtime.layout import record_layout, resolve_layout
 from seedrl.runtime.learner import Learner, make_optimizer
 from seedrl.runtime.run_dir import RunDir, load_model_state, load_optimizer_state, optimizer_name
 from seedrl.runtime.signals import StopSignals
@@ -155,7 +155,7 @@ def _train(
         log.info("resumed %s at %d frames, %d updates", ckpt_path, counters["frames"], counters["updates"])
     run.begin(cfg, counters["updates"] if state is not None else None)
     if chosen is not None:
-        save_layout(chosen, run_dir)
+        record_layout(chosen, run_dir)
 
     rt = cfg.runtime
     unroll_queue: queue.Queue = queue.Queue(maxsize=rt.queue_unrolls)
