@@ -23,16 +23,16 @@ FIXED_NET = Costs(cores=4, env_fixed_s=0.0, env_step_s=10 * US, forward_fixed_s=
 
 @pytest.mark.parametrize("costs, expected", [
     # cheap env + tiny net -> few actors (one per core) with many envs each, no waiting
-    (CHEAP, Layout(num_actors=2, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0)),
+    (CHEAP, Layout(num_actors=2, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0, queue_unrolls=2)),
     # same on 8 cores: one core left to learner + inference
     (Costs(8, *[getattr(CHEAP, f) for f in ("env_fixed_s", "env_step_s", "forward_fixed_s", "forward_step_s")]),
-     Layout(num_actors=7, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0)),
+     Layout(num_actors=7, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0, queue_unrolls=2)),
     # inference-bound (forward row >= env step): 2 actors even on 16 cores, tens of envs, no wait
-    (PONG, Layout(num_actors=2, num_envs=8, batch_timeout_ms=0.0)),
+    (PONG, Layout(num_actors=2, num_envs=8, batch_timeout_ms=0.0, queue_unrolls=32)),
     # large fixed forward cost: batching across actors (wait half an actor step: 256 x 10 us / 2)
-    (FIXED_NET, Layout(num_actors=2, num_envs=L.MAX_ENVS, batch_timeout_ms=1.28)),
+    (FIXED_NET, Layout(num_actors=2, num_envs=L.MAX_ENVS, batch_timeout_ms=1.28, queue_unrolls=2)),
     # one core: one actor, which never waits for others
-    (Costs(1, 0.0, 100 * US, 3000 * US, 20 * US), Layout(num_actors=1, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0)),
+    (Costs(1, 0.0, 100 * US, 3000 * US, 20 * US), Layout(num_actors=1, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0, queue_unrolls=2)),
 ])
 def test_rule_table(costs, expected):
     assert choose_layout(costs) == expected
@@ -53,10 +53,15 @@ def test_envs_per_actor_is_the_smallest_power_of_two_under_the_overhead_bound():
 
 
 def test_given_values_win_and_shape_the_rest():
-    assert choose_layout(CHEAP, num_actors=5, num_envs=3, batch_timeout_ms=1.5) == Layout(5, 3, 1.5)
+    assert choose_layout(CHEAP, num_actors=5, num_envs=3, batch_timeout_ms=1.5, queue_unrolls=1) == Layout(5, 3, 1.5, 1)
     # the timeout rule uses the given envs per actor: a 1-env actor step is short, so the fixed-cost net waits
     assert choose_layout(FIXED_NET, num_envs=1).batch_timeout_ms == pytest.approx(0.005)
     assert choose_layout(FIXED_NET, num_actors=1).batch_timeout_ms == 0.0
+
+
+@pytest.mark.parametrize("num_envs, batch_size, expected", [(32, 32, 8), (256, 32, 2), (16, 16, 8), (8, 32, 32), (1024, 16, 2)])
+def test_queue_holds_about_eight_updates(num_envs, batch_size, expected):
+    assert choose_layout(CHEAP, num_envs=num_envs, batch_size=batch_size).queue_unrolls == expected
 
 
 def test_fit_line_recovers_fixed_and_per_item_cost():
@@ -71,7 +76,8 @@ def _cartpole(tmp_path, *over):
 
 def test_shipped_cartpole_config_leaves_the_layout_to_the_runtime(tmp_path):
     cfg = _cartpole(tmp_path)
-    assert (cfg.env.num_envs, cfg.runtime.num_actors, cfg.runtime.batch_timeout_ms) == ("auto", "auto", "auto")
+    rt = cfg.runtime
+    assert (cfg.env.num_envs, rt.num_actors, rt.batch_timeout_ms, rt.queue_unrolls) == ("auto",) * 4
     with pytest.raises(ConfigError, match="runtime.num_actors"):
         _cartpole(tmp_path, "runtime.num_actors=many")
 
@@ -92,11 +98,13 @@ def test_resolve_fills_only_auto_keys_and_records_the_choice(tmp_path):
     resolved, record = L.resolve_layout(cfg, *spaces, probe=_fake_probe(calls))
     assert calls == [cfg.seed]
     assert (resolved.runtime.num_actors, resolved.env.num_envs, resolved.runtime.batch_timeout_ms) == (3, L.MAX_ENVS, 0.0)
-    assert record["auto"] == ["env.num_envs", "runtime.batch_timeout_ms"]
+    assert resolved.runtime.queue_unrolls == 2  # 8 updates x 32 envs / 256 envs per unroll, at least 2
+    assert record["auto"] == ["env.num_envs", "runtime.batch_timeout_ms", "runtime.queue_unrolls"]
     assert record["costs"]["forward_fixed_s"] == CHEAP.forward_fixed_s
     assert cfg.runtime.num_actors == 3 and cfg.env.num_envs == "auto"  # the input config is not altered
     # nothing auto: no probe, the config comes back as it is
-    fixed = _cartpole(tmp_path, "runtime.num_actors=2", "env.num_envs=4", "runtime.batch_timeout_ms=0")
+    fixed = _cartpole(tmp_path, "runtime.num_actors=2", "env.num_envs=4", "runtime.batch_timeout_ms=0",
+                      "runtime.queue_unrolls=8")
     assert L.resolve_layout(fixed, *spaces, probe=_fake_probe(calls)) == (fixed, None) and len(calls) == 1
 
 
@@ -121,8 +129,8 @@ def test_run_records_the_chosen_layout(tmp_path, monkeypatch, capsys):
     assert (record["num_actors"], record["num_envs"]) == (1, 4)
     saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
     assert saved["env"]["num_envs"] == 4 and saved["runtime"]["num_actors"] == 1
-    assert saved["runtime"]["batch_timeout_ms"] == 0.0
-    assert "layout: 1 actors x 4 envs, batch timeout 0 ms (auto: env.num_envs" in capsys.readouterr().out
+    assert saved["runtime"]["batch_timeout_ms"] == 0.0 and saved["runtime"]["queue_unrolls"] == 64  # 8 x 32 / 4
+    assert "layout: 1 actors x 4 envs, batch timeout 0 ms, learner queue 64 unrolls (auto: env.num_envs" in capsys.readouterr().out
 
 
 def test_make_env_batch_refuses_an_unresolved_auto(tmp_path):

@@ -37,7 +37,7 @@ class RuntimeConfig:
     unroll_length: int = field(default=20, metadata={"help": "T: transitions per unroll (unrolls overlap by one step)", "min": 1})
     batch_size: int = field(default=16, metadata={"help": "environments' unrolls per learner batch (actor unrolls are split or joined to make it)", "min": 1})
     batch_timeout_ms: float | Literal["auto"] = field(default=0.0, metadata={"help": "how long an inference batch waits for more actors; auto = chosen at start (seedrl.runtime.layout)", "min": 0.0})
-    queue_unrolls: int = field(default=8, metadata={"help": "bound of the inference->learner queue, in actor unrolls", "min": 1})
+    queue_unrolls: int | Literal["auto"] = field(default=8, metadata={"help": "bound of the inference->learner queue, in actor unrolls; auto = about 8 learner updates of data (seedrl.runtime.layout)", "min": 1})
     torch_threads: int = field(default=1, metadata={"help": "torch intra-op threads of the learner process (1 is fastest on a small shared machine: OpenMP threads spin)", "min": 1})
     max_restarts: int = field(default=20, metadata={"help": "actor crashes tolerated before the run fails", "min": 0})
     ray: RayConfig = field(default_factory=RayConfig)

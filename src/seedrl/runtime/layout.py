@@ -1,6 +1,7 @@
-"""Automatic layout of a game run: envs per actor, actor count and inference batching timeout.
+"""Automatic layout of a game run: envs per actor, actor count, inference batching timeout, queue.
 
-``env.num_envs``, ``runtime.num_actors`` and ``runtime.batch_timeout_ms`` may be ``auto``;
+``env.num_envs``, ``runtime.num_actors``, ``runtime.batch_timeout_ms`` and
+``runtime.queue_unrolls`` may be ``auto``;
 :func:`resolve_layout` then measures, in about a second at start-up (:func:`probe_costs`), the
 cores it may use, the cost of stepping the environment batch and the cost of the policy's
 forward pass, each as a line in the batch size (fixed cost per call + cost per env), and
@@ -29,6 +30,11 @@ The rule, with ``c`` usable cores:
   (at most :data:`MAX_TIMEOUT_MS`) only when ``a`` is at least that, else 0 (no wait: on
   this kind of machine 0 was faster in 13 of 16 measured pairs, docs/benchmarks.md).
   One actor never waits.
+- ``queue_unrolls`` (the learner queue, in actor unrolls of ``n`` envs): enough for about
+  :data:`QUEUE_UPDATES` learner updates of ``batch_size`` envs, at least 2:
+  ``max(2, ceil(QUEUE_UPDATES * batch_size / n))``. The queued data is what the policy lag is
+  made of when the learner is the bottleneck (8 unrolls of 256 envs at batch 32 held 64
+  updates: CartPole solved in 2.85M frames at a lag of ~85 updates, against ~1.5M before).
 
 ``R`` is not probed (it needs the actor processes): :data:`ROUND_TRIP_S`, the measured wake-up
 cost of a round trip (docs/benchmarks.md, "Where the overhead is").
@@ -59,6 +65,8 @@ OVERHEAD_FRACTION = 0.1
 MAX_ENVS = 256
 #: an env batch step slower than this at the first probe size is not probed at the second (Atari)
 SLOW_ENV_S = 5e-3
+#: learner updates of data the auto queue holds
+QUEUE_UPDATES = 8
 #: longest batching wait the rule picks, ms
 MAX_TIMEOUT_MS = 5.0
 
@@ -79,10 +87,12 @@ class Layout:
     num_actors: int
     num_envs: int
     batch_timeout_ms: float
+    queue_unrolls: int
 
 
 def choose_layout(costs: Costs, *, num_actors: int | None = None, num_envs: int | None = None,
-                  batch_timeout_ms: float | None = None, round_trip_s: float = ROUND_TRIP_S) -> Layout:
+                  batch_timeout_ms: float | None = None, queue_unrolls: int | None = None, batch_size: int = 32,
+                  round_trip_s: float = ROUND_TRIP_S) -> Layout:
     """The layout of the module docstring's rule; a value given here (the config's, not ``auto``) is kept."""
     c = costs
     fixed = round_trip_s + c.forward_fixed_s + c.env_fixed_s
@@ -98,7 +108,9 @@ def choose_layout(costs: Costs, *, num_actors: int | None = None, num_envs: int 
         half_step = (c.env_fixed_s + num_envs * c.env_step_s) / 2
         wait = num_actors > 1 and c.forward_fixed_s >= half_step
         batch_timeout_ms = round(min(MAX_TIMEOUT_MS, 1e3 * half_step), 3) if wait else 0.0
-    return Layout(int(num_actors), int(num_envs), float(batch_timeout_ms))
+    if queue_unrolls is None:
+        queue_unrolls = max(2, math.ceil(QUEUE_UPDATES * batch_size / num_envs))
+    return Layout(int(num_actors), int(num_envs), float(batch_timeout_ms), int(queue_unrolls))
 
 
 def fit_line(sizes: Sequence[int], seconds: Sequence[float]) -> tuple[float, float]:
@@ -170,7 +182,8 @@ def probe_costs(env_cfg, model, *, seed: int = 0, sizes: tuple[int, int] = (8, 6
 def auto_keys(cfg) -> dict[str, bool]:
     """Which layout keys of a ``TrainConfig`` are ``auto``."""
     return {"env.num_envs": cfg.env.num_envs == AUTO, "runtime.num_actors": cfg.runtime.num_actors == AUTO,
-            "runtime.batch_timeout_ms": cfg.runtime.batch_timeout_ms == AUTO}
+            "runtime.batch_timeout_ms": cfg.runtime.batch_timeout_ms == AUTO,
+            "runtime.queue_unrolls": cfg.runtime.queue_unrolls == AUTO}
 
 
 def resolve_layout(cfg, observation_space, action_space, *, probe: Callable[..., Costs] | None = None):
@@ -191,10 +204,13 @@ def resolve_layout(cfg, observation_space, action_space, *, probe: Callable[...,
         num_actors=None if auto["runtime.num_actors"] else rt.num_actors,
         num_envs=None if auto["env.num_envs"] else cfg.env.num_envs,
         batch_timeout_ms=None if auto["runtime.batch_timeout_ms"] else rt.batch_timeout_ms,
+        queue_unrolls=None if auto["runtime.queue_unrolls"] else rt.queue_unrolls,
+        batch_size=rt.batch_size,
     )
     cfg = dataclasses.replace(
         cfg, env=dataclasses.replace(cfg.env, num_envs=chosen.num_envs),
-        runtime=dataclasses.replace(rt, num_actors=chosen.num_actors, batch_timeout_ms=chosen.batch_timeout_ms))
+        runtime=dataclasses.replace(rt, num_actors=chosen.num_actors, batch_timeout_ms=chosen.batch_timeout_ms,
+                                    queue_unrolls=chosen.queue_unrolls))
     record = {**dataclasses.asdict(chosen), "auto": [k for k, v in auto.items() if v], "costs": dataclasses.asdict(costs),
               "round_trip_s": ROUND_TRIP_S}
     return cfg, record
@@ -204,7 +220,7 @@ def describe(record: dict) -> str:
     """One line: the chosen layout, what was chosen and the measured costs behind it."""
     c = record["costs"]
     return (f"layout: {record['num_actors']} actors x {record['num_envs']} envs, batch timeout "
-            f"{record['batch_timeout_ms']:g} ms (auto: {', '.join(record['auto'])}; env {1e6 * c['env_fixed_s']:.0f} us + "
+            f"{record['batch_timeout_ms']:g} ms, learner queue {record['queue_unrolls']} unrolls (auto: {', '.join(record['auto'])}; env {1e6 * c['env_fixed_s']:.0f} us + "
             f"{1e6 * c['env_step_s']:.2f} us/env, forward {1e6 * c['forward_fixed_s']:.0f} us + "
             f"{1e6 * c['forward_step_s']:.2f} us/row, {c['cores']} cores)")
 
