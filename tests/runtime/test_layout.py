@@ -18,7 +18,7 @@ CHEAP = Costs(cores=2, env_fixed_s=180 * US, env_step_s=2 * US, forward_fixed_s=
 # Pong-like: costly env step and a CNN whose per-row cost exceeds it (inference-bound)
 PONG = Costs(cores=16, env_fixed_s=0.0, env_step_s=350 * US, forward_fixed_s=200 * US, forward_step_s=400 * US)
 # a net with a large fixed cost per call (e.g. a big model at small batch) on a moderately costly env
-FIXED_NET = Costs(cores=4, env_fixed_s=0.0, env_step_s=10 * US, forward_fixed_s=3000 * US, forward_step_s=20 * US)
+FIXED_NET = Costs(cores=4, env_fixed_s=0.0, env_step_s=5 * US, forward_fixed_s=3000 * US, forward_step_s=20 * US)
 
 
 @pytest.mark.parametrize("costs, expected", [
@@ -29,8 +29,8 @@ FIXED_NET = Costs(cores=4, env_fixed_s=0.0, env_step_s=10 * US, forward_fixed_s=
      Layout(num_actors=7, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0, queue_unrolls=1)),
     # inference-bound (forward row >= env step): 2 actors even on 16 cores, tens of envs, no wait
     (PONG, Layout(num_actors=2, num_envs=8, batch_timeout_ms=0.0, queue_unrolls=32)),
-    # large fixed forward cost: batching across actors (wait half an actor step: 512 x 10 us / 2)
-    (FIXED_NET, Layout(num_actors=2, num_envs=512, batch_timeout_ms=2.56, queue_unrolls=1)),
+    # large fixed forward cost: batching across actors (wait half an actor step: 1024 x 5 us / 2)
+    (FIXED_NET, Layout(num_actors=2, num_envs=1024, batch_timeout_ms=2.56, queue_unrolls=1)),
     # one core: one actor, which never waits for others
     (Costs(1, 0.0, 100 * US, 3000 * US, 20 * US), Layout(num_actors=1, num_envs=512, batch_timeout_ms=0.0, queue_unrolls=1)),
 ])
@@ -54,8 +54,8 @@ def test_envs_per_actor_is_the_smallest_power_of_two_under_the_overhead_bound():
 
 def test_given_values_win_and_shape_the_rest():
     assert choose_layout(CHEAP, num_actors=5, num_envs=3, batch_timeout_ms=1.5, queue_unrolls=1) == Layout(5, 3, 1.5, 1)
-    # the timeout rule uses the given envs per actor: a 1-env actor step is short, so the fixed-cost net waits
-    assert choose_layout(FIXED_NET, num_envs=1).batch_timeout_ms == pytest.approx(0.005)
+    # the timeout rule uses the given envs per actor: a 4-env actor step is short, so the fixed-cost net waits
+    assert choose_layout(FIXED_NET, num_envs=4).batch_timeout_ms == pytest.approx(0.01)
     assert choose_layout(FIXED_NET, num_actors=1).batch_timeout_ms == 0.0
 
 
