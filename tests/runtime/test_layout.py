@@ -23,16 +23,16 @@ FIXED_NET = Costs(cores=4, env_fixed_s=0.0, env_step_s=5 * US, forward_fixed_s=3
 
 @pytest.mark.parametrize("costs, expected", [
     # cheap env + tiny net -> few actors (one per core) with many envs each, no waiting
-    (CHEAP, Layout(num_actors=2, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0, queue_unrolls=1)),
+    (CHEAP, Layout(num_actors=2, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0, queue_unrolls=2)),
     # same on 8 cores: one core left to learner + inference
     (Costs(8, *[getattr(CHEAP, f) for f in ("env_fixed_s", "env_step_s", "forward_fixed_s", "forward_step_s")]),
-     Layout(num_actors=7, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0, queue_unrolls=1)),
+     Layout(num_actors=7, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0, queue_unrolls=2)),
     # inference-bound (forward row >= env step): 2 actors even on 16 cores, tens of envs, no wait
     (PONG, Layout(num_actors=2, num_envs=8, batch_timeout_ms=0.0, queue_unrolls=32)),
-    # large fixed forward cost: batching across actors (wait half an actor step: 1024 x 5 us / 2)
-    (FIXED_NET, Layout(num_actors=2, num_envs=1024, batch_timeout_ms=2.56, queue_unrolls=1)),
+    # large fixed forward cost: batching across actors (wait half an actor step: 256 x 5 us / 2)
+    (FIXED_NET, Layout(num_actors=2, num_envs=L.MAX_ENVS, batch_timeout_ms=0.64, queue_unrolls=2)),
     # one core: one actor, which never waits for others
-    (Costs(1, 0.0, 100 * US, 3000 * US, 20 * US), Layout(num_actors=1, num_envs=512, batch_timeout_ms=0.0, queue_unrolls=1)),
+    (Costs(1, 0.0, 100 * US, 3000 * US, 20 * US), Layout(num_actors=1, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0, queue_unrolls=2)),
 ])
 def test_rule_table(costs, expected):
     assert choose_layout(costs) == expected
@@ -59,7 +59,7 @@ def test_given_values_win_and_shape_the_rest():
     assert choose_layout(FIXED_NET, num_actors=1).batch_timeout_ms == 0.0
 
 
-@pytest.mark.parametrize("num_envs, batch_size, expected", [(32, 32, 8), (256, 32, 1), (128, 32, 2), (16, 16, 8), (8, 32, 32), (1024, 16, 1)])
+@pytest.mark.parametrize("num_envs, batch_size, expected", [(32, 32, 8), (256, 32, 2), (64, 32, 4), (16, 16, 8), (8, 32, 32), (1024, 16, 2)])
 def test_queue_holds_about_eight_updates(num_envs, batch_size, expected):
     assert choose_layout(CHEAP, num_envs=num_envs, batch_size=batch_size).queue_unrolls == expected
 
@@ -98,7 +98,7 @@ def test_resolve_fills_only_auto_keys_and_records_the_choice(tmp_path):
     resolved, record = L.resolve_layout(cfg, *spaces, probe=_fake_probe(calls))
     assert calls == [cfg.seed]
     assert (resolved.runtime.num_actors, resolved.env.num_envs, resolved.runtime.batch_timeout_ms) == (3, L.MAX_ENVS, 0.0)
-    assert resolved.runtime.queue_unrolls == 1  # 8 updates x 32 envs / 1024 envs per unroll, at least 1
+    assert resolved.runtime.queue_unrolls == 2  # 8 updates x 32 envs / 256 envs per unroll, at least 2
     assert record["auto"] == ["env.num_envs", "runtime.batch_timeout_ms", "runtime.queue_unrolls"]
     assert record["costs"]["forward_fixed_s"] == CHEAP.forward_fixed_s
     assert cfg.runtime.num_actors == 3 and cfg.env.num_envs == "auto"  # the input config is not altered
