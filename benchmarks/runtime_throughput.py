@@ -36,6 +36,8 @@ and CPU seconds per frame of the whole run against the sum of the components'.
     .venv/bin/python benchmarks/runtime_throughput.py            # ~6 minutes (2 busy cores)
     .venv/bin/python benchmarks/runtime_throughput.py --quick    # ~1.5 minutes: fewer configs, CartPole training only
     .venv/bin/python benchmarks/runtime_throughput.py --part 1   # runtime overhead only (or --part 2)
+    .venv/bin/python benchmarks/runtime_throughput.py --part layout --out benchmarks/results/runtime_layout.json
+        # the shipped CartPole config's automatic layout vs raw and vs its old fixed 2 x 32 (~1 minute)
     .venv/bin/python benchmarks/runtime_throughput.py --part infer --baseline-ref REV --out X.json
         # CPU per InferenceServer.infer batch, against inference.py at git revision REV (~1 minute)
 
@@ -67,6 +69,7 @@ import numpy as np
 from seedrl.envs import EnvConfig
 
 RESULTS = Path(__file__).parent / "results" / "runtime_throughput.json"
+SHIPPED_CARTPOLE = Path(__file__).parents[1] / "configs" / "cartpole_impala.yaml"
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -404,6 +407,24 @@ def part1(args, ctx) -> list[dict]:
     return [run_case(title, env, raw, runtime, args, ctx) for title, env, raw, runtime in plan]
 
 
+def part_layout(args, ctx) -> list[dict]:
+    """The shipped CartPole config's automatic layout (as ``seedrl run`` picks it) against raw stepping and
+    against the layout it fixed before (2 actors x 32 envs, no wait), measured like part 1."""
+    from seedrl.config import load_config
+    from seedrl.runtime.config import TrainConfig
+    from seedrl.runtime.layout import describe, resolve_layout
+
+    cfg = load_config(TrainConfig, SHIPPED_CARTPOLE)
+    auto, record = resolve_layout(cfg, *probe(cfg.env))
+    print(describe(record), flush=True)
+    env, rt = cfg.env, auto.runtime
+    raw = [(dict(num_envs=16), 2), (dict(num_envs=256), 1), (dict(num_envs=128), 2), (dict(num_envs=1024), 1)]
+    runtime = [(dict(num_envs=32), 2, 0.0), (dict(num_envs=auto.env.num_envs), rt.num_actors, rt.batch_timeout_ms)]
+    case = run_case("CartPole-v1, shipped config: before (2 x 32) and the automatic layout", env, raw, runtime, args, ctx)
+    case["layout"] = record
+    return [case]
+
+
 # --------------------------------------------------------------------------- part 2: full training loop
 
 
@@ -411,13 +432,14 @@ def train_config(name: str, out_dir: str, quick: bool):
     """(config, max_updates, warm-up updates excluded from the rate) of a training case."""
     from seedrl.config import load_config
     from seedrl.runtime.config import TrainConfig
+    from seedrl.runtime.layout import resolve_layout
 
     over = [f"out_dir={out_dir}", f"name={name}", "total_frames=1000000000", "log.progress=false",
             "log.tensorboard=false", "log.every_s=1.0", "log.checkpoint_every=1000000"]
     if name.startswith("cartpole"):
         extra = [] if name == "cartpole" else ["env.num_envs=64", "runtime.batch_size=128"]
-        cfg = load_config(TrainConfig, Path(__file__).parents[1] / "configs" / "cartpole_impala.yaml",
-                          over + ["log.solved_return=null"] + extra)
+        cfg = load_config(TrainConfig, SHIPPED_CARTPOLE, over + ["log.solved_return=null"] + extra)
+        cfg, _ = resolve_layout(cfg, *probe(cfg.env))  # the shipped config's 'auto' layout keys, as a run sets them
         return cfg, *((60, 15) if quick else (160, 30) if name == "cartpole" else (50, 10))
     pong = [
         "env.kind=atari", "env.id=Pong", "env.backend=envpool", "env.num_envs=8", "env.envpool_threads=1",
@@ -802,8 +824,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None, help="measuring window per configuration and round")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of interleaved windows (median reported)")
     parser.add_argument("--warm", type=float, default=0.3, help="seconds a runtime runs before its window opens")
-    parser.add_argument("--part", choices=["1", "2", "all", "infer"], default="all",
-                        help="infer: only the inference-step micro-benchmark (not part of 'all')")
+    parser.add_argument("--part", choices=["1", "2", "all", "infer", "layout"], default="all",
+                        help="infer: only the inference-step micro-benchmark; layout: the shipped CartPole "
+                             "config's automatic layout vs raw (neither is part of 'all')")
     parser.add_argument("--baseline-ref", default=None,
                         help="with --part infer: also time inference.py as at this git revision, interleaved")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -830,6 +853,8 @@ def main() -> None:
         report["training_loop"] = part2(args, ctx)
     if args.part == "infer":
         report["inference_step"] = part_infer(args)
+    if args.part == "layout":
+        report["layout"] = part_layout(args, ctx)
     report["machine"]["load_average_at_end"] = os.getloadavg()
     report["total_seconds"] = time.perf_counter() - start
     print(f"\ntotal {report['total_seconds']:.0f} s")

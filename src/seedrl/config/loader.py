@@ -223,7 +223,7 @@ def _check_metadata(meta: Mapping, value: Any, path: str) -> None:
             _check_metadata(meta, item, f"{path}[{i}]")
         return
     for key, bad, words in _BOUNDS:
-        if key in meta and bad(value, meta[key]):
+        if key in meta and not isinstance(value, str) and bad(value, meta[key]):  # bounds of numbers ('auto' passes)
             raise ConfigError(f"config error: '{path}' = {_show(value)} {words} {meta[key]!r}", path)
     if "choices" in meta:
         choices = list(meta["choices"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 KINDS = ("gym", "atari")
 BACKENDS = ("auto", "gymnasium", "envpool")
@@ -32,7 +33,8 @@ class EnvConfig:
         metadata={"help": "auto = envpool if installed and it supports the env, else gymnasium",
                   "choices": list(BACKENDS)},
     )
-    num_envs: int = field(default=16, metadata={"help": "environments per actor", "min": 1})
+    num_envs: int | Literal["auto"] = field(default=16, metadata={
+        "help": "environments per actor; auto = chosen by a training run at start (seedrl.runtime.layout)", "min": 1})
     seed: int = field(default=0, metadata={"help": "base seed: environment j of a batch gets seed + j", "min": 0})
     max_episode_steps: int | None = field(
         default=None,

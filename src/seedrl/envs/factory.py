@@ -93,6 +93,8 @@ def make_env_batch(cfg: EnvConfig, num_envs: int | None = None, seed: int | None
     """
     n = cfg.num_envs if num_envs is None else num_envs
     base_seed = cfg.seed if seed is None else seed
+    if isinstance(n, str):
+        raise ValueError(f"env.num_envs = {n!r} is chosen by a training run at start; give a number here")
     if n < 1:
         raise ValueError(f"num_envs must be >= 1, got {n}")
     if resolve_backend(cfg) == "envpool":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from seedrl.agents.impala import ImpalaConfig
 from seedrl.agents.r2d2 import R2D2Config
@@ -34,11 +34,11 @@ class RuntimeConfig:
     """How actors, central inference and the learner are laid out."""
 
     backend: str = field(default="processes", metadata={"help": "processes (embedded: shared memory on this machine), threads (one process, for debugging) or ray (actor groups as Ray actors; needs the ray extra)", "choices": ["processes", "threads", "ray"]})
-    num_actors: int = field(default=2, metadata={"help": "actor processes", "min": 1})
+    num_actors: int | Literal["auto"] = field(default=2, metadata={"help": "actor processes; auto = chosen at start from cores and measured costs (seedrl.runtime.layout)", "min": 1})
     unroll_length: int = field(default=20, metadata={"help": "T: transitions learned per unroll (impala: unrolls overlap by one step; r2d2: L, sequences hold agent.burn_in + L + 1 entries)", "min": 1})
     batch_size: int = field(default=16, metadata={"help": "environments' unrolls per learner batch (actor unrolls are split or joined to make it)", "min": 1})
-    batch_timeout_ms: float = field(default=0.0, metadata={"help": "how long an inference batch waits for more actors", "min": 0.0})
-    queue_unrolls: int = field(default=8, metadata={"help": "bound of the inference->learner queue, in actor unrolls", "min": 1})
+    batch_timeout_ms: float | Literal["auto"] = field(default=0.0, metadata={"help": "how long an inference batch waits for more actors; auto = chosen at start (seedrl.runtime.layout)", "min": 0.0})
+    queue_unrolls: int | Literal["auto"] = field(default=8, metadata={"help": "bound of the inference->learner queue, in actor unrolls; auto = about 8 learner updates of data (seedrl.runtime.layout)", "min": 1})
     torch_threads: int = field(default=1, metadata={"help": "torch intra-op threads of the learner process (1 is fastest on a small shared machine: OpenMP threads spin)", "min": 1})
     max_restarts: int = field(default=20, metadata={"help": "actor crashes tolerated before the run fails", "min": 0})
     ray: RayConfig = field(default_factory=RayConfig)
@@ -90,7 +90,8 @@ class R2D2TrainConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         self.agent.validate()
-        envs = self.runtime.num_actors * self.env.num_envs
+        actors, per_actor = self.runtime.num_actors, self.env.num_envs
+        envs = actors * per_actor if isinstance(actors, int) and isinstance(per_actor, int) else 0  # 'auto': checked once chosen
         if self.agent.replay_capacity < envs:
             raise ConfigError(f"config error: 'agent.replay_capacity' = {self.agent.replay_capacity} is below the "
                               f"{envs} environments (runtime.num_actors x env.num_envs) one insert round adds",

@@ -126,27 +126,33 @@ class _Gemm:
             self.pw_binary = torch.ops.mkldnn._linear_pointwise.binary
 
     def weight(self, mod) -> torch.Tensor | None:
-        t = type(mod)
-        if t is torch.nn.Linear:
-            w = mod.weight
-        elif t is Conv1D:
-            w = mod.weight.t()
-        else:
-            return None
-        if w.dtype != torch.float32 or w.device.type != "cpu":
-            return None
-        if not self.pack:
-            return w
-        p = mod.weight
+        """The weight oneDNN multiplies by (``[out, in]``), or ``None`` for the module's own forward.
+
+        Cached per module: the entry is rebuilt when the module's weight is another tensor, and
+        (packed copies only) when the weight changed in place (its version counter moved)."""
         hit = self._packed.get(id(mod))
-        try:
-            ver = p._version
-        except RuntimeError:  # an inference tensor has no version counter: no safe cache
-            return w
-        if hit is None or hit[0] is not p or hit[1] != ver:
-            hit = (p, ver, torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), self.batch_hint))
-            self._packed[id(mod)] = hit
-        return hit[2]
+        if hit is not None and hit[0] is mod:
+            _, params, p, ver, w = hit
+            if params.get("weight") is p and (not self.pack or w is None or p._version == ver):
+                return w
+        return self._weight_entry(mod)
+
+    def _weight_entry(self, mod) -> torch.Tensor | None:
+        t = type(mod)
+        params = mod._parameters
+        p = params.get("weight")
+        w = None
+        if t in (torch.nn.Linear, Conv1D) and p.dtype == torch.float32 and p.device.type == "cpu":
+            w = p if t is torch.nn.Linear else p.t()
+        ver = 0
+        if w is not None and self.pack:
+            try:
+                ver = p._version
+            except RuntimeError:  # an inference tensor has no version counter: no safe cache
+                return w
+            w = torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), self.batch_hint)
+        self._packed[id(mod)] = (mod, params, p, ver, w)
+        return w
 
     def __call__(self, mod, x: torch.Tensor, *, gelu_tanh: bool = False, act=None,
                  add: torch.Tensor | None = None) -> torch.Tensor:
@@ -158,12 +164,13 @@ class _Gemm:
             if act is not None:
                 y = act(y)
             return y if add is None else add + y
+        bias = mod._parameters["bias"]
         if add is not None and act is None:
-            y = self.pw_binary(x, add, w, mod.bias, "add")
+            y = self.pw_binary(x, add, w, bias, "add")
         elif gelu_tanh:
-            y = self.pw(x, w, mod.bias, "gelu", [], "tanh")
+            y = self.pw(x, w, bias, "gelu", [], "tanh")
         else:
-            y = self.pw(x, w, mod.bias, "none", [], "")
+            y = self.pw(x, w, bias, "none", [], "")
         if act is not None and not gelu_tanh:
             y = act(y)
         return y if add is None or act is None else add + y
@@ -177,10 +184,29 @@ def _act(mod):
 
 
 def _norm(mod):
-    """Layer norm as a function; the Llama-family RMSNorm ``w * x / sqrt(mean(x^2) + eps)`` fused."""
+    """Layer norm as a function; the Llama-family RMSNorm ``w * x / sqrt(mean(x^2) + eps)`` fused;
+    ``nn.LayerNorm`` as ``F.layer_norm`` on its parameters (same kernel, no module dispatch)."""
     if type(mod).__name__ in ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"):
         return lambda h: F.rms_norm(h, (h.shape[-1],), mod.weight, mod.variance_epsilon)
+    if type(mod) is torch.nn.LayerNorm:  # the module's own kernel, without the module call
+        params, shape, eps = mod._parameters, mod.normalized_shape, mod.eps
+        return lambda h: F.layer_norm(h, shape, params["weight"], params["bias"], eps)
     return mod
+
+
+def _decode_attention(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """One query per row: ``softmax(scale * q K^T + mask) V`` as two batched matmuls, ``[n, H * D]``.
+
+    ``q [n, H, 1, D]``; ``K``, ``V [n, Hkv, T, D]``: views of the cache (row stride = capacity,
+    no copy); ``mask [n * Hkv, 1, T]`` additive. Query head ``h`` reads key/value head
+    ``h // (H / Hkv)`` (grouped-query attention, as HF's ``repeat_kv``), so the ``H / Hkv`` query
+    heads of a group are the rows of one matmul. For a single query, SDPA's CPU kernel costs
+    ~3x these two calls (tiny GPT-2, 16 rows)."""
+    n, H, _, D = q.shape
+    kvh, T = K.shape[1], K.shape[2]
+    g = H // kvh
+    scores = torch.baddbmm(mask, q.reshape(n * kvh, g, D), K.reshape(n * kvh, T, D).transpose(1, 2), alpha=scale)
+    return torch.bmm(torch.softmax(scores, -1), V.reshape(n * kvh, T, D)).view(n, H * D)
 
 
 class CausalBackend:
@@ -223,7 +249,7 @@ class CausalBackend:
         self.heads, self.kv_heads, self.gqa = heads, kv_heads, kv_heads != heads
         self.cache = _KV(len(self.layers), max_batch, kv_heads, self.head_dim, p.dtype, p.device, max_len)
         self.device = p.device
-        self._ar = torch.arange(max_batch, device=p.device)
+        self._ar = torch.arange(max(max_batch, heads), device=p.device)
         self._cols = torch.arange(0, device=p.device)
 
     def reserve(self, length: int, source_length: int = 0) -> None:
@@ -257,9 +283,12 @@ class CausalBackend:
         if not self.gpt2:
             q, k = self.rope_fn(q, k, *rope)
         K, V = kv(i, k, v)
-        o = F.scaled_dot_product_attention(q, K, V, attn_mask=mask, scale=a.scaling, enable_gqa=self.gqa)
-        o = o.squeeze(2) if len(lead) == 1 else o.transpose(1, 2)
-        o = o.reshape(-1, self.heads * self.head_dim)
+        if len(lead) == 1 and mask.dim() == 3:  # decode, fp32: batched matmuls on the cache views
+            o = _decode_attention(q, K, V, mask, a.scaling)
+        else:
+            o = F.scaled_dot_product_attention(q, K, V, attn_mask=mask, scale=a.scaling, enable_gqa=self.gqa)
+            o = o.squeeze(2) if len(lead) == 1 else o.transpose(1, 2)
+            o = o.reshape(-1, self.heads * self.head_dim)
         return lin(a.c_proj if self.gpt2 else a.o_proj, o, add=x.reshape(-1, E)).view(x.shape)
 
     def _mlp(self, i: int, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -307,14 +336,18 @@ class CausalBackend:
 
     def decode(self, n: int, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         T = int(positions.max()) + 1
-        rows = self._ar[:n]
         future = (self._cols[:T][None, :] > positions[:, None])[:, None, None, :]
         mask = torch.zeros(future.shape, dtype=self.cache.dtype, device=self.device).masked_fill_(future, -torch.inf)
+        kvh, D, cap = self.kv_heads, self.head_dim, self.cache.capacity
+        if self.cache.dtype == torch.float32:  # [n * kv_heads, 1, T], for _decode_attention
+            mask = mask.expand(n, kvh, 1, T).reshape(n * kvh, 1, T)
+        # flat row of (row b, head h, column positions[b]) in a [rows * kv_heads * capacity, D] view
+        at = ((self._ar[:n, None] * kvh + self._ar[None, :kvh]) * cap + positions[:, None]).reshape(-1)
 
         def kv(i, key, val):
             ck, cv = self.cache.k[i], self.cache.v[i]
-            ck[rows, :, positions] = key[:, :, 0]
-            cv[rows, :, positions] = val[:, :, 0]
+            ck.view(-1, D).index_copy_(0, at, key.reshape(-1, D))
+            cv.view(-1, D).index_copy_(0, at, val.reshape(-1, D))
             return ck[:n, :, :T], cv[:n, :, :T]
 
         x = self.final_norm(self._run(tokens, positions, kv, mask))
