@@ -38,6 +38,7 @@ def test_on_policy_gkd_moves_the_student_towards_the_teacher(tmp_path, assets):
                      on_step=rows.append)
     div = [r["divergence"] for r in rows]
     assert all(r["on_policy"] == 1.0 for r in rows)  # λ = 1: every batch is the student's own samples
+    assert all(r["tokens"] == pytest.approx(r["length"] * 4 * 2) for r in rows)  # the distilled completion tokens
     assert np.mean(div[-5:]) < 0.5 * np.mean(div[:3]), div
     assert rows[-1]["frames"] == 25 * 4 * 2
     for name in ("curves.png", "final/config.json", "metrics.jsonl"):
