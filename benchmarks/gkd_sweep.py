@@ -8,7 +8,10 @@ trained by NLL), each for the SAME number of updates with the same prompts per u
 lengths). The task metric is the world's exact match of greedy completions of held-out
 prompts (the world's draw with task.seed + 1; the seeds vary
 init-free things only: sampling, prompt order, the λ coin); the student before training and the teacher
-are the reference lines. ``--seeds`` runs each cell per seed (the spread is the seed noise).
+are the reference lines. ``--seeds`` runs each cell per seed (the spread is the seed noise; the run's
+seed orders the prompts, so λ = 0 cells differ between seeds too). ``--only NAME:LAMBDA ...`` runs a
+subset of the cells (e.g. ``--only forward_kl:0 forward_kl:1 --steps 900``: the longer-run variant of
+``benchmarks/results/gkd_sweep_900steps_fkl.json``).
 Torch runs one thread; the load average is recorded (the script measures quality, not speed).
 
 Writes ``benchmarks/results/gkd_sweep.json`` and ``docs/images/gkd_sweep.png``.
