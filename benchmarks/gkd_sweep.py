@@ -8,7 +8,10 @@ trained by NLL), each for the SAME number of updates with the same prompts per u
 lengths). The task metric is the world's exact match of greedy completions of held-out
 prompts (the world's draw with task.seed + 1; the seeds vary
 init-free things only: sampling, prompt order, the λ coin); the student before training and the teacher
-are the reference lines. ``--seeds`` runs each cell per seed (the spread is the seed noise).
+are the reference lines. ``--seeds`` runs each cell per seed (the spread is the seed noise; the run's
+seed orders the prompts, so λ = 0 cells differ between seeds too). ``--only NAME:LAMBDA ...`` runs a
+subset of the cells (e.g. ``--only forward_kl:0 forward_kl:1 --steps 900``: the longer-run variant of
+``benchmarks/results/gkd_sweep_900steps_fkl.json``).
 Torch runs one thread; the load average is recorded (the script measures quality, not speed).
 
 Writes ``benchmarks/results/gkd_sweep.json`` and ``docs/images/gkd_sweep.png``.
@@ -90,19 +93,22 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    names = list(DIVERGENCES)
+    names = [n for n in DIVERGENCES if any(c["name"] == n for c in result["cells"])]  # all, unless --only
     width = 0.8 / len(LAMBDAS)
     for j, lam in enumerate(LAMBDAS):
-        cells_ = [c for c in result["cells"] if c["lmbda"] == lam and c["name"] in names]
-        means = [np.mean(c["exact_match"]) for c in cells_]
-        spread = [np.ptp(c["exact_match"]) / 2 for c in cells_]
-        ax.bar(np.arange(len(names)) + (j - 1) * width, means, width, yerr=spread, capsize=2, label=f"λ = {lam:g}")
-    seq = next(c for c in result["cells"] if c["name"] == "seq_kd")
-    ax.bar([len(names)], [np.mean(seq["exact_match"])], width, yerr=[np.ptp(seq["exact_match"]) / 2], capsize=2,
-           color="grey", label="sequence KD (NLL)")
+        cells_ = {c["name"]: c for c in result["cells"] if c["lmbda"] == lam and c["name"] in names}
+        x = [i + (j - 1) * width for i, n in enumerate(names) if n in cells_]
+        means = [np.mean(c["exact_match"]) for c in cells_.values()]
+        spread = [np.ptp(c["exact_match"]) / 2 for c in cells_.values()]
+        if x:
+            ax.bar(x, means, width, yerr=spread, capsize=2, label=f"λ = {lam:g}")
+    seq = next((c for c in result["cells"] if c["name"] == "seq_kd"), None)
+    if seq is not None:
+        ax.bar([len(names)], [np.mean(seq["exact_match"])], width, yerr=[np.ptp(seq["exact_match"]) / 2], capsize=2,
+               color="grey", label="sequence KD (NLL)")
     ax.axhline(np.mean(result["student_before"]), color="k", ls=":", label="student before")
     ax.axhline(result["teacher"], color="k", ls="--", label="teacher")
-    ax.set_xticks(range(len(names) + 1), [*names, "seq KD"])
+    ax.set_xticks(range(len(names) + (seq is not None)), [*names, *(["seq KD"] if seq is not None else [])])
     ax.set_ylabel("held-out exact match (greedy)")
     ax.set_title(f"GKD on arithmetic: {result['steps']} updates × {result['prompts_per_step']} prompts, "
                  f"seeds {result['seeds']} (bars: mean, whiskers: half range)", fontsize=9)
@@ -122,6 +128,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--eval-prompts", type=int, default=200)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--set", nargs="*", default=[], help="more config overrides (key=value)")
+    ap.add_argument("--only", nargs="+", default=None, metavar="NAME:LAMBDA",
+                    help="run only these cells (e.g. forward_kl:1 seq_kd:0); the plot then shows only them")
     ap.add_argument("--json", default=str(ROOT / "benchmarks/results/gkd_sweep.json"))
     ap.add_argument("--plot", default=str(ROOT / "docs/images/gkd_sweep.png"))
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
@@ -140,12 +148,15 @@ def main(argv=None) -> dict:
     cfg0 = load_config(LMGKDConfig, str(ROOT / "configs" / "arith_gkd.yaml"), base)
     load = [os.getloadavg()]
     result = {"steps": a.steps, "prompts_per_step": a.prompts_per_step, "seeds": a.seeds, "eval_prompts": a.eval_prompts,
+              "only": a.only,
               "budget": "same updates, same prompts per update (student tokens differ with completion lengths)",
               "samples_per_prompt": cfg0.gkd.samples_per_prompt, "lr": a.lr, "overrides": a.set,
               "student_before": held_out_score(a.student, cfg0, a.eval_prompts),
               "teacher": held_out_score(a.teacher, cfg0, a.eval_prompts), "cells": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name, lam, gkd in cells():
+            if a.only is not None and f"{name}:{lam:g}" not in a.only:
+                continue
             runs = [run_cell(base, gkd, seed, Path(tmp), a.eval_prompts) for seed in a.seeds]
             load.append(os.getloadavg())
             cell = {"name": name, "lmbda": lam, **{k: [r[k] for r in runs] for k in runs[0]}}

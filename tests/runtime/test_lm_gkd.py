@@ -38,6 +38,7 @@ def test_on_policy_gkd_moves_the_student_towards_the_teacher(tmp_path, assets):
                      on_step=rows.append)
     div = [r["divergence"] for r in rows]
     assert all(r["on_policy"] == 1.0 for r in rows)  # λ = 1: every batch is the student's own samples
+    assert all(r["tokens"] == pytest.approx(r["length"] * 4 * 2) for r in rows)  # the distilled completion tokens
     assert np.mean(div[-5:]) < 0.5 * np.mean(div[:3]), div
     assert rows[-1]["frames"] == 25 * 4 * 2
     for name in ("curves.png", "final/config.json", "metrics.jsonl"):
@@ -187,3 +188,62 @@ def test_resume_continues_the_lambda_coin(tmp_path, assets):
     coins = [r["on_policy"] for r in whole]
     assert 0 < sum(coins) < 12  # both kinds of batch occur
     assert [r["on_policy"] for r in parts] == coins
+
+
+def _batches_seen(monkeypatch):
+    """Patch the GKD learner step to record each batch's prompts (token tuples), in training order."""
+    from seedrl.agents.gkd import GKDUpdate
+
+    seen: list[list[tuple]] = []
+    loss = GKDUpdate.loss
+    monkeypatch.setattr(GKDUpdate, "loss", lambda self, batch: (seen.append([tuple(g.prompt_tokens) for g in batch]),
+                                                                loss(self, batch))[1])
+    return seen
+
+
+def test_the_run_seed_drives_the_batch_order_and_resume_continues_it(tmp_path, assets, monkeypatch):
+    """At λ = 0 nothing is sampled, so the batches' order is all that can differ between seeds: it must
+    follow the run's ``seed`` (reproducibly), while the examples stay ``task.seed``'s; a resumed run
+    continues the same stream after the prompts already drawn."""
+    from seedrl.models.lm.policy import LMPolicy
+    from seedrl.runtime.lm_loop import _task_and_reward
+
+    seen = _batches_seen(monkeypatch)
+    gkd = {"lmbda": 0.0, "off_policy": "dataset"}
+    one = {"runtime": {"num_actors": 1}, "log": {"progress": False, "every": 1, "checkpoint_every": 100}}
+
+    def run(name, seed, steps=4, **kw):
+        seen.clear()
+        cfg = _cfg(tmp_path, assets, gkd, name=name, seed=seed, steps=steps, **one)
+        train_lm(cfg, **kw)
+        return [p for b in seen for p in b], cfg
+
+    a0, cfg0 = run("s0", 0)
+    a1, cfg1 = run("s1", 1)
+    again, _ = run("s0_again", 0)
+    assert again == a0  # reproducible
+    assert a1 != a0 and sorted(a1) != sorted(a0)  # the run's seed changes which prompts come first ...
+    tok = LMPolicy.from_pretrained(assets[0]).tokenizer
+    t0, t1 = (_task_and_reward(c, tok)[0] for c in (cfg0, cfg1))
+    assert [t0.example(i) for i in range(len(t0))] == [t1.example(i) for i in range(len(t1))]  # ... not the examples
+    assert t0.seed == cfg0.task.seed  # seed 0 keeps the order of runs made before the run's seed counted
+    # resume (seed 1): stopped after update 2, the continuation is the same stream, after what was drawn
+    whole, cfg = run("s1_whole", 1, steps=8)
+    stream = [tuple(p.tokens) for p in _task_and_reward(cfg, tok)[0].next_batch(200)]
+    assert whole == stream[:32]
+
+    def stop_after_2(row):
+        if row["updates"] == 2:
+            raise KeyboardInterrupt
+
+    seen.clear()
+    cfg = _cfg(tmp_path, assets, gkd, name="s1_resumed", seed=1, steps=8, **one)
+    assert train_lm(cfg, on_step=stop_after_2)["interrupted"]
+    before = [p for b in seen for p in b]
+    seen.clear()
+    train_lm(cfg, resume=True)
+    after = [p for b in seen for p in b]
+    assert before == stream[:8] and len(after) == 6 * 4
+    starts = [j for j in range(8, len(stream) - len(after)) if stream[j:j + len(after)] == after]
+    assert starts, "the resumed run left the seed's prompt stream"
+    assert starts[0] <= 8 + cfg.runtime.queue_groups + 1  # only groups in flight at the stop are skipped

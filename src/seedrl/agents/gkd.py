@@ -231,6 +231,7 @@ class GKDUpdate:
             seq_lp = self._token_logprobs(logits[n:], [c for _, c in extra]).sum(-1)  # the sampled policy: untempered
         loss, logs = gkd_loss(div, seq_lp, rewards, g.alpha, k)
         logs["on_policy"] = float(source == "student")
+        logs["tokens"] = float(sum(len(c) for c in comps))  # completion tokens distilled in this batch
         if len(rewards):  # student samples were drawn (λ > 0 or the RL mix)
             logs.update({"reward": rewards.mean().item(),
                          "length": float(np.mean([len(c.tokens) for x in batch for c in x.completions]))})

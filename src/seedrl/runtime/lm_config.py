@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from seedrl.agents.bond import BondConfig
 from seedrl.agents.pg import PGConfig
 from seedrl.config.sections import LogConfig, OptimConfig, RecordConfig, RunConfig
@@ -33,7 +35,7 @@ class LMTaskConfig:
     data_path: Path | None = field(default=None, metadata={"help": "JSONL/Parquet prompts instead of a world"})
     template: str = field(default="{prompt}", metadata={"help": "prompt template over the example's fields"})
     reward: str | None = field(default=None, metadata={"help": "python 'module:function' reward(prompts, completions, examples) for data_path tasks"})
-    seed: int = field(default=0, metadata={"help": "seed of the prompt order"})
+    seed: int = field(default=0, metadata={"help": "seed of the world's examples and, with the run's seed, of the prompt order"})
     reward_model: str | None = field(default=None, metadata={
         "help": "a one-output sequence classifier (path or hub id) scoring (prompt, completion) as the reward"})
     nli_model: str | None = field(default=None, metadata={
@@ -43,6 +45,17 @@ class LMTaskConfig:
     reward_weights: dict[str, float] = field(default_factory=dict, metadata={
         "help": "weights of the reward sources 'task', 'reward_model', 'nli' (summed); default 1 for each configured "
                 "model, and 1 for the task's own reward only when no model is configured"})
+
+
+    def order_seed(self, run_seed: int) -> int:
+        """Seed of the prompt order: ``task.seed`` mixed with the run's ``seed``
+        (``SeedSequence([task.seed, seed])``), so runs that differ only in ``seed`` visit the
+        prompts (and so form their batches) in different orders, while the examples themselves
+        (a world's draw) depend on ``task.seed`` alone. Run seed 0 gives ``task.seed`` itself:
+        the orders of runs made before the run's seed counted, and their checkpoints' resume."""
+        if int(run_seed) == 0:
+            return int(self.seed)
+        return int(np.random.SeedSequence([int(self.seed), int(run_seed)]).generate_state(1)[0])
 
 
 @dataclass

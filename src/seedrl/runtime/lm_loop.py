@@ -63,17 +63,19 @@ log = logging.getLogger(__name__)
 
 
 def _task_and_reward(cfg: LMRunConfig, tokenizer):
-    """The prompt stream and the reward: the world's or a callable's, reward models, or a weighted sum."""
+    """The prompt stream (ordered by :meth:`LMTaskConfig.order_seed`) and the reward: the world's or a
+    callable's, reward models, or a weighted sum."""
     from seedrl.envs.text import TextTask
     from seedrl.lm.toy_setup import make_world
 
     t = cfg.task
+    order = t.order_seed(cfg.seed)  # the run's seed drives the prompt order; the examples are task.seed's
     if t.world is not None:
         world = make_world(t.world, t.world_options)
-        task = TextTask(world.examples(t.num_examples, seed=t.seed), t.template, tokenizer=tokenizer, seed=t.seed)
+        task = TextTask(world.examples(t.num_examples, seed=t.seed), t.template, tokenizer=tokenizer, seed=order)
         task_reward = world.reward_fn(t.world_reward)
     else:
-        task = TextTask(str(t.data_path), t.template, tokenizer=tokenizer, seed=t.seed)
+        task = TextTask(str(t.data_path), t.template, tokenizer=tokenizer, seed=order)
         task_reward = None
         if t.reward is not None:
             from seedrl.rewards import check_reward_on, load_reward_callable
