@@ -49,3 +49,23 @@ def test_saved_nli_loads_through_the_reward(tiny_nli):
     assert reward.last_num_chunks.max() == 1  # documents fit whole: no chunking
     accuracy = np.mean((probs >= 0.5) == np.array([p["label"] == 0 for p in held]))
     assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-9)  # same model, same pairs, same decisions
+
+
+def test_deberta_arch_saves_and_loads_through_the_reward(tmp_path):
+    """The relative-position classifier (``arch: deberta``) round-trips like the BERT one."""
+    out = tmp_path / "nli"
+    cfg = NLIConfig(arch="deberta", hidden=16, layers=1, heads=2, steps=5, batch_size=8, train_documents=50,
+                    eval_documents=40)
+    metrics = train_toy_nli(WORLD, out, seed=0, config=cfg)
+    reward = NLIReward.from_pretrained(out, output="prob")
+    assert type(reward.model).__name__ == "DebertaV2ForSequenceClassification"
+    assert reward.model.config.id2label[reward.entailment_index] == "entailment"
+    held = make_pairs(WORLD, 40, seed=1)
+    probs = reward([""] * len(held), [p["hypothesis"] for p in held], [{"document": p["premise"]} for p in held])
+    accuracy = np.mean((probs >= 0.5) == np.array([p["label"] == 0 for p in held]))
+    assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-9)
+
+
+def test_unknown_arch_is_refused():
+    with pytest.raises(ValueError, match="arch='gpt'"):
+        NLIConfig(arch="gpt")

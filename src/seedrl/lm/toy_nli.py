@@ -35,11 +35,13 @@ import numpy as np
 
 from seedrl.envs.text.toy import ANIMALS, COLOURS, RELATIONS, FactsWorld, fact_sentence, well_known_fact
 
-__all__ = ["LABELS", "NEGATIVES", "NLIConfig", "make_pairs", "make_tokenizer", "train_toy_nli", "word_pair_tokenizer"]
+__all__ = ["ARCHS", "LABELS", "NEGATIVES", "NLIConfig", "build_model", "make_pairs", "make_tokenizer", "train_toy_nli", "word_pair_tokenizer"]
 
 LABELS = {0: "entailment", 1: "not_entailment"}
 NEGATIVES = ("altered", "swapped", "well_known", "new")
 EVAL_FILE = "nli_eval.json"
+#: ``bert``: absolute learned positions; ``deberta``: DeBERTa-v2 with relative-position attention only
+ARCHS = ("bert", "deberta")
 
 
 @dataclass
@@ -56,7 +58,12 @@ class NLIConfig:
     train_documents: int = 20000
     eval_documents: int = 1000
     threads: int = 1
+    arch: str = "bert"
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch={self.arch!r}: expected one of {ARCHS}")
 
 
 def _unsupported(kind: str, facts: list, rng: np.random.Generator) -> tuple | None:
@@ -163,11 +170,29 @@ def accuracy(model, tokenizer, pairs: list[dict], batch_size: int = 256) -> dict
     return out
 
 
+def build_model(cfg: NLIConfig, tokenizer):
+    """A fresh classifier of ``cfg``'s size over ``tokenizer`` (no dropout, segment ids, labels :data:`LABELS`)."""
+    from transformers import BertConfig, BertForSequenceClassification, DebertaV2Config, DebertaV2ForSequenceClassification
+
+    common = dict(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden, num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
+        intermediate_size=2 * cfg.hidden, max_position_embeddings=128, type_vocab_size=2, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, num_labels=2, id2label=dict(LABELS), label2id={v: k for k, v in LABELS.items()},
+        pad_token_id=tokenizer.pad_token_id)
+    if cfg.arch == "bert":
+        return BertForSequenceClassification(BertConfig(**common, **cfg.extra))
+    # relative positions (c2p and p2c attention terms), no absolute ones: binding a word to its neighbours
+    # ("the red fox" + "eats seeds") is the same pattern wherever the sentence sits
+    return DebertaV2ForSequenceClassification(DebertaV2Config(
+        **common, relative_attention=True, position_biased_input=False, pos_att_type=["p2c", "c2p"],
+        max_relative_positions=64, position_buckets=32, share_att_key=True, norm_rel_ebd="layer_norm",
+        pooler_hidden_size=cfg.hidden, pooler_dropout=0.0, layer_norm_eps=1e-7, **cfg.extra))
+
+
 def train_toy_nli(world: FactsWorld, out: str | Path, *, seed: int = 0, config: NLIConfig | None = None,
                   progress: bool = False) -> dict[str, Any]:
     """Train the classifier on ``world``'s pairs, save it (with tokenizer) to ``out`` and return held-out metrics."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
 
     cfg = config or NLIConfig()
     threads = torch.get_num_threads()
@@ -175,13 +200,7 @@ def train_toy_nli(world: FactsWorld, out: str | Path, *, seed: int = 0, config: 
     try:
         torch.manual_seed(seed)
         tokenizer = make_tokenizer(world)
-        bert = BertConfig(
-            vocab_size=len(tokenizer), hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
-            num_attention_heads=cfg.heads, intermediate_size=2 * cfg.hidden, max_position_embeddings=128,
-            type_vocab_size=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2,
-            id2label=dict(LABELS), label2id={v: k for k, v in LABELS.items()},
-            pad_token_id=tokenizer.pad_token_id, **cfg.extra)
-        model = BertForSequenceClassification(bert)
+        model = build_model(cfg, tokenizer)
         train = make_pairs(world, cfg.train_documents, seed)
         held = make_pairs(world, cfg.eval_documents, seed + 1)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
@@ -201,8 +220,11 @@ def train_toy_nli(world: FactsWorld, out: str | Path, *, seed: int = 0, config: 
             sched.step()
             loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
             if progress and (step + 1) % 500 == 0:
-                print(f"  nli step {step + 1}/{cfg.steps}  loss {loss_avg:.4f}  {time.monotonic() - start:.0f}s",
-                      flush=True)
+                model.eval()
+                acc = accuracy(model, tokenizer, held[:300])
+                model.train()
+                print(f"  nli step {step + 1}/{cfg.steps}  loss {loss_avg:.4f}  {time.monotonic() - start:.0f}s  held-out "
+                      + " ".join(f"{k.removeprefix('accuracy_')} {v:.3f}" for k, v in acc.items()), flush=True)
         model.eval()
         metrics = {**accuracy(model, tokenizer, held), "train_loss": loss_avg, "train_seconds": time.monotonic() - start,
                    "train_pairs": len(train), "eval_pairs": len(held), "seed": seed, "config": asdict(cfg)}
