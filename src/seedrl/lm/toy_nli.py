@@ -13,7 +13,8 @@ iff the summary says something and every claimed fact is in the document):
   ``well_known`` (the world's background-knowledge fact about a document entity: the
   hallucination the world's references carry) and ``new`` (a random fact).
 
-Half the pairs are positives. The model is a BERT sequence classifier (a few layers, 64
+Half the pairs are positives. The model (``arch``) is a DeBERTa-v2 sequence classifier with relative-position
+attention only (default; ``bert``: BERT with absolute positions) (a few layers, 64
 wide, no dropout) over a word-level tokenizer of the world's vocabulary
 (``[CLS] premise [SEP] summary [SEP]`` with segment ids), labels
 ``{0: "entailment", 1: "not_entailment"}`` so that :class:`~seedrl.rewards.nli.NLIReward`
@@ -58,7 +59,7 @@ class NLIConfig:
     train_documents: int = 20000
     eval_documents: int = 1000
     threads: int = 1
-    arch: str = "bert"
+    arch: str = "deberta"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
