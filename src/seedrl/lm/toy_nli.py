@@ -34,12 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from seedrl.envs.text.toy import ANIMALS, COLOURS, RELATIONS, FactsWorld, fact_sentence, well_known_fact
+from seedrl.envs.text.toy import ANIMALS, COLOURS, FILLERS, RELATIONS, FactsWorld, fact_sentence, split_sentences, well_known_fact
 
-__all__ = ["ARCHS", "LABELS", "NEGATIVES", "NLIConfig", "build_model", "make_pairs", "make_tokenizer", "train_toy_nli", "word_pair_tokenizer"]
+__all__ = ["ARCHS", "LABELS", "NEGATIVES", "SILENT", "NLIConfig", "build_model", "make_pairs", "make_tokenizer", "train_toy_nli", "word_pair_tokenizer"]
 
 LABELS = {0: "entailment", 1: "not_entailment"}
 NEGATIVES = ("altered", "swapped", "well_known", "new")
+#: negatives that claim no fact: the empty summary and a filler sentence the document does not hold
+SILENT = ("empty", "filler")
 EVAL_FILE = "nli_eval.json"
 #: ``bert``: absolute learned positions; ``deberta``: DeBERTa-v2 with relative-position attention only
 ARCHS = ("bert", "deberta")
@@ -95,11 +97,23 @@ def _unsupported(kind: str, facts: list, rng: np.random.Generator) -> tuple | No
     return None
 
 
-def make_pairs(world: FactsWorld, num_documents: int, seed: int) -> list[dict]:
-    """``premise``, ``hypothesis``, ``label`` (0 entailed, 1 not) and ``kind`` per pair; one per document."""
+def make_pairs(world: FactsWorld, num_documents: int, seed: int, silent_rate: float = 0.04) -> list[dict]:
+    """``premise``, ``hypothesis``, ``label`` (0 entailed, 1 not) and ``kind`` per pair; one per document.
+
+    A ``silent_rate`` share of the pairs are :data:`SILENT` negatives (half each): a summary that
+    says nothing is not entailed (:meth:`FactsWorld.entails`), and without such pairs a classifier
+    calls it entailed, a hole RL finds (docs/rlef.md)."""
     rng = np.random.default_rng([seed, 7])
     out = []
     for ex in world.examples(num_documents, seed):
+        if rng.random() < silent_rate:
+            absent = [f for f in FILLERS if split_sentences(f)[0] not in split_sentences(ex["document"])]
+            kind = SILENT[rng.integers(len(SILENT))] if absent else "empty"
+            summary = "" if kind == "empty" else absent[rng.integers(len(absent))]
+            if world.entails(summary, ex["document"]):
+                raise AssertionError(f"pair kind {kind} is entailed: {summary!r} / {ex['document']!r}")
+            out.append({"premise": ex["document"], "hypothesis": summary, "label": 1, "kind": kind})
+            continue
         facts = [tuple(f) for f in ex["facts"]]
         keep = [f for f in facts if rng.random() < 0.7] or [facts[rng.integers(len(facts))]]
         if rng.random() < 0.5:
@@ -164,7 +178,7 @@ def accuracy(model, tokenizer, pairs: list[dict], batch_size: int = 256) -> dict
             enc, labels = _encode(tokenizer, pairs[i:i + batch_size])
             right += (model(**enc).logits.argmax(-1) == labels).tolist()
     out = {"accuracy": float(np.mean(right))}
-    for kind in ("positive", *NEGATIVES):
+    for kind in ("positive", *NEGATIVES, *SILENT):
         hits = [r for r, p in zip(right, pairs) if p["kind"] == kind]
         if hits:
             out[f"accuracy_{kind}"] = float(np.mean(hits))
