@@ -13,7 +13,8 @@ iff the summary says something and every claimed fact is in the document):
   ``well_known`` (the world's background-knowledge fact about a document entity: the
   hallucination the world's references carry) and ``new`` (a random fact).
 
-Half the pairs are positives. The model is a BERT sequence classifier (a few layers, 64
+Half the pairs are positives. The model (``arch``) is a DeBERTa-v2 sequence classifier with relative-position
+attention only (default; ``bert``: BERT with absolute positions) (a few layers, 64
 wide, no dropout) over a word-level tokenizer of the world's vocabulary
 (``[CLS] premise [SEP] summary [SEP]`` with segment ids), labels
 ``{0: "entailment", 1: "not_entailment"}`` so that :class:`~seedrl.rewards.nli.NLIReward`
@@ -33,13 +34,17 @@ from typing import Any
 
 import numpy as np
 
-from seedrl.envs.text.toy import ANIMALS, COLOURS, RELATIONS, FactsWorld, fact_sentence, well_known_fact
+from seedrl.envs.text.toy import ANIMALS, COLOURS, FILLERS, RELATIONS, FactsWorld, fact_sentence, split_sentences, well_known_fact
 
-__all__ = ["LABELS", "NEGATIVES", "NLIConfig", "make_pairs", "make_tokenizer", "train_toy_nli", "word_pair_tokenizer"]
+__all__ = ["ARCHS", "LABELS", "NEGATIVES", "SILENT", "NLIConfig", "build_model", "make_pairs", "make_tokenizer", "train_toy_nli", "word_pair_tokenizer"]
 
 LABELS = {0: "entailment", 1: "not_entailment"}
 NEGATIVES = ("altered", "swapped", "well_known", "new")
+#: negatives that claim no fact: the empty summary and a filler sentence the document does not hold
+SILENT = ("empty", "filler")
 EVAL_FILE = "nli_eval.json"
+#: ``bert``: absolute learned positions; ``deberta``: DeBERTa-v2 with relative-position attention only
+ARCHS = ("bert", "deberta")
 
 
 @dataclass
@@ -56,7 +61,12 @@ class NLIConfig:
     train_documents: int = 20000
     eval_documents: int = 1000
     threads: int = 1
+    arch: str = "deberta"
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch={self.arch!r}: expected one of {ARCHS}")
 
 
 def _unsupported(kind: str, facts: list, rng: np.random.Generator) -> tuple | None:
@@ -87,11 +97,23 @@ def _unsupported(kind: str, facts: list, rng: np.random.Generator) -> tuple | No
     return None
 
 
-def make_pairs(world: FactsWorld, num_documents: int, seed: int) -> list[dict]:
-    """``premise``, ``hypothesis``, ``label`` (0 entailed, 1 not) and ``kind`` per pair; one per document."""
+def make_pairs(world: FactsWorld, num_documents: int, seed: int, silent_rate: float = 0.04) -> list[dict]:
+    """``premise``, ``hypothesis``, ``label`` (0 entailed, 1 not) and ``kind`` per pair; one per document.
+
+    A ``silent_rate`` share of the pairs are :data:`SILENT` negatives (half each): a summary that
+    says nothing is not entailed (:meth:`FactsWorld.entails`), and without such pairs a classifier
+    calls it entailed, a hole RL finds (docs/rlef.md)."""
     rng = np.random.default_rng([seed, 7])
     out = []
     for ex in world.examples(num_documents, seed):
+        if rng.random() < silent_rate:
+            absent = [f for f in FILLERS if split_sentences(f)[0] not in split_sentences(ex["document"])]
+            kind = SILENT[rng.integers(len(SILENT))] if absent else "empty"
+            summary = "" if kind == "empty" else absent[rng.integers(len(absent))]
+            if world.entails(summary, ex["document"]):
+                raise AssertionError(f"pair kind {kind} is entailed: {summary!r} / {ex['document']!r}")
+            out.append({"premise": ex["document"], "hypothesis": summary, "label": 1, "kind": kind})
+            continue
         facts = [tuple(f) for f in ex["facts"]]
         keep = [f for f in facts if rng.random() < 0.7] or [facts[rng.integers(len(facts))]]
         if rng.random() < 0.5:
@@ -156,18 +178,36 @@ def accuracy(model, tokenizer, pairs: list[dict], batch_size: int = 256) -> dict
             enc, labels = _encode(tokenizer, pairs[i:i + batch_size])
             right += (model(**enc).logits.argmax(-1) == labels).tolist()
     out = {"accuracy": float(np.mean(right))}
-    for kind in ("positive", *NEGATIVES):
+    for kind in ("positive", *NEGATIVES, *SILENT):
         hits = [r for r, p in zip(right, pairs) if p["kind"] == kind]
         if hits:
             out[f"accuracy_{kind}"] = float(np.mean(hits))
     return out
 
 
+def build_model(cfg: NLIConfig, tokenizer):
+    """A fresh classifier of ``cfg``'s size over ``tokenizer`` (no dropout, segment ids, labels :data:`LABELS`)."""
+    from transformers import BertConfig, BertForSequenceClassification, DebertaV2Config, DebertaV2ForSequenceClassification
+
+    common = dict(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden, num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
+        intermediate_size=2 * cfg.hidden, max_position_embeddings=128, type_vocab_size=2, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, num_labels=2, id2label=dict(LABELS), label2id={v: k for k, v in LABELS.items()},
+        pad_token_id=tokenizer.pad_token_id)
+    if cfg.arch == "bert":
+        return BertForSequenceClassification(BertConfig(**common, **cfg.extra))
+    # relative positions (c2p and p2c attention terms), no absolute ones: binding a word to its neighbours
+    # ("the red fox" + "eats seeds") is the same pattern wherever the sentence sits
+    return DebertaV2ForSequenceClassification(DebertaV2Config(
+        **common, relative_attention=True, position_biased_input=False, pos_att_type=["p2c", "c2p"],
+        max_relative_positions=64, position_buckets=32, share_att_key=True, norm_rel_ebd="layer_norm",
+        pooler_hidden_size=cfg.hidden, pooler_dropout=0.0, layer_norm_eps=1e-7, **cfg.extra))
+
+
 def train_toy_nli(world: FactsWorld, out: str | Path, *, seed: int = 0, config: NLIConfig | None = None,
                   progress: bool = False) -> dict[str, Any]:
     """Train the classifier on ``world``'s pairs, save it (with tokenizer) to ``out`` and return held-out metrics."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
 
     cfg = config or NLIConfig()
     threads = torch.get_num_threads()
@@ -175,13 +215,7 @@ def train_toy_nli(world: FactsWorld, out: str | Path, *, seed: int = 0, config: 
     try:
         torch.manual_seed(seed)
         tokenizer = make_tokenizer(world)
-        bert = BertConfig(
-            vocab_size=len(tokenizer), hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
-            num_attention_heads=cfg.heads, intermediate_size=2 * cfg.hidden, max_position_embeddings=128,
-            type_vocab_size=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2,
-            id2label=dict(LABELS), label2id={v: k for k, v in LABELS.items()},
-            pad_token_id=tokenizer.pad_token_id, **cfg.extra)
-        model = BertForSequenceClassification(bert)
+        model = build_model(cfg, tokenizer)
         train = make_pairs(world, cfg.train_documents, seed)
         held = make_pairs(world, cfg.eval_documents, seed + 1)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
@@ -201,8 +235,11 @@ def train_toy_nli(world: FactsWorld, out: str | Path, *, seed: int = 0, config: 
             sched.step()
             loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
             if progress and (step + 1) % 500 == 0:
-                print(f"  nli step {step + 1}/{cfg.steps}  loss {loss_avg:.4f}  {time.monotonic() - start:.0f}s",
-                      flush=True)
+                model.eval()
+                acc = accuracy(model, tokenizer, held[:300])
+                model.train()
+                print(f"  nli step {step + 1}/{cfg.steps}  loss {loss_avg:.4f}  {time.monotonic() - start:.0f}s  held-out "
+                      + " ".join(f"{k.removeprefix('accuracy_')} {v:.3f}" for k, v in acc.items()), flush=True)
         model.eval()
         metrics = {**accuracy(model, tokenizer, held), "train_loss": loss_avg, "train_seconds": time.monotonic() - start,
                    "train_pairs": len(train), "eval_pairs": len(held), "seed": seed, "config": asdict(cfg)}

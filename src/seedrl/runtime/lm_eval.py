@@ -50,12 +50,13 @@ class SummaryEval:
 
     def __init__(self, examples: list[dict], prompt_tokens: list[list[int]], *, source_field: str, reference_field: str,
                  world: Any = None, nli: Any = None, max_new_tokens: int = 64, temperature: float = 0.0,
-                 baseline_path: Path | None = None) -> None:
+                 baseline_path: Path | None = None, seed: int | None = None) -> None:
         self.examples, self.prompt_tokens = examples, prompt_tokens
         self.source_field, self.reference_field = source_field, reference_field
         self.world, self.nli = world, nli
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
-        self.baseline_path = baseline_path
+        self.baseline_path, self.seed = baseline_path, seed
+        self.last_texts: list[str] = []  # the summaries of the latest evaluation
         self.baseline = (json.loads(baseline_path.read_text())
                          if baseline_path is not None and baseline_path.is_file() else None)
 
@@ -63,9 +64,9 @@ class SummaryEval:
         from seedrl.models.lm.sampler import SamplingParams
         from seedrl.report.summarization import summarization_metrics
 
-        params = SamplingParams(temperature=self.temperature, max_new_tokens=self.max_new_tokens)
+        params = SamplingParams(temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=self.seed)
         comps = policy.generate(self.prompt_tokens, params, max_batch=min(64, len(self.prompt_tokens)))
-        texts = [c.text for c in comps]
+        texts = self.last_texts = [c.text for c in comps]
         docs = [str(ex[self.source_field]) for ex in self.examples]
         refs = [str(ex[self.reference_field]).strip() for ex in self.examples]
         probs = None
