@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 ASSETS = Path(__file__).parent / "assets"
+# series colours (the same list as page.js's seedrl.color)
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 _ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
