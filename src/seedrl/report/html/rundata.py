@@ -32,6 +32,7 @@ import numpy as np
 import yaml
 
 from seedrl.errors import InputFileError
+from seedrl.report.metrics import parse_rows
 
 X_AXES = ("frames", "updates", "elapsed_s")
 IGNORED_FOR_GROUPS = ("seed", "name", "out_dir")
@@ -74,15 +75,8 @@ def _number(v: Any) -> float:
 
 def read_columns(path: Path) -> dict[str, np.ndarray]:
     """Numeric columns of a ``metrics.jsonl`` (a torn or non-object line is skipped)."""
-    rows = []
     with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
+        rows = list(parse_rows(fh))
     keys: dict[str, None] = {}
     for row in rows:
         for k, v in row.items():
