@@ -1,4 +1,4 @@
-"""The report page in a real headless chromium: no console errors, two runs' curves drawn, the x-axis switch."""
+"""The report page in a real headless chromium: no console errors, curves of runs and of a seed group (band), the x-axis switch."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.browser
 
 def _run(path, config: str, rows: list[dict]):
     path.mkdir(parents=True)
-    (path / "config.yaml").write_text(config)
+    (path / "config.yaml").write_text(config + "gamma: 0.99\n")  # one key equal in every run
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
 
@@ -29,6 +29,7 @@ def page(tmp_path_factory):
     lm = [{"frames": 16 * i, "updates": i, "elapsed_s": float(i), "reward": 1 - math.exp(-i / 30), "kl": i / 50,
            "loss": 0.1} for i in range(120)]
     runs = [_run(d / "fast", "name: fast\nseed: 0\nlr: 0.01\n", game(2.0)),
+            _run(d / "fast1", "name: fast\nseed: 1\nlr: 0.01\n", game(4.0)),
             _run(d / "slow", "name: slow\nseed: 0\nlr: 0.001\n", game(0.5)),
             _run(d / "bond", "name: bond\nalgo: bond\nseed: 0\n", lm)]
     front = [{"n": n, "reward": 1 - 1 / n, "kl_estimate": math.log(n) - (n - 1) / n, "kl_bound": math.log(n) - (n - 1) / n}
@@ -46,12 +47,14 @@ def test_page_opens_without_console_errors_and_draws_two_runs(chromium, page, tm
         "return seedrl.charts.curves.map(function (u) { return [u.seedrlKey, u.series.slice(1).map(function (s) {"
         " return s.label; })]; })")
     by_key = dict(charts)
-    assert by_key["episode_return"] == ["fast", "slow"]
-    # a known value: at frames = 29900 (row 299) fast's return is 2 * 299 and slow's 0.5 * 299
+    band = "fast (mean of 2 seeds, min/max band)"
+    assert by_key["episode_return"] == [band, band + " min", band + " max", "slow"]
+    # known values: at frames = 29900 (row 299) fast's seeds return 2 * 299 and 4 * 299, slow 0.5 * 299
     at = chromium.execute_script(
         "var u = seedrl.charts.curves.filter(function (u) { return u.seedrlKey === 'episode_return'; })[0];"
-        "var i = u.data[0].indexOf(29900); return [u.data[1][i], u.data[2][i]];")
-    assert at == [598, 149.5]
+        "var i = u.data[0].indexOf(29900); return [u.data[1][i], u.data[2][i], u.data[3][i], u.data[4][i],"
+        " u.bands.map(function (b) { return b.series; })];")
+    assert at == [3 * 299, 2 * 299, 4 * 299, 149.5, [[3, 2]]]
     # throughput panel and language panel with the Best-of-N front
     keys = chromium.execute_script("return seedrl.charts.throughput.map(function (u) { return u.seedrlKey; })")
     assert keys == ["fps", "policy_lag", "inference_batch"]
@@ -79,6 +82,7 @@ def test_config_diff_toggle_hides_equal_keys(chromium, page):
     chromium.get(page.as_uri())
     rows = lambda: [r.get_attribute("data-key") for r in chromium.find_elements("css selector", "#cfg-table tr[data-key]")
                     if r.is_displayed()]
-    assert rows() == ["name", "seed", "lr", "algo"]
+    assert rows() == ["name", "seed", "lr", "gamma", "algo"]
     chromium.find_element("id", "cfg-only-diff").click()
-    assert rows() == ["name", "lr", "algo"]
+    assert rows() == ["name", "seed", "lr", "algo"]
+    assert chromium.find_element("css selector", '#cfg-table tr[data-key="lr"]').get_attribute("class") == "differs"
