@@ -61,3 +61,13 @@ def test_bad_or_duplicate_ids_are_one_line_errors():
         Section("1x", "t", "")
     with pytest.raises(ValueError, match=r"Section.id: 'a' is used by more than one"):
         build_page([Section("a", "t", ""), Section("a", "u", "")], "t")
+
+
+def test_browser_tests_skip_with_a_reason_without_chromium(monkeypatch):
+    import shutil
+
+    from tests.report import browser
+
+    monkeypatch.setattr(browser, "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert browser.skip_reason() == "/nonexistent/chromium is absent (apt-get install chromium chromium-driver)"
