@@ -34,14 +34,16 @@ def test_flatten_and_diff_highlight_only_differing_keys():
 
 
 def test_seed_groups_ignore_seed_name_out_dir_only():
-    cfgs = [{"seed": 0, "name": "a", "out_dir": "r", "lr": 1}, {"seed": 1, "name": "b", "out_dir": "s", "lr": 1},
-            {"seed": 0, "name": "a", "out_dir": "r", "lr": 2}]
+    cfgs = [{"seed": 0, "name": "a", "out_dir": "r", "lr": 1, "env.seed": 0},
+            {"seed": 1, "name": "b", "out_dir": "s", "lr": 1, "env.seed": 1},
+            {"seed": 0, "name": "a", "out_dir": "r", "lr": 2, "env.seed": 0},
+            {"seed": 0, "name": "a", "out_dir": "r", "lr": 2, "env.seed": 0, "env.seeds": 3}]
 
     class R:
         def __init__(self, c):
             self.config = c
 
-    assert group_runs([R(c) for c in cfgs]) == [[0, 1], [2]]
+    assert group_runs([R(c) for c in cfgs]) == [[0, 1], [2], [3]]
 
 
 def test_aggregate_mean_min_max_against_hand_values():

@@ -6,7 +6,7 @@
 * Config diff: configs are flattened to dotted keys (``optim.lr``); a key *differs*
   when its value is not the same in every run (absent counts as a value).
 * Seed groups: runs are "the same config" when their flattened configs are equal
-  except ``seed``, ``name`` and ``out_dir``. A group of k ≥ 2 runs is drawn as
+  except ``name``, ``out_dir`` and the seeds (``seed``, ``env.seed``, any ``*.seed``). A group of k ≥ 2 runs is drawn as
   the mean with a min/max band: on a grid x_j of the x-range every run covers
   (``[max_i min x_i, min_i max x_i]``, the union of the runs' own x there), each
   run's curve is linearly interpolated, then mean_j = (1/k) Σ_i y_i(x_j),
@@ -140,8 +140,10 @@ def config_diff(configs: list[dict[str, Any]]) -> list[tuple[str, list[Any], boo
 
 
 def group_key(config: dict[str, Any]) -> str:
-    """Runs with equal keys are seeds of one config (``seed``, ``name``, ``out_dir`` ignored)."""
-    return json.dumps({k: v for k, v in config.items() if k not in IGNORED_FOR_GROUPS}, sort_keys=True, default=str)
+    """Runs with equal keys are seeds of one config (``name``, ``out_dir`` and every ``seed``, nested
+    ones such as ``env.seed`` included, are ignored)."""
+    kept = {k: v for k, v in config.items() if k not in IGNORED_FOR_GROUPS and k.rsplit(".", 1)[-1] != "seed"}
+    return json.dumps(kept, sort_keys=True, default=str)
 
 
 def group_runs(runs: list[Run]) -> list[list[int]]:

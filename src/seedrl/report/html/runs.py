@@ -117,7 +117,7 @@ def runs_section(runs: list[Run]) -> Section:
     head = "".join(f"<th>last {AXIS_LABELS[a]}</th>" for a in X_AXES)
     body = (f'<table class="cfg"><tr><th>run</th><th>folder</th><th>rows</th><th>config group</th>{head}</tr>'
             + "".join(rows) + "</table>"
-            + '<p class="note">Runs whose configs are equal except seed, name and out_dir form one config group; '
+            + '<p class="note">Runs whose configs are equal except name, out_dir and seeds form one config group; '
               "a group of several seeds is drawn as the mean with a min/max band.</p>")
     return Section("runs", "Runs", body, {"runs": [r.name for r in runs], "groups": groups})
 
@@ -131,13 +131,17 @@ def config_section(runs: list[Run]) -> Section:
         cells = "".join(f"<td>{esc(json.dumps(v, default=str)) if v is not None else '<i>absent</i>'}</td>" for v in vals)
         rows.append(f'<tr class="{"differs" if differs else "same"}" data-key="{esc(key)}"><td>{esc(key)}</td>{cells}</tr>')
     n = sum(d for _, _, d in diff)
-    body = (f'<div class="controls"><label><input type="checkbox" id="cfg-only-diff"> only the {n} keys that differ'
-            f'</label></div><table class="cfg" id="cfg-table"><tr><th>key</th>{head}</tr>{"".join(rows)}</table>')
+    checked = " checked" if n and len(runs) > 1 else ""
+    body = (f'<div class="controls"><label><input type="checkbox" id="cfg-only-diff"{checked}> only the {n} keys that '
+            f'differ (of {len(diff)})</label></div><table class="cfg" id="cfg-table"><tr><th>key</th>{head}</tr>'
+            f'{"".join(rows)}</table>')
     script = """
 var box = document.getElementById("cfg-only-diff");
-box.addEventListener("change", function () {
+function apply() {
   document.querySelectorAll("#cfg-table tr.same").forEach(function (tr) { tr.style.display = box.checked ? "none" : ""; });
-});"""
+}
+box.addEventListener("change", apply);
+apply();"""
     return Section("config", "Config and its diff", body, {"differs": [k for k, _, d in diff if d]}, script=script)
 
 
