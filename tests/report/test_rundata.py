@@ -86,9 +86,18 @@ def test_two_seeds_drawn_as_mean_and_band_other_config_as_line(tmp_path):
     write_run(tmp_path / "o", "name: cp2\nseed: 0\nlr: 2\n", rows(lambda i: -1.0))
     data = curve_data(load_runs([tmp_path / "s0", tmp_path / "s1", tmp_path / "o"]), ["episode_return"], 100)
     group, single = data["charts"][0]["series"]
+    assert group["label"] == "cp (mean of 2 seeds, min/max band)" and single["label"] == "cp2"
     assert group["agg"]["updates"] == {"x": [0, 1, 2, 3], "y": [0, 2, 4, 6], "lo": [0, 1, 2, 3], "hi": [0, 3, 6, 9]}
     assert group["agg"]["frames"]["x"] == [0, 10, 20, 30]
     assert single["y"] == [-1, -1, -1, -1] and single["x"]["elapsed_s"] == [0, 1, 2, 3]
+
+
+def test_group_label_drops_the_seed_suffix():
+    from seedrl.report.html.runs import group_label
+
+    assert group_label(["cartpole_s0", "cartpole_s1"]) == "cartpole"
+    assert group_label(["run-seed1", "run-seed2"]) == "run"
+    assert group_label(["a", "b"]) == "a"
 
 
 def test_bad_run_dirs_are_one_line_errors(tmp_path):

@@ -17,7 +17,7 @@ import numpy as np
 
 from seedrl.report.html.rundata import Run
 
-W, H, PAD = 560, 340, 48
+W, H, PAD = 600, 360, 64
 
 
 def running_mean(v: np.ndarray, window: int) -> np.ndarray:

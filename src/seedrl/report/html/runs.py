@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 
 import numpy as np
 
@@ -67,8 +68,21 @@ def _group(runs: list[Run], key: str, color: int, max_points: int) -> dict | Non
         agg[axis] = {"x": _r(x[idx]), "y": _r(mean[idx]), "lo": _r(lo[idx]), "hi": _r(hi[idx])}
     if not agg:
         return None
-    return {"label": f"{runs[0].config.get('name', runs[0].name)} (mean of {len(runs)} seeds, min/max band)",
+    label = group_label([str(r.config.get("name") or r.name) for r in runs])
+    return {"label": f"{label} (mean of {len(runs)} seeds, min/max band)",
             "color": color, "agg": agg}
+
+
+def group_label(names: list[str]) -> str:
+    """The runs' one config name, or their names' common prefix without a trailing seed marker
+    (``cp_s0``, ``cp_s1`` -> ``cp``), else the first name."""
+    if len(set(names)) == 1:
+        return names[0]
+    prefix = os.path.commonprefix(names).rstrip("_-. ")
+    for tail in ("_s", "-s", "_seed", "-seed", "seed"):
+        if prefix.endswith(tail):
+            prefix = prefix[: -len(tail)].rstrip("_-. ")
+    return prefix or names[0]
 
 
 def curve_data(runs: list[Run], keys: list[str], max_points: int) -> dict:

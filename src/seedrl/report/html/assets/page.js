@@ -71,6 +71,9 @@
                 axes: [{label: label}, {}], legend: {live: true}};
     var u = seedrl.chart(sid, opts, data, box);
     u.seedrlKey = chart.key;
+    // the band's min and max series stay out of the legend (the band shows them)
+    var rows = u.root.querySelectorAll(".u-legend .u-series");
+    uSeries.forEach(function (s, i) { if (s.dash && rows[i]) rows[i].style.display = "none"; });
     return u;
   }
 
