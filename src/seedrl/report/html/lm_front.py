@@ -17,7 +17,8 @@ import numpy as np
 
 from seedrl.report.html.rundata import Run
 
-W, H, PAD = 600, 360, 64
+W, H = 600, 330
+LEFT, RIGHT, TOP, BOTTOM = 64, 16, 12, 40
 
 
 def running_mean(v: np.ndarray, window: int) -> np.ndarray:
@@ -58,17 +59,18 @@ def front_svg(runs: list[Run]) -> str:
     y0, y1 = (y0, y1) if y1 > y0 else (y0 - 0.5, y1 + 0.5)
 
     def px(x: float, y: float) -> str:
-        return f"{PAD + (x - x0) / (x1 - x0) * (W - 2 * PAD):.1f},{H - PAD - (y - y0) / (y1 - y0) * (H - 2 * PAD):.1f}"
+        return (f"{LEFT + (x - x0) / (x1 - x0) * (W - LEFT - RIGHT):.1f},"
+                f"{H - BOTTOM - (y - y0) / (y1 - y0) * (H - TOP - BOTTOM):.1f}")
 
     esc = html.escape
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" id="front-svg" role="img">',
-             f'<rect x="{PAD}" y="{PAD}" width="{W - 2 * PAD}" height="{H - 2 * PAD}" fill="none" stroke="#ccc"/>',
+             f'<rect x="{LEFT}" y="{TOP}" width="{W - LEFT - RIGHT}" height="{H - TOP - BOTTOM}" fill="none" stroke="#ccc"/>',
              f'<text x="{W / 2}" y="{H - 10}" text-anchor="middle" font-size="12">KL(π ‖ π_ref)</text>',
              f'<text x="14" y="{H / 2}" transform="rotate(-90 14 {H / 2})" text-anchor="middle" font-size="12">reward</text>']
-    for v, anchor, at in ((x0, "start", (PAD, H - PAD + 14)), (x1, "end", (W - PAD, H - PAD + 14))):
+    for v, anchor, at in ((x0, "start", (LEFT, H - BOTTOM + 14)), (x1, "end", (W - RIGHT, H - BOTTOM + 14))):
         parts.append(f'<text x="{at[0]}" y="{at[1]}" text-anchor="{anchor}" font-size="11">{v:.3g}</text>')
-    for v, at in ((y0, H - PAD), (y1, PAD + 10)):
-        parts.append(f'<text x="{PAD - 4}" y="{at}" text-anchor="end" font-size="11">{v:.3g}</text>')
+    for v, at in ((y0, H - BOTTOM), (y1, TOP + 10)):
+        parts.append(f'<text x="{LEFT - 4}" y="{at}" text-anchor="end" font-size="11">{v:.3g}</text>')
     legend = []
     for i, (r, kl, rw) in enumerate(paths):
         color = PALETTE[i % len(PALETTE)]
@@ -90,7 +92,7 @@ def front_svg(runs: list[Run]) -> str:
                          f'<title>N={int(p["n"])}: reward {float(p["reward"]):.4g}, KL {float(p["kl_estimate"]):.4g}</title></circle>')
         legend.append((color, f"Best-of-N of {r.name}'s reference (dashed: log N − (N−1)/N)", ""))
     for j, (color, text, _) in enumerate(legend):
-        parts.append(f'<text x="{PAD + 6}" y="{PAD + 14 + 14 * j}" font-size="11" fill="{color}">{esc(text)}</text>')
+        parts.append(f'<text x="{LEFT + 6}" y="{TOP + 14 + 14 * j}" font-size="11" fill="{color}">{esc(text)}</text>')
     parts.append("</svg>")
     note = "" if fronts else '<p class="note">No run here has a bon_frontier.json (BOND runs write one): only the policies are drawn.</p>'
     return f'<figure><h3>Reward vs KL</h3>{"".join(parts)}{note}</figure>'
