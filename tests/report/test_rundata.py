@@ -132,3 +132,26 @@ def test_page_size_does_not_grow_with_rows(tmp_path):
     # 10x the rows: the same number of points per series; only the x values gain a digit or so
     small, big = _page_size(tmp_path, 20_000), _page_size(tmp_path, 200_000)
     assert big < 1.15 * small and big < 400_000, (small, big)
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]),
+                                st.none() | st.booleans() | st.text(max_size=2) | st.integers(-5, 5) | st.floats(-1e3, 1e3),
+                                max_size=3), max_size=25), st.integers(1, 6))
+@settings(max_examples=150, deadline=None)
+def test_columns_equal_brute_force_across_chunks(tmp_path_factory, rows, chunk):
+    import seedrl.report.html.rundata as rd
+    from seedrl.report.html.rundata import read_columns
+
+    path = tmp_path_factory.mktemp("cols") / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    old, rd.CHUNK = rd.CHUNK, chunk
+    try:
+        cols = read_columns(path)
+    finally:
+        rd.CHUNK = old
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    expect = {k for r in rows for k, v in r.items() if number(v)}
+    assert set(cols) == expect
+    for k in expect:
+        want = [float(r[k]) if number(r.get(k)) else np.nan for r in rows]
+        np.testing.assert_array_equal(cols[k], np.array(want, float))
