@@ -51,14 +51,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.max_points < 10:
         raise InputFileError(f"--max-points: {args.max_points} is below 10")
+    out = Path(args.out)
+    if out.is_dir():
+        raise OutputError(f"--out: {str(out)!r} is a folder, not a file")
     sections = build_sections(args)
     if not sections:
         raise InputFileError("RUN_DIR: give at least one run folder")
     title = args.title or "seedrl report: " + ", ".join(Path(d).name for d in args.run_dirs)
     page = build_page(sections, title)
-    out = Path(args.out)
-    if out.is_dir():
-        raise OutputError(f"--out: {str(out)!r} is a folder, not a file")
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out)
