@@ -35,3 +35,26 @@ def test_front_points_and_bound_and_the_note_without_a_frontier():
 
     assert f'cx="{LEFT:.1f}" cy="{H - BOTTOM:.1f}"' in svg
     assert "No run here has a bon_frontier.json" in front_svg([_run([0.0, 1.0], [0.0, 1.0])])
+
+
+def test_bon_files_of_both_formats_and_a_one_line_error(tmp_path):
+    import json
+
+    import pytest
+
+    from seedrl.errors import InputFileError
+    from seedrl.report.html.rundata import load_bon
+
+    row = {"n": 2, "reward": 0.5, "kl_estimate": 0.1, "kl_bound": 0.19}
+    (tmp_path / "bon_frontier.json").write_text(json.dumps({"rows": [row]}))
+    (tmp_path / "bond_fronts.json").write_text(json.dumps({"runs": [], "best_of_n": [row, dict(row, n=4)]}))
+    assert load_bon(tmp_path / "bon_frontier.json") == ("bon_frontier.json", [row])
+    label, rows = load_bon(tmp_path / "bond_fronts.json")
+    svg = front_svg([_run([0.0, 1.0], [0.0, 1.0])], [(label, rows)])
+    assert [int(n) for n in re.findall(r'class="bon-point" data-n="(\d+)"', svg)] == [2, 4]
+    assert "Best-of-N of bond_fronts.json" in svg and "No run here" not in svg
+    (tmp_path / "bad.json").write_text(json.dumps({"rows": [{"n": 1}]}))
+    with pytest.raises(InputFileError, match=r"--bon: .*bad.json' has no 'rows' or 'best_of_n' list"):
+        load_bon(tmp_path / "bad.json")
+    with pytest.raises(InputFileError, match=r"--bon: .*nope.json' is not a readable JSON file"):
+        load_bon(tmp_path / "nope.json")

@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run folders (each holds config.yaml and metrics.jsonl)")
     p.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
     p.add_argument("--title", default=None, help="page title (default: the run names)")
+    p.add_argument("--bon", action="append", default=[], metavar="PATH",
+                   help="a Best-of-N front to draw beside language runs (bon_frontier.json or bond_fronts.json); repeatable")
     p.add_argument("--max-points", type=int, default=2000,
                    help="points kept per curve (min/max buckets keep every peak; default 2000)")
     for add in OPTION_ADDERS:
@@ -36,11 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_sections(args: argparse.Namespace) -> list:
     """The run panels of ``args.run_dirs`` then every registered builder's sections."""
+    from seedrl.report.html.rundata import load_bon
     from seedrl.report.html.runs import load_runs, run_sections
 
     sections = []
     if args.run_dirs:
-        sections += run_sections(load_runs(args.run_dirs), max_points=args.max_points)
+        bon = [load_bon(p) for p in args.bon]
+        sections += run_sections(load_runs(args.run_dirs), max_points=args.max_points, bon=bon)
     for build in SECTION_BUILDERS:
         sections += build(args)
     return sections

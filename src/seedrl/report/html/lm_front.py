@@ -5,13 +5,16 @@ mean over w = max(1, rows // 10) updates (as the run's own ``reward_vs_kl.png``)
 m_j = (1/w) Σ_{i=j}^{j+w-1} v_i, drawn from the first point to the last (≤ 300
 points). Best-of-N of the reference is read from the run's ``bon_frontier.json``
 (written by BOND runs): one point per N at (``kl_estimate``, ``reward``), and the
-same rewards at the analytic bound KL ≤ log N − (N−1)/N as a dashed line. A run
-without the file has only its path drawn (and the panel says so).
+same rewards at the analytic bound KL ≤ log N − (N−1)/N as a dashed line. Fronts can
+also come from files given with ``seedrl report --bon PATH`` (:func:`~seedrl.report.html.rundata.load_bon`:
+a ``bon_frontier.json`` or ``benchmarks/results/bond_fronts.json``). Without any, only the
+runs' paths are drawn (and the panel says so).
 """
 
 from __future__ import annotations
 
 import html
+from typing import Sequence
 
 import numpy as np
 
@@ -40,12 +43,13 @@ def run_path(run: Run, max_points: int = 300) -> tuple[np.ndarray, np.ndarray]:
     return kl[keep], reward[keep]
 
 
-def front_svg(runs: list[Run]) -> str:
-    """``<figure>`` with the runs' paths and every run's Best-of-N front (markers) and bound (dashed)."""
+def front_svg(runs: list[Run], extra: Sequence[tuple[str, list[dict]]] = ()) -> str:
+    """``<figure>`` with the runs' paths and every Best-of-N front (markers) and bound (dashed): the runs' own
+    and ``extra`` ones, ``(label, rows)`` from ``--bon`` files."""
     from seedrl.report.html.page import PALETTE
 
     paths = [(r, *run_path(r)) for r in runs]
-    fronts = [(r, r.frontier) for r in runs if r.frontier]
+    fronts = [(f"{r.name}'s reference", r.frontier) for r in runs if r.frontier] + [(n, rows) for n, rows in extra if rows]
     xs = [v for _, k, _ in paths for v in k.tolist()]
     ys = [v for _, _, rw in paths for v in rw.tolist()]
     for _, rows in fronts:
@@ -79,7 +83,7 @@ def front_svg(runs: list[Run]) -> str:
             parts.append(f'<polyline class="run-path" data-run="{esc(r.name)}" points="{pts}" fill="none" '
                          f'stroke="{color}" stroke-width="1.6"/>')
             legend.append((color, f"{r.name} (running mean)", ""))
-    for i, (r, rows) in enumerate(fronts):
+    for i, (source, rows) in enumerate(fronts):
         color = "#444" if len(fronts) == 1 else PALETTE[(i + 3) % len(PALETTE)]
         rows = sorted(rows, key=lambda p: p["n"])
         bound = " ".join(px(float(p["kl_bound"]), float(p["reward"])) for p in rows)
@@ -90,9 +94,10 @@ def front_svg(runs: list[Run]) -> str:
             cx, cy = px(float(p["kl_estimate"]), float(p["reward"])).split(",")
             parts.append(f'<circle class="bon-point" data-n="{int(p["n"])}" cx="{cx}" cy="{cy}" r="3" fill="{color}">'
                          f'<title>N={int(p["n"])}: reward {float(p["reward"]):.4g}, KL {float(p["kl_estimate"]):.4g}</title></circle>')
-        legend.append((color, f"Best-of-N of {r.name}'s reference (dashed: log N − (N−1)/N)", ""))
+        legend.append((color, f"Best-of-N of {source} (dashed: log N − (N−1)/N)", ""))
     for j, (color, text, _) in enumerate(legend):
         parts.append(f'<text x="{LEFT + 6}" y="{TOP + 14 + 14 * j}" font-size="11" fill="{color}">{esc(text)}</text>')
     parts.append("</svg>")
-    note = "" if fronts else '<p class="note">No run here has a bon_frontier.json (BOND runs write one): only the policies are drawn.</p>'
+    note = "" if fronts else ('<p class="note">No run here has a bon_frontier.json (BOND runs write one) and no --bon '
+                              'file was given: only the policies are drawn.</p>')
     return f'<figure><h3>Reward vs KL</h3>{"".join(parts)}{note}</figure>'

@@ -218,3 +218,18 @@ def aggregate(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, 
     grid = np.unique(np.concatenate([x[(x >= lo_x) & (x <= hi_x)] for x, _ in clean]))
     ys = np.stack([np.interp(grid, x, y) for x, y in clean])
     return grid, ys.mean(0), ys.min(0), ys.max(0)
+
+
+def load_bon(path: str | os.PathLike) -> tuple[str, list[dict]]:
+    """A Best-of-N front from a file: ``bon_frontier.json`` (``{"rows": [...]}``) or the BOND benchmark's
+    results (``{"best_of_n": [...]}``); each row needs ``n``, ``reward``, ``kl_estimate``, ``kl_bound``."""
+    p = Path(path)
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputFileError(f"--bon: {str(p)!r} is not a readable JSON file ({type(err).__name__})") from None
+    rows = raw.get("rows", raw.get("best_of_n")) if isinstance(raw, dict) else None
+    need = ("n", "reward", "kl_estimate", "kl_bound")
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and all(k in r for k in need) for r in rows):
+        raise InputFileError(f"--bon: {str(p)!r} has no 'rows' or 'best_of_n' list of {{{', '.join(need)}}} rows")
+    return p.name, rows

@@ -174,8 +174,9 @@ def _curves_section(sid: str, title: str, runs: list[Run], keys: list[str], max_
     return Section(sid, title, body, data, script=f'seedrl.curves("{sid}");')
 
 
-def run_sections(runs: list[Run], max_points: int = 2000) -> list[Section]:
-    """Runs, config diff, learning curves (with the x-axis switch), throughput, and language runs' reward/KL."""
+def run_sections(runs: list[Run], max_points: int = 2000, bon: list[tuple[str, list[dict]]] = ()) -> list[Section]:
+    """Runs, config diff, learning curves (with the x-axis switch), throughput, and language runs' reward/KL
+    (``bon``: extra Best-of-N fronts ``(label, rows)`` for the reward-vs-KL figure)."""
     keys = _numeric_keys(runs)
     language = [r for r in runs if _is_language(r)]
     throughput = [k for k in THROUGHPUT if k in keys]
@@ -185,7 +186,7 @@ def run_sections(runs: list[Run], max_points: int = 2000) -> list[Section]:
         _curves_section("curves", "Learning curves", runs, learning, max_points, switch=True),
         _curves_section("throughput", "Throughput, policy lag, inference batch", runs, throughput, max_points),
         _curves_section("language", "Language runs: reward, KL and the reward-vs-KL front", language, list(LANGUAGE),
-                        max_points, extra_html=front_svg(language)) if language else None,
+                        max_points, extra_html=front_svg(language, bon)) if language else None,
     ):
         if s is not None:
             sections.append(s)
