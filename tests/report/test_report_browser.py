@@ -55,6 +55,11 @@ def test_page_opens_without_console_errors_and_draws_two_runs(chromium, page, tm
         "var i = u.data[0].indexOf(29900); return [u.data[1][i], u.data[2][i], u.data[3][i], u.data[4][i],"
         " u.bands.map(function (b) { return b.series; })];")
     assert at == [3 * 299, 2 * 299, 4 * 299, 149.5, [[3, 2]]]
+    legend = chromium.execute_script(
+        "var u = seedrl.charts.curves.filter(function (u) { return u.seedrlKey === 'episode_return'; })[0];"
+        "return Array.prototype.filter.call(u.root.querySelectorAll('.u-legend .u-series'),"
+        " function (r) { return r.style.display !== 'none'; }).length;")
+    assert legend == 3  # the x value, the group's mean, slow: the band's min and max stay out
     # throughput panel and language panel with the Best-of-N front
     keys = chromium.execute_script("return seedrl.charts.throughput.map(function (u) { return u.seedrlKey; })")
     assert keys == ["fps", "policy_lag", "inference_batch"]
