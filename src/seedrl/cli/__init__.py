@@ -1,4 +1,4 @@
-"""The ``seedrl`` command: ``seedrl run | eval | data ... | demo``.
+"""The ``seedrl`` command: ``seedrl run | eval | data ... | demo | report``.
 
 Each subcommand lives in its own module and registers itself through a
 ``register(subparsers)`` function; ``main`` only dispatches.
@@ -16,7 +16,7 @@ from seedrl.runtime.errors import RunError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from seedrl.cli import data, demo, lm, train
+    from seedrl.cli import data, demo, lm, report, train
 
     parser = argparse.ArgumentParser(
         prog="seedrl",
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm.register(sub)
     data.register(sub)
     demo.register(sub)
+    report.register(sub)
     return parser
 
 

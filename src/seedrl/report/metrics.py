@@ -21,7 +21,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 
 class MetricsLogger:
@@ -88,15 +88,18 @@ def _tail_rows(path: Path, tail_bytes: int = 1 << 16) -> list[dict]:
             lines = fh.read().splitlines()
     except FileNotFoundError:
         return []
-    rows = []
-    for line in reversed(lines):
+    return list(parse_rows(reversed(lines)))
+
+
+def parse_rows(lines: Iterable[str | bytes]) -> Iterator[dict]:
+    """The JSON objects of ``lines``, in order; a torn line or a non-object is skipped."""
+    for line in lines:
         try:
             row = json.loads(line)
         except ValueError:
             continue
         if isinstance(row, dict):
-            rows.append(row)
-    return rows
+            yield row
 
 
 def _last_elapsed(path: Path) -> float:

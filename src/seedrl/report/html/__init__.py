@@ -1,0 +1,1 @@
+"""Self-contained HTML reports: the page builder (:mod:`.page`) and its sections (:mod:`.runs`, ...)."""
