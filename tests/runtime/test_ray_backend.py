@@ -58,8 +58,7 @@ def _ray_children() -> list:
     return out
 
 
-@pytest.fixture(scope="module")
-def cluster():
+def _two_node_cluster():
     """A two-node Ray cluster on this machine; its address is what runs join."""
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": STORE, "include_dashboard": False})
     try:
@@ -70,6 +69,13 @@ def cluster():
         if ray.is_initialized():
             ray.shutdown()
         c.shutdown()
+
+
+cluster = pytest.fixture(scope="module")(_two_node_cluster)
+# A cluster of its own: after the failure tests on the shared cluster, new groups of the learning test
+# were cancelled before they ran (seen 2026-12-05 when the whole file ran in one process; a leak of
+# failed runs' actors to look into, see docs/scaling.md)
+fresh_cluster = pytest.fixture(scope="function")(_two_node_cluster)
 
 
 # ------------------------------------------------------------------ config errors
@@ -223,14 +229,14 @@ def test_a_run_without_address_starts_and_stops_its_own_ray(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_learns_as_well_as_embedded_at_the_same_budget_and_seed(tmp_path, cluster):
+def test_ray_learns_as_well_as_embedded_at_the_same_budget_and_seed(tmp_path, fresh_cluster):
     """Same config, seed and frame budget on both backends. The runs are asynchronous (policy
     lag and batch composition differ), so not bit-equal: Ray must reach at least 60% of the
     embedded mean return (measured on this machine, ray / embedded: seed 0 at 100k frames 108 / 83,
     seeds 1 and 2 at 80k frames 96 / 76 and 90 / 60)."""
     common = {"total_frames": 80_000, "seed": 1}
     embedded = train(_cfg(tmp_path / "e", **common, **{"runtime.backend": "processes"}))
-    on_ray = train(_cfg(tmp_path / "r", **common, **{"runtime.ray.address": cluster.address}))
+    on_ray = train(_cfg(tmp_path / "r", **common, **{"runtime.ray.address": fresh_cluster.address}))
     assert embedded.frames == on_ray.frames
     assert embedded.mean_return > 45 and on_ray.mean_return > 45, (embedded, on_ray)
     assert on_ray.mean_return >= 0.6 * embedded.mean_return, (embedded.mean_return, on_ray.mean_return)
