@@ -26,7 +26,8 @@ demo: $(STAMP)
 	$(VENV)/bin/seedrl run configs/cartpole_impala.yaml
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 -m "not compat"
+	$(PY) -m pytest -q -n 2 -m "not compat and not serial"
+	$(PY) -m pytest -q -m "serial and not compat"
 
 $(COMPAT_STAMP): requirements-compat.txt pyproject.toml
 	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)

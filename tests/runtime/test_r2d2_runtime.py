@@ -188,6 +188,7 @@ def test_short_run_checkpoints_the_replay_and_resume_restores_it(tmp_path):
         train(cfg, resume=True, max_updates=8)
 
 
+@pytest.mark.serial
 def test_a_killed_actor_restarts_a_new_replay_stream(tmp_path):
     """Crash recovery as for IMPALA: the restarted actor's first unroll has continues=False, so the
     replay starts a new stream (a wrongly continued one would be a ValueError from the replay)."""

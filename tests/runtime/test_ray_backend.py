@@ -114,6 +114,7 @@ def test_cartpole_learns_on_a_two_node_cluster(tmp_path, cluster):
     assert not ray.is_initialized()  # the run disconnected; the cluster lives on
 
 
+@pytest.mark.serial
 def test_killed_actor_group_is_restarted_by_ray_and_the_run_goes_on(tmp_path, cluster):
     cfg = _cfg(tmp_path, **{"runtime.ray.address": cluster.address})
     seen: dict = {}
