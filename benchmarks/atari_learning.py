@@ -70,30 +70,17 @@ def seedrl_launch(algo: str, game: str, seed: int, run_dir: pathlib.Path, overri
         raise SystemExit(f"no config {config} for seedrl:{algo} on {game}")
     argv = [str(REPO / ".venv" / "bin" / "seedrl"), "run", config, "name=bench", f"out_dir={run_dir}", f"seed={seed}",
             "total_frames=1_000_000_000", "log.progress=false", "log.every_s=10", *overrides]
-    metrics = run_dir / "bench" / "metrics.jsonl"
-    state = {"offset": 0, "buf": "", "episodes": 0}
+    episodes = {"seen": 0}
 
-    def poll() -> list[dict]:
-        if not metrics.exists():
-            return []
-        with metrics.open() as f:
-            f.seek(state["offset"])
-            data = f.read()
-            state["offset"] = f.tell()
-        state["buf"] += data
-        *lines, state["buf"] = state["buf"].split("\n")
-        rows = []
-        for line in lines:
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            row = {"frames": r["frames"]}
-            # a new mean only when episodes finished since the last row
-            if r.get("episode_return") is not None and r.get("episodes", 0) > state["episodes"]:
-                row["return"] = r["episode_return"]
-                state["episodes"] = r["episodes"]
-            rows.append(row)
-        return rows
+    def to_sample(r: dict) -> dict:
+        row = {"frames": r["frames"]}
+        # a new mean only when episodes finished since the last row
+        if r.get("episode_return") is not None and r.get("episodes", 0) > episodes["seen"]:
+            row["return"] = r["episode_return"]
+            episodes["seen"] = r["episodes"]
+        return row
+
+    poll = pp.metrics_poller(run_dir / "bench" / "metrics.jsonl", to_sample)
 
     settings = f"{algo.upper()}; {config}" + (f" + {' '.join(overrides)}" if overrides else "") + f"; seed {seed}"
     return pp.Launch(f"seedrl:{algo}:s{seed}", "seedrl", pp.seedrl_version(), settings, argv, REPO,

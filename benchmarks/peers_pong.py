@@ -212,11 +212,8 @@ def seedrl_version() -> dict:
     return out
 
 
-def seedrl_launch(variant: str, run_dir: pathlib.Path) -> Launch:
-    overrides = SEEDRL_VARIANTS[variant]
-    argv = [str(REPO / ".venv" / "bin" / "seedrl"), "run", SEEDRL_CONFIG, "name=bench", f"out_dir={run_dir}",
-            "total_frames=1_000_000_000", "log.progress=false", "log.every_s=5", *overrides]
-    metrics = run_dir / "bench" / "metrics.jsonl"
+def metrics_poller(metrics: pathlib.Path, to_sample: Callable[[dict], dict]) -> Callable[[], list[dict]]:
+    """A ``Launch.poll`` over a seedrl run's growing metrics.jsonl: each new complete row through ``to_sample``."""
     state = {"offset": 0, "buf": ""}
 
     def poll() -> list[dict]:
@@ -228,13 +225,17 @@ def seedrl_launch(variant: str, run_dir: pathlib.Path) -> Launch:
             state["offset"] = f.tell()
         state["buf"] += data
         *lines, state["buf"] = state["buf"].split("\n")
-        rows = []
-        for line in lines:
-            if line.strip():
-                r = json.loads(line)
-                rows.append({"frames": r["frames"], "own_fps": r.get("fps"), "inference_batch": r.get("inference_batch"),
-                             "policy_lag": r.get("policy_lag")})
-        return rows
+        return [to_sample(json.loads(line)) for line in lines if line.strip()]
+    return poll
+
+
+def seedrl_launch(variant: str, run_dir: pathlib.Path) -> Launch:
+    overrides = SEEDRL_VARIANTS[variant]
+    argv = [str(REPO / ".venv" / "bin" / "seedrl"), "run", SEEDRL_CONFIG, "name=bench", f"out_dir={run_dir}",
+            "total_frames=1_000_000_000", "log.progress=false", "log.every_s=5", *overrides]
+    poll = metrics_poller(run_dir / "bench" / "metrics.jsonl", lambda r: {
+        "frames": r["frames"], "own_fps": r.get("fps"), "inference_batch": r.get("inference_batch"),
+        "policy_lag": r.get("policy_lag")})
 
     settings = "IMPALA/V-trace; " + (", ".join(overrides) if overrides else "configs/pong_impala.yaml as is") + \
         " (config: 2 actors x 8 envs, batch 16 x T=20, envpool; torch_threads as the config file says)"
