@@ -39,6 +39,7 @@ import logging
 import math
 import os
 import queue
+import signal
 import threading
 import time
 from typing import Callable, Sequence
@@ -127,12 +128,11 @@ def connect(cfg, cpus_needed: float) -> bool:
     groups request (they would wait forever)."""
     connected = False
     if not ray.is_initialized():
-        if cfg.address:
-            ray.init(address=cfg.address, log_to_driver=False)
-        else:
-            num_cpus = cfg.num_cpus if cfg.num_cpus is not None else max(1.0, cpus_needed)
-            ray.init(address="local", num_cpus=math.ceil(num_cpus), object_store_memory=cfg.object_store_mb * 2**20,
-                     include_dashboard=False, log_to_driver=False)
+        # ray.init replaces SIGTERM's handler with sys.exit: keep the run's own (a checkpoint, then a clean stop)
+        previous = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+        _init(cfg, cpus_needed)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         connected = True
     have = ray.cluster_resources().get("CPU", 0.0)
     if have < cpus_needed:
@@ -141,6 +141,15 @@ def connect(cfg, cpus_needed: float) -> bool:
         raise ConfigError(f"config error: 'runtime.ray.actor_cpus' x 'runtime.num_actors' = {cpus_needed:g} CPUs, "
                           f"but the Ray cluster has {have:g}", "runtime.ray.actor_cpus")
     return connected
+
+
+def _init(cfg, cpus_needed: float) -> None:
+    if cfg.address:
+        ray.init(address=cfg.address, log_to_driver=False)
+    else:
+        num_cpus = cfg.num_cpus if cfg.num_cpus is not None else max(1.0, cpus_needed)
+        ray.init(address="local", num_cpus=math.ceil(num_cpus), object_store_memory=cfg.object_store_mb * 2**20,
+                 include_dashboard=False, log_to_driver=False)
 
 
 class RayBackend:
