@@ -183,8 +183,8 @@ class RawArrow:
 class Seedrl:
     """``DatasetWriter.write_episode(columns)``; ``open_dataset`` iteration and ``ds[i]``."""
 
-    def __init__(self, spec, durable: bool = False):
-        self.spec, self.durable, self.readable = spec, durable, not durable
+    def __init__(self, spec, durable: bool = False, verify: bool = True):
+        self.spec, self.durable, self.readable, self.verify = spec, durable, not durable, verify
 
     def write(self, folder: Path, episodes: list[dict]) -> None:
         with DatasetWriter(folder / "ds", self.spec, durable=self.durable) as w:
@@ -197,10 +197,10 @@ class Seedrl:
         return c["observation"], c["action"], c["reward"], c["is_last"]
 
     def episodes(self, folder: Path):
-        return map(self.columns, open_dataset(folder / "ds"))
+        return map(self.columns, open_dataset(folder / "ds", verify=self.verify))
 
     def opener(self, folder: Path):
-        ds = open_dataset(folder / "ds")
+        ds = open_dataset(folder / "ds", verify=self.verify)
         return lambda i: self.columns(ds[i])
 
 
@@ -253,6 +253,7 @@ class Minari:
 def stores(spec) -> dict:
     return {"raw": ("raw Arrow IPC", RawArrow()), "raw+fsync": ("raw Arrow IPC + fsync at end", RawArrow(fsync=True)),
             "seedrl": ("seedrl", Seedrl(spec)), "durable": ("seedrl durable=True", Seedrl(spec, durable=True)),
+            "noverify": ("seedrl, read with verify=False", Seedrl(spec, verify=False)),
             "minari": ("Minari 0.5 (HDF5)", Minari())}
 
 
@@ -395,7 +396,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--touch", choices=("byte", "all"), default="byte")
     p.add_argument("--workdir", default=tempfile.gettempdir(), help="temp dirs go here (same disk for all systems)")
-    p.add_argument("--systems", default="raw,raw+fsync,seedrl,durable,minari,tfds,images,loader")
+    p.add_argument("--systems", default="raw,raw+fsync,seedrl,noverify,durable,minari,tfds,images,loader")
     p.add_argument("--image-episodes", type=int, default=100, help="episodes (of --steps steps) for the images rows")
     p.add_argument("--image-size", type=int, default=128, help="camera frames are SIZE x SIZE x 3")
     p.add_argument("--window", type=int, default=16, help="loader row: steps per window")
