@@ -101,6 +101,7 @@ def test_burn_in_must_leave_steps_to_learn():
 
 
 # ----------------------------------------------------------------------------- learning
+@pytest.mark.slow
 def test_bc_from_expert_data_reaches_the_experts_return_and_from_random_data_does_not(datasets, tmp_path):
     """50 episodes of a scripted CartPole expert (the angle + angular-velocity rule above, mean return 500),
     recorded through the store's recorder; the issue's trained-IMPALA version is benchmarks/bc_cartpole.py.
