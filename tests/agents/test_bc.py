@@ -245,3 +245,33 @@ def test_bc_step_unrolls_windows_batch_major():
                                 steps["is_first"].transpose(0, 1))
     want = torch.nn.functional.cross_entropy(logits.reshape(-1, 3), steps["action"].T.reshape(-1))
     assert loss.item() == pytest.approx(want.item(), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_bc_learns_from_atari_frame_stacks(tmp_path):
+    """seedrl/PixelCue-v0 goes through the real Atari preprocessing (frame skip, resize, a stack of 4
+    84x84 frames). A scripted player reads the newest frame (the side of the bright square) and scores the
+    maximum 40; its recorded stacked observations train a Nature CNN to the same score."""
+    import seedrl.envs.pixel_cue  # noqa: F401  (registers the game)
+
+    def read_square(obs):
+        newest = obs[-1].astype(np.float32)
+        return 2 if newest[:, 42:].mean() > newest[:, :42].mean() else 3  # RIGHT / LEFT of Pong's set
+
+    env = RecordEpisodes(gym.make("seedrl/PixelCue-v0"), tmp_path / "data_pix")
+    for s in range(10):
+        obs, _ = env.reset(seed=s)
+        done = False
+        while not done:
+            obs, _, term, trunc, _ = env.step(read_square(obs))
+            done = term or trunc
+    env.close()
+    assert open_dataset(tmp_path / "data_pix").spec.fields[0].shape == (4, 84, 84)
+    cfg = load_config(BCTrainConfig, {"algo": "bc", "out_dir": str(tmp_path), "name": "pix",
+                                      "env": {"id": "seedrl/PixelCue-v0", "backend": "gymnasium"},
+                                      "model": {"torso": "nature"},
+                                      "agent": {"dataset": str(tmp_path / "data_pix"), "updates": 50, "window": 4,
+                                                "batch_size": 16, "eval_episodes": 3},
+                                      "optim": {"lr": 0.001, "lr_decay": "none"},
+                                      "log": {"progress": False, "tensorboard": False}})
+    assert train_bc(cfg).eval_return >= 36  # 90% of the player's 40

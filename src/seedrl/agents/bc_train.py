@@ -96,7 +96,7 @@ def load_bc_data(cfg: BCConfig):
     return ds
 
 
-def check_fits(ds, obs_space, act_space) -> bool:
+def check_fits(ds, obs_space, act_space, env_id: str = "?") -> bool:
     """Whether the actions are discrete; raises a :class:`ConfigError` naming the field when the dataset's
     observations or actions do not fit the environment's spaces."""
     from gymnasium import spaces
@@ -109,13 +109,13 @@ def check_fits(ds, obs_space, act_space) -> bool:
     obs, act = fields["observation"], fields["action"]
     if tuple(obs.shape) != tuple(obs_space.shape):
         raise ConfigError(f"agent.dataset: observation shape {tuple(obs.shape)} does not fit env.id="
-                          f"{ds.root.name!r}'s observation space {obs_space} (frame stacks: record the "
+                          f"{env_id!r}'s observation space {obs_space} (frame stacks: record the "
                           "stacked observations the environment gives)", "agent.dataset")
     discrete = isinstance(act_space, spaces.Discrete)
     if discrete != np.issubdtype(np.dtype(act.dtype), np.integer) or (not discrete and tuple(act.shape) !=
                                                                        tuple(act_space.shape)):
         raise ConfigError(f"agent.dataset: action {act.dtype}{tuple(act.shape)} does not fit the environment's "
-                          f"action space {act_space}", "agent.dataset")
+                          f"action space {act_space} (env.id={env_id!r})", "agent.dataset")
     return discrete
 
 
@@ -147,7 +147,7 @@ def _train(cfg: BCTrainConfig, run, signals, ckpt_path, state) -> BCResult:
     torch.manual_seed(cfg.seed)
     ds = load_bc_data(cfg.agent)
     obs_space, act_space = probe_spaces(cfg)
-    discrete = check_fits(ds, obs_space, act_space)
+    discrete = check_fits(ds, obs_space, act_space, cfg.env.id)
     model = build_bc_model(cfg.model, obs_space, act_space)
     step = BCStep(model, cfg.agent, discrete)
     optimizer = make_optimizer(cfg.optim, model.parameters())

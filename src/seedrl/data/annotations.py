@@ -20,7 +20,8 @@ state, with its author and time, stays in the file.
 Records are keyed by episode id (as ``str``: the store's ids compare as
 strings) and step index; both are checked against the dataset when written.
 Each record is one ``write`` of a whole line on a file opened for appending,
-flushed (``durable=True``: fsynced); a line torn by a crash (no newline at the
+under an exclusive ``flock`` (annotators in several processes append one at
+a time), flushed (``durable=True``: fsynced); a line torn by a crash (no newline at the
 end of the file) is ignored when reading and cut off by the next writer.
 """
 
@@ -36,6 +37,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from seedrl.data.errors import DataError
 from seedrl.data.reader import Dataset
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: appends are not locked
+    fcntl = None
 
 __all__ = ["ANNOTATIONS_FILE", "KINDS", "Annotations", "EpisodeAnnotations", "copy_annotations", "label_filter",
            "with_annotation_metadata"]
@@ -201,6 +207,8 @@ class Annotations:
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs).encode()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
+            if fcntl is not None:  # annotators in other processes: one appends at a time
+                fcntl.flock(fd, fcntl.LOCK_EX)
             _cut_torn_tail(fd)
             os.write(fd, data)
             if self.durable:
