@@ -275,3 +275,31 @@ def test_bc_learns_from_atari_frame_stacks(tmp_path):
                                       "optim": {"lr": 0.001, "lr_decay": "none"},
                                       "log": {"progress": False, "tensorboard": False}})
     assert train_bc(cfg).eval_return >= 36  # 90% of the player's 40
+
+
+def test_a_stop_signal_saves_a_checkpoint_that_resume_finishes(datasets, tmp_path, monkeypatch):
+    """SIGTERM / Ctrl-C (StopSignals.is_set) after update 7: the run stops with a checkpoint at 7;
+    --resume trains the remaining updates and ends where a run never stopped ends."""
+    from seedrl.runtime.signals import StopSignals
+
+    root, _, _ = datasets
+    over = ("agent.eval_episodes=0", "log.checkpoint_every=100", "agent.batch_size=8", "agent.updates=12",
+            "optim.lr_decay=linear")
+    straight = train_bc(_cfg(tmp_path, root / "expert", "name=a", *over))
+    calls = {"n": 0}
+
+    def is_set(self):
+        calls["n"] += 1
+        if calls["n"] >= 7:
+            self.received = "SIGTERM"
+        return self.received is not None
+
+    with monkeypatch.context() as m:
+        m.setattr(StopSignals, "is_set", is_set)
+        stopped = train_bc(_cfg(tmp_path, root / "expert", "name=b", *over))
+    assert stopped.interrupted and stopped.stop_signal == "SIGTERM" and stopped.updates == 7
+    assert stopped.checkpoint.name == "ckpt-000000007.pt"
+    resumed = train_bc(_cfg(tmp_path, root / "expert", "name=b", *over), resume=True)
+    assert resumed.updates == 12 and not resumed.interrupted
+    a, b = load_checkpoint(straight.checkpoint)["model"], load_checkpoint(resumed.checkpoint)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -187,6 +187,9 @@ def _train(cfg: BCTrainConfig, run, signals, ckpt_path, state) -> BCResult:
                 loss, logs = step.loss(batch)
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss("BC loss", loss.item(), counters["updates"] + 1)
+                if cfg.optim.lr_decay == "linear":  # to 0 at agent.updates
+                    for group in optimizer.param_groups:
+                        group["lr"] = cfg.optim.lr * (1.0 - counters["updates"] / a.updates)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.optim.clip_norm:
