@@ -19,7 +19,8 @@ def evaluate(
     """Play ``episodes`` full episodes with the checkpoint's policy; returns raw episode returns.
 
     The algorithm's evaluation head acts: IMPALA samples its policy (``greedy``: argmax);
-    R2D2 is ε-greedy with ``agent.eval_epsilon`` (``greedy``: ε = 0)."""
+    R2D2 is ε-greedy with ``agent.eval_epsilon`` (``greedy``: ε = 0); BC acts like IMPALA on discrete
+    actions and samples its Gaussian on continuous ones (``greedy``: the mean)."""
     from seedrl.runtime.algorithms import game_algo
 
     state = load_checkpoint(checkpoint)
