@@ -125,8 +125,9 @@ def load_run(path: str | os.PathLike) -> Run:
     return Run(p, name, config, columns, frontier)
 
 
-def load_runs(paths: list) -> list[Run]:
-    runs = [load_run(p) for p in paths]
+def load_runs(paths: list, load=load_run) -> list[Run]:
+    """The runs of ``paths`` (``load``: path -> a fresh :class:`Run`), two of one name told apart by folder."""
+    runs = [load(p) for p in paths]
     names = [r.name for r in runs]
     for r in runs:  # two runs of one name (seeds in different out_dirs) get their folder added
         if names.count(r.name) > 1:
