@@ -10,7 +10,8 @@
 
   - *game* episodes: per step the action (each action field: a number or a list) and the reward; image
     observations (uint8 ``(H, W)``, ``(H, W, C)`` with C in 1..4, or stacked frames ``(F, H, W)`` of
-    which the last is drawn) as PNG data URIs; other numeric observations as rows of numbers.
+    which the last is drawn) as PNG data URIs; other numeric observations of at most
+    :data:`MAX_VECTOR` numbers per step as rows of numbers (larger ones are left out).
     Frames are kept for at most ``max_frames`` evenly spaced steps (``frame_steps``); the scrubber
     shows, at step t, the frame of the last kept step ≤ t. Encoded (PNG / JPEG) fields are not
     re-encoded: their stored bytes are the data URI.
@@ -38,6 +39,8 @@ LOGPROB_FIELDS = ("behaviour_logprobs", "logprobs", "sampling_logprobs", "token_
 PROMPT, COMPLETION = "observation/prompt", "action/completion"
 COMPLETION_TOKENS = "action/completion_tokens"
 MIME = {"png": "image/png", "jpeg": "image/jpeg"}
+MIN_SIDE = 8  # smaller uint8 arrays are vectors, not frames
+MAX_VECTOR = 64  # numbers per step of an observation shown as a vector (larger non-image fields are left out)
 
 
 def _num(v: Any) -> Any:
@@ -67,16 +70,24 @@ def image_fields(spec) -> list:
             continue
         if f.is_encoded and len(f.shape) == 3:
             out.append(f)
-        elif f.dtype == "uint8" and len(f.shape) in (2, 3) and min(d or 0 for d in f.shape[-2:]) >= 8:
+        elif f.dtype == "uint8" and len(f.shape) in (2, 3) and min(d or 0 for d in _height_width(f.shape)) >= MIN_SIDE:
             out.append(f)
     return out
 
 
+def _height_width(shape: tuple) -> tuple:
+    if len(shape) == 3 and shape[-1] not in (1, 2, 3, 4):
+        return shape[1:]  # stacked frames (F, H, W)
+    return shape[:2]
+
+
 def vector_fields(spec) -> list:
-    """Numeric observation fields that are not frames (drawn as rows of numbers)."""
+    """Numeric observation fields that are not frames and hold at most :data:`MAX_VECTOR` numbers per step
+    (drawn as rows of numbers and a plot over steps)."""
     frames = {f.path for f in image_fields(spec)}
     return [f for f in spec.fields
-            if f.path.startswith("observation") and not f.is_text and f.path not in frames and not f.is_encoded]
+            if f.path.startswith("observation") and not f.is_text and f.path not in frames and not f.is_encoded
+            and f.is_fixed and int(np.prod(f.shape, dtype=np.int64)) <= MAX_VECTOR]
 
 
 def to_hwc(frame: np.ndarray) -> np.ndarray:
