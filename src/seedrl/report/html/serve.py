@@ -97,7 +97,7 @@ class ReportState:
         if not 0 <= source < len(paths):
             raise NotFound(f"source: {source} is not one of the {len(paths)} browsed datasets")
         key = str(paths[source])
-        if key not in self._sets:
+        if key not in self._sets or self._sets[key][0].spec is None:  # opened before its first episode: reopen
             self._sets[key] = (open_episodes(paths[source]), [])
         ds, rows = self._sets[key]
         ds.refresh()
