@@ -73,10 +73,48 @@ CHUNK = 8192
 
 
 def read_columns(path: Path) -> dict[str, np.ndarray]:
-    """Numeric columns of a ``metrics.jsonl`` (a torn or non-object line is skipped).
+    """Numeric columns of a ``metrics.jsonl`` (a torn or non-object line is skipped): one float array
+    per key whose values are numbers (not bools), NaN where a row lacks the key or holds another type.
 
-    Rows are read in chunks of :data:`CHUNK` and each chunk is turned into one float array per key
-    (NaN where a row lacks the key), so a 10⁶-row file costs its columns, not 10⁶ dicts."""
+    Fast path (:func:`_arrow_columns`): Arrow's JSON reader parses the whole file in C++ (a 10⁶-row file in
+    seconds, not minutes). A file it cannot take as it is (a key changing type, a non-object line, a torn
+    line before the last) is read row by row instead: in chunks of :data:`CHUNK`, each chunk turned into
+    one float array per key, so a 10⁶-row file costs its columns, not 10⁶ dicts. Both give the same columns."""
+    out = _arrow_columns(path)
+    if out is None:
+        out = _python_columns(path)
+    if "elapsed_s" not in out and "time" in out and len(out["time"]):
+        out["elapsed_s"] = out["time"] - np.nanmin(out["time"])
+    return out
+
+
+def _arrow_columns(path: Path) -> dict[str, np.ndarray] | None:
+    """The numeric columns through ``pyarrow.json``, or None when the file needs the row-by-row reader."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+
+    data = Path(path).read_bytes()
+    end = data.rfind(b"\n") + 1
+    tail = data[end:].strip()
+    if tail:  # a last line without its newline: a torn one is skipped, a whole one needs the other reader
+        try:
+            json.loads(tail)
+            return None
+        except ValueError:
+            pass
+    if not data[:end].strip():
+        return {}
+    try:
+        table = pj.read_json(pa.py_buffer(data[:end]), read_options=pj.ReadOptions(block_size=1 << 24))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return {name: pc.cast(col, pa.float64(), safe=False).to_numpy(zero_copy_only=False)  # ints past 2**53 round
+            for name, col in zip(table.column_names, table.columns)
+            if pa.types.is_integer(col.type) or pa.types.is_floating(col.type)}
+
+
+def _python_columns(path: Path) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {}
     n = 0
     with open(path, encoding="utf-8") as fh:
@@ -92,10 +130,7 @@ def read_columns(path: Path) -> dict[str, np.ndarray]:
                 if k not in keys:
                     arrays.append(np.full(len(chunk), math.nan))
             n += len(chunk)
-    out = {k: np.concatenate(arrays) for k, arrays in parts.items()}
-    if "elapsed_s" not in out and "time" in out and n:
-        out["elapsed_s"] = out["time"] - np.nanmin(out["time"])
-    return out
+    return {k: np.concatenate(arrays) for k, arrays in parts.items()}
 
 
 def load_run(path: str | os.PathLike) -> Run:
