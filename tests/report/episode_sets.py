@@ -2,7 +2,7 @@
 
 * :func:`game_dataset`: episodes with an image observation ``pixels`` (uint8 8x12x3), a vector ``state``
   (float32[2]), an int action and a reward. Episode ``e`` has ``4 + e`` steps; at step t
-  ``pixels[..., 0] = 20 t + e``, ``pixels[..., 1] = 7 e``, ``state = (t, -e)``, ``action = (t + e) % 3``,
+  ``pixels[..., 0] = (20 t + e) mod 256``, ``pixels[..., 1] = 7 e mod 256``, ``state = (t, -e)``, ``action = (t + e) % 3``,
   ``reward = 0.5 t - e`` (so its return is 0.5 Σt - e n).
 * :func:`language_dataset`: single-step completion episodes (:mod:`seedrl.envs.text.steps`) with
   behaviour log-probs; episode ``e`` has prompt ``PROMPTS[e]``, completion ``COMPLETIONS[e]``
@@ -22,8 +22,8 @@ REWARDS = [1.0, 0.25, -0.5]
 
 def game_frame(e: int, t: int) -> np.ndarray:
     f = np.zeros((8, 12, 3), np.uint8)
-    f[..., 0] = 20 * t + e
-    f[..., 1] = 7 * e
+    f[..., 0] = (20 * t + e) % 256
+    f[..., 1] = (7 * e) % 256
     f[2:4, 3:9, 2] = 255  # a bar, so the frame is not flat
     return f
 
