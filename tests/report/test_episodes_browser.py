@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from seedrl.cli import main
-from tests.report.browser import chromium, console_problems  # noqa: F401 (fixture)
+from tests.report.browser import chromium, console_problems, keep_screenshot  # noqa: F401 (fixture)
 from tests.report.episode_sets import COMPLETIONS, PROMPTS, game_dataset, game_frame, language_dataset
 
 pytestmark = pytest.mark.browser
@@ -66,10 +66,7 @@ def test_game_episode_frames_scrubber_and_values(chromium, page, tmp_path_factor
     assert chromium.execute_script(f"return seedrl.charts['{sid}'][0].series.map(function (s) {{ return s.label; }})") \
         == ["step", "reward", "observation/state[0]", "observation/state[1]"]
     assert console_problems(chromium) == []
-    shot = tmp_path_factory.mktemp("artifacts") / "episodes_game.png"
-    chromium.save_screenshot(str(shot))
-    assert shot.stat().st_size > 10_000
-    print(f"screenshot: {shot}")
+    keep_screenshot(chromium, tmp_path_factory, "episodes_game.png")
 
 
 def test_detail_past_the_inline_ones_says_how_to_get_it(chromium, page):
@@ -116,7 +113,5 @@ def test_language_episode_prompt_completion_reward_and_heat_map(chromium, page, 
     assert colours[0] != colours[1]
     assert spans[2].get_attribute("title") == "token 102: log p = -0.5"
     assert console_problems(chromium) == []
-    shot = tmp_path_factory.mktemp("artifacts") / "episodes_language.png"
     chromium.find_element("id", sid).location_once_scrolled_into_view
-    chromium.save_screenshot(str(shot))
-    print(f"screenshot: {shot}")
+    keep_screenshot(chromium, tmp_path_factory, "episodes_language.png")
