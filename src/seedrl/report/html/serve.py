@@ -202,9 +202,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet: one line per error only
-        if args and str(args[1] if len(args) > 1 else "").startswith(("4", "5")):
-            sys.stderr.write(f"seedrl report --serve: {format % args}\n")
+    def log_request(self, code="-", size="-") -> None:
+        """Quiet: the page polls every few seconds, so only error replies are logged (to stderr)."""
+        if str(getattr(code, "value", code)).startswith(("4", "5")):
+            super().log_request(code, size)
 
 
 def make_server(args, port: int | None = None) -> ThreadingHTTPServer:
