@@ -7,7 +7,6 @@ import json
 import threading
 
 import pytest
-from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.report.browser import chromium, console_problems  # noqa: F401 (fixture)
 from tests.report.episode_sets import game_dataset
@@ -27,6 +26,8 @@ def _append(path, start: int, stop: int):
 
 
 def _wait(driver, condition, what: str):
+    from selenium.webdriver.support.ui import WebDriverWait  # here: without selenium the fixture skips
+
     WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(lambda d: condition(d), message=what)
 
 
