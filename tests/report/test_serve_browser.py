@@ -16,7 +16,7 @@ pytestmark = pytest.mark.browser
 WAIT_S = 60  # an upper bound for the page's 2 s polls on a loaded machine, not a timing assertion
 
 POINTS = ("var k = arguments[0], u = (seedrl.charts.curves || []).filter(function (u) { return u.seedrlKey === k; })[0];"
-               " return u ? u.data[0].length : 0;")
+          " return u ? u.data[0].length : 0;")
 
 
 def _append(path, start: int, stop: int):

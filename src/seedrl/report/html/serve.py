@@ -20,7 +20,6 @@ and returns 0.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -189,9 +188,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(400, {"error": str(err)})
 
     def _json(self, status: int, payload: dict) -> None:
-        from seedrl.report.html.page import _finite
+        from seedrl.report.html.page import embed_json  # NaN/inf -> null; the escapes keep it valid JSON
 
-        body = json.dumps(_finite(payload), separators=(",", ":"), allow_nan=False).encode("utf-8")
+        body = embed_json(payload).encode("utf-8")
         self._send(status, body, "application/json")
 
     def _send(self, status: int, body: bytes, ctype: str) -> None:
