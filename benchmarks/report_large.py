@@ -79,9 +79,9 @@ def _time(fn, repeats: int) -> tuple[float, object]:
 def metrics_part(tmp: Path, args) -> dict:
     run = write_run(tmp / "big", args.rows)
     metrics = run / "metrics.jsonl"
-    arrow_s, cols = _time(lambda: rd._arrow_columns(metrics), args.repeats)
+    arrow_s, cols = _time(lambda: rd._arrow_columns(metrics.read_bytes()), args.repeats)
     assert cols is not None, "the Arrow reader refused the file"
-    python_s, slow = _time(lambda: rd._python_columns(metrics), args.repeats)
+    python_s, slow = _time(lambda: rd._python_columns(metrics.read_bytes()), args.repeats)
     assert all(np.array_equal(cols[k], slow[k], equal_nan=True) for k in slow) and set(cols) == set(slow)
     page_s, page = _time(lambda: build_page(run_sections(load_runs([run]), max_points=args.max_points), "big"),
                          args.repeats)

@@ -15,9 +15,8 @@ from seedrl.report.html.runs import curve_data
 
 
 def _both(path):
-    fast = rd._arrow_columns(path)
-    slow = rd._python_columns(path)
-    return fast, slow
+    data = path.read_bytes()
+    return rd._arrow_columns(data), rd._python_columns(data)
 
 
 ROWS = [{"frames": 0, "loss": 1.5}, {"frames": 10, "loss": None, "kl": 0.25}, {"frames": 20, "loss": float("nan")},
@@ -42,7 +41,7 @@ def test_files_arrow_cannot_take_are_read_row_by_row(tmp_path, monkeypatch):
              "a whole last line without newline": '{"a": 1}\n{"a": 2}'}
     for why, text in cases.items():
         path.write_text(text)
-        assert rd._arrow_columns(path) is None, why
+        assert rd._arrow_columns(path.read_bytes()) is None, why
         np.testing.assert_array_equal(read_columns(path)["a"], [1, 2] if "non-object" in why or "torn" in why
                                       or "newline" in why else [1, np.nan, 2])
     # a clean file never touches the row reader

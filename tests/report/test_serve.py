@@ -9,6 +9,8 @@ import subprocess
 import sys
 import urllib.request
 
+import numpy as np
+
 from seedrl.cli import main
 from tests.report.episode_sets import game_dataset, game_episode
 from tests.report.serving import get_json, served
@@ -97,3 +99,31 @@ def test_ctrl_c_stops_the_server_cleanly(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_followed_metrics_equal_a_fresh_read_through_torn_lines_and_replacement(tmp_path):
+    from seedrl.cli import build_parser
+    from seedrl.report.html.rundata import read_columns
+    from seedrl.report.html.serve import ReportState
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: f\n")
+    state = ReportState(build_parser().parse_args(["report", str(run), "--serve"]))
+    metrics = run / "metrics.jsonl"
+    pieces = ['{"frames": 0, "loss": 1}\n{"frames": 1, "lo', 'ss": 2, "kl": 0.5}\n', '{"frames": 2, "time": 3}\n',
+              '{"frames": 3, "loss": "x"}\n{"frames": 4, "time": 4.5, "loss": 5}\n']
+    for piece in pieces:
+        with open(metrics, "a") as fh:
+            fh.write(piece)
+        state.run_sections()
+        followed = state._runs[str(run)].run.columns
+        whole = read_columns(metrics)
+        assert list(followed) == list(whole)
+        for k in whole:  # the torn line waits for its end; then every column equals a fresh read's
+            np.testing.assert_array_equal(followed[k], whole[k])
+    np.testing.assert_array_equal(state._runs[str(run)].run.columns["elapsed_s"], [np.nan, np.nan, 0, np.nan, 1.5])
+    metrics.unlink()  # a new file (another inode), shorter: read from its start
+    metrics.write_text('{"frames": 7, "loss": 9}\n')
+    rows, _ = state.run_sections()
+    assert rows == 1 and state._runs[str(run)].run.columns["loss"].tolist() == [9]

@@ -11,9 +11,10 @@ A stdlib :class:`~http.server.ThreadingHTTPServer` answers
 
 The page polls ``/api/metrics`` (its curves are redrawn when rows arrive; a section it lacks, such
 as a run's first recorded episodes, makes it reload) and ``/api/episodes`` (new episodes join the
-list); an episode's detail is loaded when it is clicked. Work is cached: a run folder is re-read
-only when its ``metrics.jsonl`` or ``config.yaml`` changed size or time, a dataset's summaries are
-computed once per episode (:meth:`Dataset.refresh` finds the new ones). Ctrl-C stops the server
+list); an episode's detail is loaded when it is clicked. Work is cached: ``metrics.jsonl`` is
+followed (only the lines appended since the last look are parsed; a replaced or truncated file is read
+again), ``config.yaml`` re-read when it changed, and a dataset's summaries are computed once per
+episode (:meth:`Dataset.refresh` finds the new ones). Ctrl-C stops the server
 and returns 0.
 """
 
@@ -37,8 +38,9 @@ class NotFound(UserError):
 
 
 def _stamp(run_dir: Path) -> tuple:
+    """(size, mtime) of the files of a run folder read whole (not ``metrics.jsonl``, which is followed)."""
     out = []
-    for name in ("metrics.jsonl", "config.yaml", "bon_frontier.json"):
+    for name in ("config.yaml", "bon_frontier.json"):
         try:
             st = (run_dir / name).stat()
             out.append((st.st_size, st.st_mtime_ns))
@@ -47,25 +49,48 @@ def _stamp(run_dir: Path) -> tuple:
     return tuple(out)
 
 
+@dataclasses.dataclass
+class _Followed:
+    """A run folder as the server last read it: ``metrics.jsonl`` is read up to byte ``offset``."""
+
+    stamp: tuple
+    inode: int | None
+    offset: int
+    raw: dict
+    run: object
+
+
 class ReportState:
     """What the server knows: runs (re-read when their files change) and datasets (summaries cached)."""
 
     def __init__(self, args):
         self.args = args
         self.lock = threading.Lock()
-        self._runs: dict[str, tuple[tuple, object]] = {}
+        self._runs: dict[str, _Followed] = {}
         self._sets: dict[str, tuple[object, list]] = {}
         self._built: tuple[int, list] = (-1, [])
 
     # ---------------------------------------------------------------- runs
     def _load(self, path) -> object:
-        from seedrl.report.html.rundata import load_run
+        """The run at ``path``: its config re-read when it changed, only the rows appended to ``metrics.jsonl``
+        since the last call parsed (the whole file again when it was replaced or truncated)."""
+        from seedrl.report.html.rundata import concat_columns, load_run, read_appended, with_elapsed
 
-        key, stamp = str(path), _stamp(Path(path))
-        cached = self._runs.get(key)
-        if cached is None or cached[0] != stamp:
-            cached = self._runs[key] = (stamp, load_run(path))
-        return dataclasses.replace(cached[1])  # load_runs may rename it; the cache keeps its own
+        p = Path(path)
+        metrics = p / "metrics.jsonl"
+        try:
+            st = metrics.stat()
+            inode, size = st.st_ino, st.st_size
+        except OSError:
+            inode, size = None, 0
+        f = self._runs.get(str(p))
+        if f is None or f.stamp != _stamp(p) or f.inode != inode or size < f.offset:
+            f = self._runs[str(p)] = _Followed(_stamp(p), inode, 0, {}, load_run(p, metrics=False))
+        if inode is not None and size > f.offset:
+            new, f.offset = read_appended(metrics, f.offset)
+            f.raw = concat_columns(f.raw, new)
+            f.run.columns = with_elapsed(f.raw)
+        return dataclasses.replace(f.run)  # load_runs may rename it; the cache keeps its own
 
     def run_sections(self) -> tuple[int, list]:
         """(metric rows over all runs, the run panels), rebuilt only when the rows changed."""
