@@ -118,3 +118,38 @@ def test_a_run_folders_episodes_are_browsed(tmp_path):
     out = tmp_path / "p.html"
     assert main(["report", str(run), "--out", str(out)]) == 0
     assert 'id="episodes-0"' in out.read_text() and "Episodes: run/episodes" in out.read_text()
+
+
+def test_multi_turn_language_episode_sums_its_rewards(tmp_path):
+    from seedrl.envs.text.steps import completion_spec, completion_step
+
+    steps = [completion_step("Q1", [1], "ab", [5, 6], 0.5, {"behaviour_logprobs": np.array([-1.0, -2.0], np.float32)},
+                             is_first=True, is_last=False, is_terminal=False),
+             completion_step("Q1 ab Q2", [1, 5, 6, 2], "xyz!", [7, 8], 2.0,
+                             {"behaviour_logprobs": np.array([-0.5, -0.25], np.float32)}, is_first=False)]
+    with DatasetWriter(tmp_path / "chat", completion_spec(steps)) as w:
+        w.write_episode(steps, metadata={"episode_id": "c0"})
+    ds = open_dataset(tmp_path / "chat")
+    assert summaries(ds)[0]["return"] == 2.5 and "Q1 ab Q2" in summaries(ds)[0]["text"]
+    turns = episode_detail(ds[0], 0)["turns"]
+    assert [t["reward"] for t in turns] == [0.5, 2.0] and turns[1]["prompt"] == "Q1 ab Q2"
+    assert turns[0]["labels"] == ["a", "b"] and turns[1]["labels"] == ["#7", "#8"]  # 4 characters, 2 tokens
+    assert turns[1]["logprobs"] == [-0.5, -0.25]
+
+
+def test_jpeg_frames_keep_their_bytes_and_mime(tmp_path):
+    from PIL import Image
+
+    def jpeg(t):
+        buf = io.BytesIO()
+        Image.fromarray(game_frame(0, t)).save(buf, format="JPEG")
+        return buf.getvalue()
+
+    steps = [{"observation": jpeg(t), "action": np.int64(0), "reward": np.float32(0), "discount": np.float32(1),
+              "is_first": t == 0, "is_last": t == 1, "is_terminal": t == 1} for t in range(2)]
+    spec = StepSpec.infer([{**s, "observation": game_frame(0, 0)} for s in steps]).with_images({"observation": "jpeg"})
+    with DatasetWriter(tmp_path / "jpg", spec) as w:
+        w.write_episode(steps)
+    uris = episode_detail(open_dataset(tmp_path / "jpg")[0], 0)["frames"]["observation"]
+    assert [u.split(",")[0] for u in uris] == ["data:image/jpeg;base64"] * 2
+    assert [base64.b64decode(u.split(",", 1)[1]) for u in uris] == [jpeg(0), jpeg(1)]
