@@ -181,6 +181,17 @@ def run_actor(task, task_lock, server, reward_fn, requests: list[tuple[Request, 
         stop.set()
 
 
+def _take_batch(groups: queue.Queue, size: int, signals, errors: list) -> list[Group] | None:
+    """``size`` groups off the actors' queue, or ``None`` once a stop signal or an actor error arrives."""
+    batch: list[Group] = []
+    while len(batch) < size and not signals.is_set() and not errors:
+        try:
+            batch.append(groups.get(timeout=0.1))
+        except queue.Empty:
+            continue
+    return None if signals.is_set() or errors else batch
+
+
 def _frontier(cfg: LMRunConfig, reference, task, reward_fn, params, run_dir: Path):
     """Best-of-N frontier of the reference (BOND's plot), computed once per run and cached."""
     from seedrl.agents.bon import BoNEvaluation, evaluate_bon
@@ -248,7 +259,7 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
     base = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, max_new_tokens=s.max_new_tokens)
     requests = [(req, replace(base, n=req.n) if req.n else None) for req in update.requests()]
     params = [*learner_policy.parameters(), *trainable_parameters(update)]  # + a value head or critic (rlef)
-    optimizer = make_optimizer(cfg.optim, params)
+    optimizer = make_optimizer(cfg.optim, params, fused=True)
     first_step, samples = 1, 0
     if state is not None:  # every check before anything is written
         load_optimizer_state(optimizer, state["optimizer"], checkpoint, state.get("optimizer_class"))
@@ -294,16 +305,19 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
     saved = done if checkpoint is not None else None
     try:
         signals.in_loop = True
+        prefetch = getattr(update, "prefetch", None)
+        ahead: list[Group] | None = None  # the next batch, already prefetched
         for step in tqdm(range(first_step, cfg.steps + 1), desc=cfg.name, disable=not cfg.log.progress, unit="update",
                          initial=first_step - 1, total=cfg.steps):
-            batch: list[Group] = []
-            while len(batch) < cfg.prompts_per_step and not signals.is_set() and not errors:
-                try:
-                    batch.append(groups.get(timeout=0.1))
-                except queue.Empty:
-                    continue
-            if signals.is_set() or errors:
+            batch = ahead if ahead is not None else _take_batch(groups, cfg.prompts_per_step, signals, errors)
+            if batch is None:
                 break
+            if prefetch is not None:
+                if ahead is None:
+                    prefetch(batch)
+                ahead = _take_batch(groups, cfg.prompts_per_step, signals, errors) if step < cfg.steps else None
+                if ahead is not None:  # its inference runs while this batch trains
+                    prefetch(ahead)
             loss, logs = update.loss(batch)
             check_finite(loss, "loss", step)  # nothing applied, nothing saved
             optimizer.zero_grad(set_to_none=True)
