@@ -215,7 +215,10 @@ class GKDUpdate:
     def _ask_teacher(self, source: str, prompts, comps):
         if source == "dataset" and self.cache is not None:
             return None
-        return self.server.distributions("teacher", prompts, comps, self.g.temperature, self.g.top_k)
+        # a full distribution comes untempered (token_divergence tempers teacher and student alike);
+        # a top-k one tempered (its k largest and tail are taken after tempering)
+        g = self.g
+        return self.server.distributions("teacher", prompts, comps, g.temperature if g.top_k else 1.0, g.top_k)
 
     def loss(self, batch: list[Group]) -> tuple[torch.Tensor, dict[str, float]]:
         g, k = self.g, self.g.samples_per_prompt
