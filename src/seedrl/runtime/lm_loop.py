@@ -258,6 +258,7 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
     s = cfg.sampling
     base = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, max_new_tokens=s.max_new_tokens)
     requests = [(req, replace(base, n=req.n) if req.n else None) for req in update.requests()]
+    samples_policy = any(req.n for req, _ in requests if req.model == "policy")
     params = [*learner_policy.parameters(), *trainable_parameters(update)]  # + a value head or critic (rlef)
     optimizer = make_optimizer(cfg.optim, params, fused=True)
     first_step, samples = 1, 0
@@ -325,7 +326,8 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_norm or float("inf"))
             check_finite(grad_norm, "gradient norm", step)
             optimizer.step()
-            version = server.update_weights("policy", learner_policy)
+            # the served copy only samples: with no policy samples requested (GKD at λ = 0) it is not pushed
+            version = server.update_weights("policy", learner_policy) if samples_policy else step + 1
             update.after_update(step)
             samples += sum(len(g.completions) + len(g.anchor_completions or ()) for g in batch)
             done = step
