@@ -225,8 +225,14 @@ def train_lm(
     :class:`~seedrl.runtime.errors.ActorsFailed`; the folder's lock and rules
     are :class:`~seedrl.runtime.run_dir.RunDir`'s."""
     run_dir = Path(cfg.out_dir) / cfg.name
-    with RunDir(run_dir, resume=resume, checkpoints=list_folder_checkpoints) as run, StopSignals() as signals:
-        return _train_lm(cfg, run, signals, reward_fn, on_step)
+    threads = torch.get_num_threads()
+    if cfg.runtime.torch_threads:
+        torch.set_num_threads(cfg.runtime.torch_threads)
+    try:
+        with RunDir(run_dir, resume=resume, checkpoints=list_folder_checkpoints) as run, StopSignals() as signals:
+            return _train_lm(cfg, run, signals, reward_fn, on_step)
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting again
 
 
 def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Callable | None,
