@@ -212,6 +212,7 @@ def main(argv=None) -> dict | None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads of each system")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 1.0])
+    ap.add_argument("--systems", default="seedrl,trl", help="comma-separated subset of seedrl,trl (speed-ups need both)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--side-seedrl", nargs=3, metavar=("SPEC", "LMBDA", "RESULT"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -227,7 +228,10 @@ def main(argv=None) -> dict | None:
         return None
     if a.warmup < 1:
         raise SystemExit(f"--warmup={a.warmup}: must be >= 1 (the first update includes start-up)")
-    info = peer_info(workdir, "trl")
+    systems = [x for x in ("seedrl", "trl") if x in a.systems.split(",")]
+    if not systems:
+        raise SystemExit(f"--systems={a.systems!r}: name seedrl and/or trl")
+    info = peer_info(workdir, "trl") if "trl" in systems else {}
     load = [os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
         spec_path = Path(tmp) / "spec.json"
@@ -235,14 +239,14 @@ def main(argv=None) -> dict | None:
         spec_path.write_text(json.dumps(spec))
         rows = []
         for lmbda in a.lambdas:
-            for system in ("seedrl", "trl"):
+            for system in systems:
                 rows.append(run_system(system, spec_path, lmbda, workdir))
                 load.append(os.getloadavg())
                 print(f"λ={lmbda:g} {system}: {rows[-1]['s_per_update']:.4f} s/update", flush=True)
     from importlib.metadata import version
 
     speedup = {}
-    for lmbda in a.lambdas:
+    for lmbda in a.lambdas if len(systems) == 2 else []:
         s, t = (next(r for r in rows if r["lmbda"] == lmbda and r["system"] == k) for k in ("seedrl", "trl"))
         speedup[f"{lmbda:g}"] = {"s_per_update": t["s_per_update"] / s["s_per_update"],
                                  "tokens_per_s": s["tokens_per_s"] / t["tokens_per_s"],
