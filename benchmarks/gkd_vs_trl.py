@@ -34,7 +34,11 @@ settings above and one actor thread per prompt of an update (``runtime.num_actor
 as TRL's ``generate`` does; with the config's 4 actors an on-policy update took about twice
 as long, measured on a loaded machine). The two differ in
 how they schedule work: TRL generates, then trains, in one thread of control; seedrl's actors
-sample the next batches while the learner trains on this one.
+sample the next batches while the learner trains on this one, and its generation server
+computes the teacher's distributions of the next batch meanwhile. Both get ``--threads``
+cores: TRL as that many intra-op threads, seedrl as ``runtime.torch_threads = --threads // 2``
+(at least 1) in each of its two computing threads (generation server, learner), which run at
+the same time (two threads of two OpenMP workers each on two cores spin against each other).
 
 TRL lives in its own virtualenv, never a dependency of seedrl (the peer venv helpers of
 ``peers_pong.py``):
@@ -81,7 +85,14 @@ def seedrl_overrides(spec: dict, lmbda: float, out_dir: str) -> list[str]:
             "gkd.divergence=jsd", f"gkd.beta={spec['beta']}", f"gkd.temperature={spec['temperature']}", f"gkd.lmbda={lmbda}",
             "gkd.samples_per_prompt=1", "gkd.reduction=token", "gkd.off_policy=dataset",
             f"runtime.num_actors={spec['prompts_per_step']}",  # the server batches a whole update's prompts
+            f"runtime.torch_threads={seedrl_threads(spec['threads'])}",
             "log.progress=false", f"log.every={spec['warmup'] + spec['steps']}", "log.checkpoint_every=1000000"]
+
+
+def seedrl_threads(threads: int) -> int:
+    """seedrl's intra-op threads for a budget of ``threads`` cores: its generation server (teacher
+    forward, sampling) and learner compute at the same time, so each gets half (at least 1)."""
+    return max(1, threads // 2)
 
 
 def make_spec(a: argparse.Namespace) -> dict:
@@ -145,7 +156,8 @@ def seedrl_side(spec: dict, lmbda: float) -> dict:
             "tokens_per_s": sum(tokens[w:]) / len(intervals) / statistics.median(intervals),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "settings": f"configs/arith_gkd.yaml, {cfg.runtime.num_actors} actor threads, gkd.samples_per_prompt=1, "
-                        f"gkd.reduction=token, fp32, torch threads {spec['threads']}"}
+                        f"gkd.reduction=token, fp32, torch threads {seedrl_threads(spec['threads'])} in each of "
+                        f"its 2 computing threads (server, learner) for a budget of {spec['threads']} cores"}
 
 
 def run_system(system: str, spec_path: Path, lmbda: float, workdir: Path) -> dict:
@@ -200,6 +212,7 @@ def main(argv=None) -> dict | None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads of each system")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 1.0])
+    ap.add_argument("--systems", default="seedrl,trl", help="comma-separated subset of seedrl,trl (speed-ups need both)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--side-seedrl", nargs=3, metavar=("SPEC", "LMBDA", "RESULT"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -215,7 +228,10 @@ def main(argv=None) -> dict | None:
         return None
     if a.warmup < 1:
         raise SystemExit(f"--warmup={a.warmup}: must be >= 1 (the first update includes start-up)")
-    info = peer_info(workdir, "trl")
+    systems = [x for x in ("seedrl", "trl") if x in a.systems.split(",")]
+    if not systems:
+        raise SystemExit(f"--systems={a.systems!r}: name seedrl and/or trl")
+    info = peer_info(workdir, "trl") if "trl" in systems else {}
     load = [os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
         spec_path = Path(tmp) / "spec.json"
@@ -223,14 +239,14 @@ def main(argv=None) -> dict | None:
         spec_path.write_text(json.dumps(spec))
         rows = []
         for lmbda in a.lambdas:
-            for system in ("seedrl", "trl"):
+            for system in systems:
                 rows.append(run_system(system, spec_path, lmbda, workdir))
                 load.append(os.getloadavg())
                 print(f"λ={lmbda:g} {system}: {rows[-1]['s_per_update']:.4f} s/update", flush=True)
     from importlib.metadata import version
 
     speedup = {}
-    for lmbda in a.lambdas:
+    for lmbda in a.lambdas if len(systems) == 2 else []:
         s, t = (next(r for r in rows if r["lmbda"] == lmbda and r["system"] == k) for k in ("seedrl", "trl"))
         speedup[f"{lmbda:g}"] = {"s_per_update": t["s_per_update"] / s["s_per_update"],
                                  "tokens_per_s": s["tokens_per_s"] / t["tokens_per_s"],

@@ -61,7 +61,8 @@ def test_server_gives_the_teachers_full_and_top_k_distributions(models):
     # the student's divergence to either form (under autograd: the server's tensors may be saved
     # for backward, so they are not inference-mode tensors); top-k never above the full one
     logits = student.completion_logits(PROMPTS, COMPS)
-    d_full = token_divergence(logits, full.teacher(), temperature=2.0, mask=full.mask, reduction="none")
+    d_full = token_divergence(logits, teacher.completion_logits(PROMPTS, COMPS).detach(), temperature=2.0,
+                              mask=full.mask, reduction="none")  # full: raw logits, tempered by the divergence
     d_top = token_divergence(logits, top.teacher(), temperature=2.0, mask=full.mask, reduction="none")
     assert (d_top <= d_full + 1e-6).all() and (d_full[full.mask] > 0).all()
     (d_full.sum() + d_top.sum()).backward()
@@ -136,3 +137,38 @@ def test_teacher_samples_with_nll_is_the_students_per_token_nll(models, tmp_path
     want = -(s.token_logprobs.sum(-1) / s.mask.sum(-1)).mean()
     torch.testing.assert_close(loss, want)
     assert logs["on_policy"] == 0.0 and logs["teacher_reward"] == 1.0
+
+
+@pytest.mark.parametrize("top_k", [0, 5])
+def test_the_temperature_tempers_the_teacher_once(models, top_k):
+    """``gkd.temperature`` = τ: the loss is D(softmax(z_T/τ) ‖ softmax(z_S/τ)) on the teacher's and the
+    student's raw logits, full vocabulary (the server's log-probs must not be tempered a second time
+    by the divergence) and top-k (already tempered by the server, the tail in one bucket) alike."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from seedrl.agents.gkd import GKDUpdate
+    from seedrl.ops.divergences import TopKTeacher, token_divergence
+    from seedrl.runtime.lm_updates import Group
+
+    cfg = load_config(LMGKDConfig, {"policy": str(models["student"]), "teacher": str(models["teacher"]),
+                                    "task": {"world": "arithmetic"},
+                                    "gkd": {"lmbda": 1.0, "temperature": 2.0, "top_k": top_k, "divergence": "forward_kl",
+                                            "reduction": "token"}})
+    student = LMPolicy.from_pretrained(models["student"])
+    update = GKDUpdate(cfg, student)
+    batch = [Group(p, [SimpleNamespace(tokens=c)], np.zeros(1, np.float32)) for p, c in zip(PROMPTS, COMPS)]
+    with GenerationServer(update.served_models()) as update.server:
+        loss, _ = update.loss(batch)
+    with torch.no_grad():
+        zt = update.teacher.completion_logits(PROMPTS, COMPS)
+        zs = student.completion_logits(PROMPTS, COMPS)
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    teacher = zt
+    if top_k:
+        lp = torch.log_softmax(zt / 2.0, -1)
+        vals, idx = lp.topk(top_k, -1)
+        teacher = TopKTeacher(vals, idx, torch.logsumexp(lp.scatter(-1, idx, float("-inf")), -1))
+    want = token_divergence(zs, teacher, kind="forward_kl", temperature=2.0, mask=mask, reduction="token")
+    torch.testing.assert_close(loss.detach(), want, rtol=1e-5, atol=1e-6)

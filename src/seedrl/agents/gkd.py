@@ -151,6 +151,7 @@ class GKDUpdate:
         self.teacher = LMPolicy.from_pretrained(cfg.teacher).eval()
         check_same_vocabulary(learner_policy, self.teacher, cfg.policy, cfg.teacher)
         self.rng = np.random.default_rng([cfg.seed, 0x6BD])
+        self._ahead: dict[int, tuple] = {}  # id(batch) -> (coin state before it, source, prompts, completions, teacher future)
         if checkpoint is not None and (checkpoint / COIN_FILE).is_file():
             self.rng.bit_generator.state = json.loads((checkpoint / COIN_FILE).read_text(encoding="utf-8"))
         self.target = self.dataset_targets(learner_policy.tokenizer, self.g)
@@ -203,11 +204,31 @@ class GKDUpdate:
         rows = [(p, list(c)) for p, c in rows if len(c)]  # an empty completion has no positions to distil
         return source, [p for p, _ in rows], [c for _, c in rows]
 
+    def prefetch(self, batch: list[Group]) -> None:
+        """Flip this batch's λ coin and ask the server for the teacher's distributions over its
+        completions now (the loop calls this one update ahead, so the teacher's forward pass
+        overlaps the learner's step on the previous batch); :meth:`loss` then takes them."""
+        state = self.rng.bit_generator.state  # a checkpoint holds the coin as of before this batch
+        source, prompts, comps = self._completions(batch)
+        self._ahead[id(batch)] = (state, source, prompts, comps, self._ask_teacher(source, prompts, comps))
+
+    def _ask_teacher(self, source: str, prompts, comps):
+        if source == "dataset" and self.cache is not None:
+            return None
+        # a full distribution comes untempered (token_divergence tempers teacher and student alike);
+        # a top-k one tempered (its k largest and tail are taken after tempering)
+        g = self.g
+        return self.server.distributions("teacher", prompts, comps, g.temperature if g.top_k else 1.0, g.top_k)
+
     def loss(self, batch: list[Group]) -> tuple[torch.Tensor, dict[str, float]]:
         g, k = self.g, self.g.samples_per_prompt
-        source, prompts, comps = self._completions(batch)
+        ahead = self._ahead.pop(id(batch), None)
+        if ahead is not None:
+            _, source, prompts, comps, teacher = ahead
+        else:
+            source, prompts, comps = self._completions(batch)
+            teacher = self._ask_teacher(source, prompts, comps)
         cached = source == "dataset" and self.cache is not None
-        teacher = None if cached else self.server.distributions("teacher", prompts, comps, g.temperature, g.top_k)
         rl = g.alpha < 1
         student_rows = [(x.prompt_tokens, c.tokens) for x in batch for c in x.completions]
         # one student forward for the distillation rows and (RL mix) the student samples
@@ -252,4 +273,6 @@ class GKDUpdate:
         pass
 
     def save(self, path: Path) -> None:
-        (path / COIN_FILE).write_text(json.dumps(self.rng.bit_generator.state), encoding="utf-8")
+        # a prefetched batch not trained yet is not in the checkpoint: nor is its coin flip
+        state = next(iter(self._ahead.values()))[0] if self._ahead else self.rng.bit_generator.state
+        (path / COIN_FILE).write_text(json.dumps(state), encoding="utf-8")

@@ -34,9 +34,10 @@ masked), ``"sequence"`` ``[B]``: the paper's ``(1/L_b) Σ_n D_n``, ``"token"``:
 a scalar ``Σ D·mask / Σ mask``.
 
 **Memory**: positions are processed in chunks of ``chunk_tokens`` rows; each
-chunk's tensors are ``[chunk, V]``, and under autograd each chunk runs under
-activation checkpointing (only views of the inputs are saved; the chunk is
-recomputed in backward), so beyond the logits themselves at most about one
+chunk's tensors are ``[chunk, V]``, and under autograd each chunk saves only views of
+its inputs and is recomputed in backward (a full-vocabulary teacher without gradient:
+one closed-form gradient per chunk, ``∂D/∂z = Q ⊙ (g − ⟨Q, g⟩)/τ`` with ``g = ∂D/∂Q``,
+see :func:`_student_grad`; otherwise activation checkpointing of the chunk), so beyond the logits themselves at most about one
 ``[chunk_tokens, V]`` working set lives at a time (a few of them inside one chunk),
 never ``[tokens, V]`` copies per intermediate.
 """
@@ -106,6 +107,44 @@ def _chunk_full(student: torch.Tensor, teacher: torch.Tensor, kind: str, beta: f
     return bucket_divergence(lp, lq, kind, beta)
 
 
+def _student_grad(lp: torch.Tensor, lq: torch.Tensor, d: torch.Tensor, kind: str, beta: float) -> torch.Tensor:
+    """``∂D/∂z`` for student log-probs ``lq = log_softmax(z)`` (before the ``1/τ`` of tempering).
+
+    With ``g = ∂D/∂Q`` the softmax Jacobian gives ``∂D/∂z = Q ⊙ (g − ⟨Q, g⟩)``; for the
+    three kinds this is forward KL: ``Q − P``; reverse KL: ``Q ⊙ (log Q − log P − D)``;
+    JSD(β): ``g = (1−β)(log Q − log M)`` (the ``∂M/∂Q`` terms cancel)."""
+    q = lq.exp()
+    if kind == "forward_kl":
+        return q - lp.exp()
+    if kind == "reverse_kl":
+        return q * (lq - lp - d[:, None])
+    g = (1 - beta) * (lq - torch.logaddexp(lp + math.log(beta), lq + math.log1p(-beta)))
+    return q * (g - (q * g).sum(-1, keepdim=True))
+
+
+class _FullChunk(torch.autograd.Function):
+    """:func:`_chunk_full` with its gradient in closed form (:func:`_student_grad`): the
+    backward recomputes the two log-softmaxes from the saved input views and applies one
+    formula, instead of replaying a checkpointed graph of ~15 ops (and the ``where`` guards
+    of :func:`_p_times`) through autograd. The teacher gets no gradient."""
+
+    @staticmethod
+    def forward(ctx, student, teacher, kind: str, beta: float, temperature: float):
+        ctx.save_for_backward(student, teacher)
+        ctx.args = (kind, beta, temperature)
+        return _chunk_full(student, teacher, kind, beta, temperature)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        student, teacher = ctx.saved_tensors
+        kind, beta, temperature = ctx.args
+        lq = F.log_softmax(_wide(student) / temperature, dim=-1)
+        lp = F.log_softmax(teacher.to(lq.dtype) / temperature, dim=-1)
+        d = bucket_divergence(lp, lq, kind, beta) if kind == "reverse_kl" else None
+        grad = _student_grad(lp, lq, d, kind, beta) * (grad_out[:, None] / temperature)
+        return grad.to(student.dtype), None, None, None, None
+
+
 def _chunk_topk(student, t_lp, t_idx, t_rest, kind: str, beta: float, temperature: float) -> torch.Tensor:
     z = _wide(student) / temperature
     lse = torch.logsumexp(z, dim=-1, keepdim=True)
@@ -166,10 +205,14 @@ def token_divergence(
         ins, fn = (teacher.reshape(B * L, V),), _chunk_full
     ins = tuple(t.to(s.device) for t in ins)
     grad = torch.is_grad_enabled() and student_logits.requires_grad
+    closed_form = grad and not topk and not ins[0].requires_grad  # the usual case: a teacher without gradient
     parts = []
     for a in range(0, B * L, max(1, chunk_tokens)):
         chunk = (s[a:a + chunk_tokens], *(t[a:a + chunk_tokens] for t in ins), kind, beta, temperature)
-        parts.append(checkpoint(fn, *chunk, use_reentrant=False) if grad else fn(*chunk))
+        if closed_form:
+            parts.append(_FullChunk.apply(*chunk))
+        else:
+            parts.append(checkpoint(fn, *chunk, use_reentrant=False) if grad else fn(*chunk))
     per_token = (torch.cat(parts) if parts else s.new_zeros(0, dtype=dtype)).reshape(B, L)
     per_token = torch.where(mask, per_token, torch.zeros((), dtype=dtype, device=per_token.device))
     if reduction == "none":

@@ -28,13 +28,26 @@ from seedrl.runtime.errors import check_finite
 from seedrl.runtime.unrolls import Unroll, stack_unrolls
 
 
-def make_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
-    """The torch optimizer of ``optim`` (``name``, ``lr``, ``eps``, ``weight_decay``, ``rmsprop_alpha``)."""
+def make_optimizer(cfg: OptimConfig, params, *, fused: bool = False) -> torch.optim.Optimizer:
+    """The torch optimizer of ``optim`` (``name``, ``lr``, ``eps``, ``weight_decay``, ``rmsprop_alpha``).
+
+    ``fused``: Adam / AdamW update every parameter in one fused kernel where all of them are
+    floating-point CPU (or CUDA) tensors (the same update rule; the per-parameter Python loop
+    of the default CPU path costs ~1 ms per step for a 28-tensor tiny GPT-2, fused ~0.3 ms)."""
+    params = list(params)
+    kw = {"fused": True} if fused and _fusable(params) else {}
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay, **kw)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay, **kw)
     return torch.optim.RMSprop(params, lr=cfg.lr, eps=cfg.eps, alpha=cfg.rmsprop_alpha, weight_decay=cfg.weight_decay)
+
+
+def _fusable(params) -> bool:
+    """Parameters torch's fused Adam accepts: floating point, all on one CPU or CUDA device."""
+    tensors = [p for p in params if isinstance(p, torch.Tensor)]
+    return bool(tensors) and len(tensors) == len(params) and len({p.device for p in tensors}) == 1 \
+        and tensors[0].device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in tensors)
 
 
 class LossFnStep:

@@ -73,6 +73,10 @@ class LMRuntimeConfig:
 
     num_actors: int = field(default=4, metadata={"help": "actor threads drawing prompts and scoring rewards", "min": 1})
     queue_groups: int = field(default=16, metadata={"help": "bound of the actor->learner queue", "min": 1})
+    torch_threads: int = field(default=0, metadata={
+        "help": "torch intra-op threads of the run (the generation server and the learner compute at the same time, "
+                "each with this many; 1 each is fastest for tiny models on 2 cores: OpenMP threads spin); "
+                "0 = leave torch's setting", "min": 0})
 
 
 def _lm_optim() -> OptimConfig:

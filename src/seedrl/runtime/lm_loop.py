@@ -181,6 +181,17 @@ def run_actor(task, task_lock, server, reward_fn, requests: list[tuple[Request, 
         stop.set()
 
 
+def _take_batch(groups: queue.Queue, size: int, signals, errors: list) -> list[Group] | None:
+    """``size`` groups off the actors' queue, or ``None`` once a stop signal or an actor error arrives."""
+    batch: list[Group] = []
+    while len(batch) < size and not signals.is_set() and not errors:
+        try:
+            batch.append(groups.get(timeout=0.1))
+        except queue.Empty:
+            continue
+    return None if signals.is_set() or errors else batch
+
+
 def _frontier(cfg: LMRunConfig, reference, task, reward_fn, params, run_dir: Path):
     """Best-of-N frontier of the reference (BOND's plot), computed once per run and cached."""
     from seedrl.agents.bon import BoNEvaluation, evaluate_bon
@@ -214,8 +225,14 @@ def train_lm(
     :class:`~seedrl.runtime.errors.ActorsFailed`; the folder's lock and rules
     are :class:`~seedrl.runtime.run_dir.RunDir`'s."""
     run_dir = Path(cfg.out_dir) / cfg.name
-    with RunDir(run_dir, resume=resume, checkpoints=list_folder_checkpoints) as run, StopSignals() as signals:
-        return _train_lm(cfg, run, signals, reward_fn, on_step)
+    threads = torch.get_num_threads()
+    if cfg.runtime.torch_threads:
+        torch.set_num_threads(cfg.runtime.torch_threads)
+    try:
+        with RunDir(run_dir, resume=resume, checkpoints=list_folder_checkpoints) as run, StopSignals() as signals:
+            return _train_lm(cfg, run, signals, reward_fn, on_step)
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting again
 
 
 def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Callable | None,
@@ -247,8 +264,9 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
     s = cfg.sampling
     base = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, max_new_tokens=s.max_new_tokens)
     requests = [(req, replace(base, n=req.n) if req.n else None) for req in update.requests()]
+    samples_policy = any(req.n for req, _ in requests if req.model == "policy")
     params = [*learner_policy.parameters(), *trainable_parameters(update)]  # + a value head or critic (rlef)
-    optimizer = make_optimizer(cfg.optim, params)
+    optimizer = make_optimizer(cfg.optim, params, fused=True)
     first_step, samples = 1, 0
     if state is not None:  # every check before anything is written
         load_optimizer_state(optimizer, state["optimizer"], checkpoint, state.get("optimizer_class"))
@@ -294,16 +312,19 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
     saved = done if checkpoint is not None else None
     try:
         signals.in_loop = True
+        prefetch = getattr(update, "prefetch", None)
+        ahead: list[Group] | None = None  # the next batch, already prefetched
         for step in tqdm(range(first_step, cfg.steps + 1), desc=cfg.name, disable=not cfg.log.progress, unit="update",
                          initial=first_step - 1, total=cfg.steps):
-            batch: list[Group] = []
-            while len(batch) < cfg.prompts_per_step and not signals.is_set() and not errors:
-                try:
-                    batch.append(groups.get(timeout=0.1))
-                except queue.Empty:
-                    continue
-            if signals.is_set() or errors:
+            batch = ahead if ahead is not None else _take_batch(groups, cfg.prompts_per_step, signals, errors)
+            if batch is None:
                 break
+            if prefetch is not None:
+                if ahead is None:
+                    prefetch(batch)
+                ahead = _take_batch(groups, cfg.prompts_per_step, signals, errors) if step < cfg.steps else None
+                if ahead is not None:  # its inference runs while this batch trains
+                    prefetch(ahead)
             loss, logs = update.loss(batch)
             check_finite(loss, "loss", step)  # nothing applied, nothing saved
             optimizer.zero_grad(set_to_none=True)
@@ -311,7 +332,8 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_norm or float("inf"))
             check_finite(grad_norm, "gradient norm", step)
             optimizer.step()
-            version = server.update_weights("policy", learner_policy)
+            # the served copy only samples: with no policy samples requested (GKD at λ = 0) it is not pushed
+            version = server.update_weights("policy", learner_policy) if samples_policy else step + 1
             update.after_update(step)
             samples += sum(len(g.completions) + len(g.anchor_completions or ()) for g in batch)
             done = step

@@ -67,6 +67,11 @@ class LMUpdate(Protocol):
     def loss(self, batch: list[Group]) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss to minimise (differentiable) and the metrics of this batch."""
 
+    # optional: ``prefetch(batch) -> None``. An update that has it sees each batch one update
+    # early (the loop takes batch k + 1 off the queue before it trains on batch k) and may
+    # ask central inference for what that batch needs (GKD: the teacher's distributions), so
+    # the server computes it while the learner trains; ``loss`` of that batch follows, in order.
+
     def after_update(self, step: int) -> None:
         """Called after the optimizer step ``step`` (1-based) and the weight push."""
 

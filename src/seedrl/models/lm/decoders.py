@@ -224,6 +224,7 @@ class CausalBackend:
             pack = sum(m.weight.numel() * m.weight.element_size() for m in base.modules()
                        if type(m) in (torch.nn.Linear, Conv1D)) <= PACK_AUTO_BYTES
         self.gemm = _Gemm(onednn, pack, max_batch)
+        self.policy = policy
         self.core = getattr(base, base.base_model_prefix)
         self.lm_head = base.get_output_embeddings()
         self.gpt2 = cfg.model_type == "gpt2"
@@ -333,6 +334,25 @@ class CausalBackend:
             return key, val
 
         self._run(ids, pos, kv, mask)
+
+    def completion_logits(self, prompt_ids, completion_ids) -> torch.Tensor:
+        """:meth:`LMPolicy.completion_logits <seedrl.models.lm.policy.LMPolicy.completion_logits>`
+        through this path (inference only: no gradient through the oneDNN projections): the
+        stack over the right-padded rows ``prompt + completion`` (causal and padding mask, no
+        cache), then the final norm and ``lm_head`` at the completion positions only."""
+        from seedrl.models.lm.policy import completion_positions
+
+        P, C = self.policy.check_rows(prompt_ids, completion_ids)
+        seqs = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)]
+        width, B = max(len(s) for s in seqs), len(seqs)
+        ids = _pad(seqs, width, 0, self.device)
+        pos = torch.arange(width, device=self.device).expand(B, width)
+        mask = _prefill_mask(torch.tensor([len(s) for s in seqs], device=self.device), width)
+        if max(C, default=0) == 0:
+            return torch.zeros((B, 0, self.lm_head.weight.shape[0]), device=self.device)
+        x = self._run(ids, pos, lambda i, k, v: (k, v), mask)
+        x = x[torch.arange(B, device=self.device)[:, None], completion_positions(P, C, self.device)]
+        return self.gemm(self.lm_head, self.final_norm(x).reshape(-1, x.shape[-1])).view(B, x.shape[1], -1).float()
 
     def decode(self, n: int, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         T = int(positions.max()) + 1

@@ -259,14 +259,9 @@ class LMPolicy:
             mask[b, : len(s)] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def completion_logits(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]]):
-        """Raw logits ``[B, L, V]`` whose row ``n`` predicts completion token ``n``."""
-        return self.completion_outputs(prompt_ids, completion_ids)[0]
-
-    def completion_outputs(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
-                           hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(logits [B, L, V], last hidden state [B, L, H] or None)`` at the positions whose
-        row ``n`` predicts completion token ``n`` (the state ``(x, y_<n)``; a value head reads it)."""
+    def check_rows(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]]):
+        """``(prompt lengths, completion lengths)`` of a scoring batch; refuses a row count
+        mismatch, an empty prompt and (causal models) a row longer than the context."""
         B = len(prompt_ids)
         if len(completion_ids) != B:
             raise ValueError(f"completion_ids has {len(completion_ids)} rows, prompt_ids has {B}")
@@ -278,6 +273,18 @@ class LMPolicy:
             if not self.is_encoder_decoder and self.context_length and P[b] + C[b] > self.context_length:
                 raise PromptTooLongError(f"row {b}: prompt {P[b]} + completion {C[b]} tokens exceed "
                                          f"context_length={self.context_length}")
+        return P, C
+
+    def completion_logits(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]]):
+        """Raw logits ``[B, L, V]`` whose row ``n`` predicts completion token ``n``."""
+        return self.completion_outputs(prompt_ids, completion_ids)[0]
+
+    def completion_outputs(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
+                           hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(logits [B, L, V], last hidden state [B, L, H] or None)`` at the positions whose
+        row ``n`` predicts completion token ``n`` (the state ``(x, y_<n)``; a value head reads it)."""
+        B = len(prompt_ids)
+        P, C = self.check_rows(prompt_ids, completion_ids)
         L = max(C, default=0)
         if self.is_encoder_decoder:
             enc, enc_mask = self._batch(prompt_ids, max(P))
@@ -295,8 +302,7 @@ class LMPolicy:
         kw = {"logits_to_keep": width - first} if self._logits_to_keep else {}
         out = self.model(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=hidden, **kw)
         logits = out.logits
-        pos = torch.tensor([[P[b] - 1 + min(n, max(C[b] - 1, 0)) for n in range(L)] for b in range(B)],
-                           dtype=torch.long, device=logits.device).reshape(B, L)
+        pos = completion_positions(P, C, logits.device)
         rows = torch.arange(B, device=logits.device)[:, None]
         states = out.hidden_states[-1][rows, pos] if hidden else None  # hidden states cover every position
         return logits[rows, pos - (width - logits.shape[1])], states
@@ -330,18 +336,20 @@ class LMPolicy:
 
     def next_token_distributions(
         self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
-        temperature: float = 1.0, top_k: int = 0,
+        temperature: float = 1.0, top_k: int = 0, logits_fn=None,
     ) -> TokenDistributions:
         """``log softmax(z_n / T)`` at every completion position (what a teacher gives a
         distilled student): all ``V`` log-probs, or with ``0 < top_k < V`` the ``top_k``
-        largest with their indices and ``log(mass outside them)`` (a logsumexp, exact)."""
+        largest with their indices and ``log(mass outside them)`` (a logsumexp, exact).
+        ``logits_fn(prompt_ids, completion_ids)``: another forward pass with the contract of
+        :meth:`completion_logits` (the sampler's cached-path backend, inference only)."""
         from seedrl.ops.divergences import TopKTeacher
 
         if not temperature > 0:
             raise ValueError(f"temperature={temperature!r} must be > 0")
         if top_k < 0:
             raise ValueError(f"top_k={top_k!r} must be >= 0 (0 = the full vocabulary)")
-        logits = self.completion_logits(prompt_ids, completion_ids)
+        logits = (logits_fn or self.completion_logits)(prompt_ids, completion_ids)
         mask = _length_mask([len(c) for c in completion_ids], logits.device)
         logp = F.log_softmax(logits.float() / temperature, dim=-1)
         if 0 < top_k < logp.shape[-1]:
@@ -392,6 +400,14 @@ class LMPolicy:
 
     def parameters(self):
         return self.model.parameters()
+
+
+def completion_positions(P: Sequence[int], C: Sequence[int], device) -> torch.Tensor:
+    """``[B, max(C)]`` index of the position whose logits predict completion token ``n`` of a
+    causal row ``prompt + completion`` (``P[b] - 1 + n``; past the row's end its last one)."""
+    L = max(C, default=0)
+    return torch.tensor([[P[b] - 1 + min(n, max(C[b] - 1, 0)) for n in range(L)] for b in range(len(P))],
+                        dtype=torch.long, device=device).reshape(len(P), L)
 
 
 def _length_mask(lengths: Sequence[int], device) -> torch.Tensor:

@@ -196,8 +196,10 @@ class GenerationServer:
                 self._scores[name].append((payload, fut))
             elif kind == "distributions":
                 prompts, comps, temp, top_k = payload
+                fast = getattr(self.samplers[name].backend, "completion_logits", None)  # the cached path's kernels
                 with torch.inference_mode():
-                    dist = self.models[name].next_token_distributions(prompts, comps, temperature=temp, top_k=top_k)
+                    dist = self.models[name].next_token_distributions(prompts, comps, temperature=temp, top_k=top_k,
+                                                                      logits_fn=fast)
                 fut.set_result(dist.clone())  # normal tensors: the learner's autograd may save them
             else:
                 self.models[name].load_state_dict_from(payload)
