@@ -248,3 +248,35 @@ def test_ray_learns_as_well_as_embedded_at_the_same_budget_and_seed(tmp_path, fr
     assert embedded.frames == on_ray.frames
     assert embedded.mean_return > 45 and on_ray.mean_return > 45, (embedded, on_ray)
     assert on_ray.mean_return >= 0.6 * embedded.mean_return, (embedded.mean_return, on_ray.mean_return)
+
+
+# ------------------------------------------------------------------ several inference servers (Ray actors)
+SHARDED = {"runtime.ray.inference_servers": 2, "runtime.ray.server_cpus": 0.5, "runtime.ray.actor_cpus": 0.5}
+
+
+def test_more_servers_than_groups_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"runtime.ray.inference_servers' = 3 is above the 2 actor groups") as err:
+        _cfg(tmp_path, **{"runtime.ray.inference_servers": 3})
+    assert "\n" not in str(err.value)
+
+
+def test_cartpole_learns_with_two_inference_servers_each_receiving_every_version(tmp_path, cluster):
+    cfg = _cfg(tmp_path, total_frames=80_000, **SHARDED, **{"runtime.ray.address": cluster.address,
+                                                            "runtime.ray.placement": "spread"})
+    seen: dict = {}
+
+    def look(row, backend):
+        if "nodes" not in seen:
+            seen["nodes"], seen["backend"] = backend.node_ids(), backend
+
+    result = train(cfg, on_update=look)
+    assert result.mean_return is not None and result.mean_return > 45, result
+    assert len(seen["nodes"]) == 4 and len(set(seen["nodes"])) == 2, seen["nodes"]  # spread (soft): both nodes used
+    received = seen["backend"].received
+    assert len(received) == 2
+    for versions in received:  # every version the learner published reached every server
+        assert sorted(versions) == list(range(1, result.updates + 1)), (len(versions), result.updates)
+    rows = [json.loads(line) for line in open(result.run_dir / "metrics.jsonl")]
+    lags = [r["policy_lag"] for r in rows if "policy_lag" in r]
+    assert lags and all(lag >= 0 for lag in lags)
+    assert not ray.is_initialized()
