@@ -280,3 +280,38 @@ def test_cartpole_learns_with_two_inference_servers_each_receiving_every_version
     lags = [r["policy_lag"] for r in rows if "policy_lag" in r]
     assert lags and all(lag >= 0 for lag in lags)
     assert not ray.is_initialized()
+
+
+def _no_actor_holds_cpus(cluster) -> float:
+    """CPUs free on ``cluster`` once the killed actors' resources are back (waits up to 30 s for Ray to reclaim them)."""
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        total = ray.cluster_resources()["CPU"]
+        for _ in range(300):
+            if ray.available_resources().get("CPU", 0.0) >= total:
+                break
+            time.sleep(0.1)
+        return ray.available_resources().get("CPU", 0.0)
+    finally:
+        ray.shutdown()
+
+
+def test_a_lost_inference_server_fails_the_run_with_a_checkpoint_and_resume_goes_on(tmp_path, cluster):
+    from seedrl.runtime.errors import InferenceFailed
+
+    cfg = _cfg(tmp_path, **SHARDED, **{"runtime.ray.address": cluster.address, "log.checkpoint_every": 2})
+
+    def kill_server(row, backend):
+        if row["updates"] == 4:
+            backend.kill_server(1)
+
+    with pytest.raises(InferenceFailed, match=r"inference server 1 \(groups \[1\]\) was lost.*saved in .*--resume"):
+        train(cfg, max_updates=10_000, on_update=kill_server)
+    ckpt = latest_checkpoint(tmp_path / "t")
+    assert ckpt is not None
+    assert not ray.is_initialized()
+    assert _no_actor_holds_cpus(cluster) == 3  # the failed run's groups and surviving server were killed
+    saved = int(ckpt.stem.split("-")[1])  # ckpt-<updates>.pt
+    assert saved >= 4
+    result = train(cfg, resume=True, max_updates=saved + 3)  # the same two servers, from the checkpoint
+    assert result.updates == saved + 3 and not result.interrupted
