@@ -142,16 +142,22 @@ def test_killed_actor_group_is_restarted_by_ray_and_the_run_goes_on(tmp_path, cl
 
 
 @pytest.mark.slow
-def test_groups_record_every_counted_episode_as_rlds(tmp_path, cluster):
+@pytest.mark.parametrize("servers", [1, 2])
+def test_groups_on_two_nodes_record_every_counted_episode_into_one_dataset(tmp_path, cluster, servers):
     from seedrl.data import open_dataset
+    from seedrl.data.segment import list_segments
 
     cfg = _cfg(tmp_path, **{"runtime.ray.address": cluster.address, "record.rate": 1.0, "env.num_envs": 2,
-                            "runtime.batch_size": 4})
-    result = train(cfg, max_updates=30)
+                            "runtime.batch_size": 4, **(SHARDED if servers > 1 else {})})
+    nodes: list = []
+    result = train(cfg, max_updates=30, on_update=lambda row, backend: nodes or nodes.extend(backend.node_ids()[:2]))
+    assert len(set(nodes)) == 2, nodes  # the two groups write from two nodes
     ds = open_dataset(cfg.run_dir / "episodes")
     # every episode the run counted was recorded (more may end between the last count and the stop)
     assert result.episodes > 0 and len(ds) >= result.episodes
     assert {ep.metadata["agent_id"] for ep in ds} == {"actor-0", "actor-1"}
+    assert len(list_segments(cfg.run_dir / "episodes")) == 2  # each writer its own segment
+    assert not any(p.name.startswith(".seedrl-shared") for p in (cfg.run_dir / "episodes").iterdir())
     for ep in ds:
         assert ep.columns["is_first"][0] and ep.columns["is_last"][-1]
 
@@ -315,3 +321,22 @@ def test_a_lost_inference_server_fails_the_run_with_a_checkpoint_and_resume_goes
     assert saved >= 4
     result = train(cfg, resume=True, max_updates=saved + 3)  # the same two servers, from the checkpoint
     assert result.updates == saved + 3 and not result.interrupted
+
+
+def test_a_record_path_the_groups_do_not_see_is_a_clear_error(tmp_path, cluster, monkeypatch):
+    """What a cluster without a shared filesystem looks like: the marker the driver writes into
+    ``record.path`` is not there for the groups (simulated: the driver keeps it to itself)."""
+    import os
+
+    from seedrl.runtime import ray_backend
+
+    def driver_only(folder, token):
+        os.makedirs(folder, exist_ok=True)
+        return os.path.join(folder, f".seedrl-shared-{token}")  # never reaches the groups' view of the folder
+
+    monkeypatch.setattr(ray_backend, "_write_marker", driver_only)
+    cfg = _cfg(tmp_path, **{"runtime.ray.address": cluster.address, "record.rate": 1.0})
+    with pytest.raises(ConfigError, match=r"'record.path' = '.*episodes' is not shared: actor groups \[0, 1\] on node"):
+        train(cfg, max_updates=3)
+    assert not ray.is_initialized()
+    assert _no_actor_holds_cpus(cluster) == 3
