@@ -73,9 +73,10 @@ def _two_node_cluster():
 
 
 cluster = pytest.fixture(scope="module")(_two_node_cluster)
-# A cluster of its own: after the failure tests on the shared cluster, new groups of the learning test
-# were cancelled before they ran (seen 2026-12-05 when the whole file ran in one process; a leak of
-# failed runs' actors to look into, see docs/scaling.md)
+# A cluster of its own: after some of the runs on the shared cluster (not one of the failure tests alone:
+# each of them followed by the two-server learning test passes), a later run's new actors are
+# cancelled by Ray before they start ("SchedulingCancelled: Actor creation cancelled", seen for groups
+# and inference servers when the whole file runs in one process); the cause is not found yet.
 fresh_cluster = pytest.fixture(scope="function")(_two_node_cluster)
 
 
@@ -222,6 +223,7 @@ def test_crashes_beyond_max_restarts_save_a_checkpoint_and_end_the_run(tmp_path,
         train(cfg, max_updates=10_000, on_update=kill_one)
     assert latest_checkpoint(tmp_path / "t") is not None
     assert not ray.is_initialized()
+    assert _no_actor_holds_cpus(cluster) == 3  # the failed run's surviving group was killed
 
 
 def test_more_cpus_than_the_cluster_has_is_a_clear_error(tmp_path, cluster):
@@ -266,8 +268,8 @@ def test_more_servers_than_groups_is_a_clear_error(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_cartpole_learns_with_two_inference_servers_each_receiving_every_version(tmp_path, cluster):
-    cfg = _cfg(tmp_path, total_frames=80_000, **SHARDED, **{"runtime.ray.address": cluster.address,
+def test_cartpole_learns_with_two_inference_servers_each_receiving_every_version(tmp_path, fresh_cluster):
+    cfg = _cfg(tmp_path, total_frames=80_000, **SHARDED, **{"runtime.ray.address": fresh_cluster.address,
                                                             "runtime.ray.placement": "spread"})
     seen: dict = {}
 
@@ -302,9 +304,10 @@ def _no_actor_holds_cpus(cluster) -> float:
         ray.shutdown()
 
 
-def test_a_lost_inference_server_fails_the_run_with_a_checkpoint_and_resume_goes_on(tmp_path, cluster):
+def test_a_lost_inference_server_fails_the_run_with_a_checkpoint_and_resume_goes_on(tmp_path, fresh_cluster):
     from seedrl.runtime.errors import InferenceFailed
 
+    cluster = fresh_cluster
     cfg = _cfg(tmp_path, **SHARDED, **{"runtime.ray.address": cluster.address, "log.checkpoint_every": 2})
 
     def kill_server(row, backend):
