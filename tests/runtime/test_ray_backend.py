@@ -9,6 +9,7 @@ fixtures' ``finally``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import queue
@@ -219,11 +220,11 @@ def test_crashes_beyond_max_restarts_save_a_checkpoint_and_end_the_run(tmp_path,
         if row["updates"] == 3:
             backend.kill_actor(1)
 
-    with pytest.raises(ActorsFailed, match=r"max_restarts=0.*--resume"):
-        train(cfg, max_updates=10_000, on_update=kill_one)
+    with _connected(cluster):
+        with pytest.raises(ActorsFailed, match=r"max_restarts=0.*--resume"):
+            train(cfg, max_updates=10_000, on_update=kill_one)
+        assert _free_cpus() == 3  # the failed run killed its surviving group
     assert latest_checkpoint(tmp_path / "t") is not None
-    assert not ray.is_initialized()
-    assert _no_actor_holds_cpus(cluster) == 3  # the failed run's surviving group was killed
 
 
 def test_more_cpus_than_the_cluster_has_is_a_clear_error(tmp_path, cluster):
@@ -290,18 +291,25 @@ def test_cartpole_learns_with_two_inference_servers_each_receiving_every_version
     assert not ray.is_initialized()
 
 
-def _no_actor_holds_cpus(cluster) -> float:
-    """CPUs free on ``cluster`` once the killed actors' resources are back (waits up to 30 s for Ray to reclaim them)."""
+@contextlib.contextmanager
+def _connected(cluster):
+    """This process joined to ``cluster`` around a run: the run keeps the connection, so what the run
+    does not kill itself stays alive (a driver's disconnect would kill its actors for it)."""
     ray.init(address=cluster.address, log_to_driver=False)
     try:
-        total = ray.cluster_resources()["CPU"]
-        for _ in range(300):
-            if ray.available_resources().get("CPU", 0.0) >= total:
-                break
-            time.sleep(0.1)
-        return ray.available_resources().get("CPU", 0.0)
+        yield
     finally:
         ray.shutdown()
+
+
+def _free_cpus() -> float:
+    """The cluster's free CPUs once killed actors' resources are back (waits up to 30 s for Ray to reclaim them)."""
+    total = ray.cluster_resources()["CPU"]
+    for _ in range(300):
+        if ray.available_resources().get("CPU", 0.0) >= total:
+            break
+        time.sleep(0.1)
+    return ray.available_resources().get("CPU", 0.0)
 
 
 def test_a_lost_inference_server_fails_the_run_with_a_checkpoint_and_resume_goes_on(tmp_path, fresh_cluster):
@@ -314,12 +322,12 @@ def test_a_lost_inference_server_fails_the_run_with_a_checkpoint_and_resume_goes
         if row["updates"] == 4:
             backend.kill_server(1)
 
-    with pytest.raises(InferenceFailed, match=r"inference server 1 \(groups \[1\]\) was lost.*saved in .*--resume"):
-        train(cfg, max_updates=10_000, on_update=kill_server)
+    with _connected(cluster):
+        with pytest.raises(InferenceFailed, match=r"inference server 1 \(groups \[1\]\) was lost.*saved in .*--resume"):
+            train(cfg, max_updates=10_000, on_update=kill_server)
+        assert _free_cpus() == 3  # the failed run killed its groups and its surviving server
     ckpt = latest_checkpoint(tmp_path / "t")
     assert ckpt is not None
-    assert not ray.is_initialized()
-    assert _no_actor_holds_cpus(cluster) == 3  # the failed run's groups and surviving server were killed
     saved = int(ckpt.stem.split("-")[1])  # ckpt-<updates>.pt
     assert saved >= 4
     result = train(cfg, resume=True, max_updates=saved + 3)  # the same two servers, from the checkpoint
@@ -339,7 +347,7 @@ def test_a_record_path_the_groups_do_not_see_is_a_clear_error(tmp_path, cluster,
 
     monkeypatch.setattr(ray_backend, "_write_marker", driver_only)
     cfg = _cfg(tmp_path, **{"runtime.ray.address": cluster.address, "record.rate": 1.0})
-    with pytest.raises(ConfigError, match=r"'record.path' = '.*episodes' is not shared: actor groups \[0, 1\] on node"):
-        train(cfg, max_updates=3)
-    assert not ray.is_initialized()
-    assert _no_actor_holds_cpus(cluster) == 3
+    with _connected(cluster):
+        with pytest.raises(ConfigError, match=r"'record.path' = '.*episodes' is not shared: actor groups \[0, 1\] on node"):
+            train(cfg, max_updates=3)
+        assert _free_cpus() == 3  # the groups the run had started were killed
