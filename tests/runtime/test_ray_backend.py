@@ -215,16 +215,22 @@ def test_a_group_whose_setup_raises_is_restarted_then_ends_the_run_with_its_erro
 
 def test_crashes_beyond_max_restarts_save_a_checkpoint_and_end_the_run(tmp_path, cluster):
     cfg = _cfg(tmp_path, **{"runtime.ray.address": cluster.address, "runtime.max_restarts": 0})
+    _fails_freeing_every_cpu(cluster, cfg, lambda backend: backend.kill_actor(1), ActorsFailed, r"max_restarts=0.*--resume")
+    assert latest_checkpoint(tmp_path / "t") is not None
 
-    def kill_one(row, backend):
+
+def _fails_freeing_every_cpu(cluster, cfg, kill, error, match) -> None:
+    """Train ``cfg``, calling ``kill(backend)`` at update 3: the run must raise ``error`` (``match``),
+    and kill every Ray actor it started (the test stays connected, so no disconnect does it instead)."""
+
+    def at_update_3(row, backend):
         if row["updates"] == 3:
-            backend.kill_actor(1)
+            kill(backend)
 
     with _connected(cluster):
-        with pytest.raises(ActorsFailed, match=r"max_restarts=0.*--resume"):
-            train(cfg, max_updates=10_000, on_update=kill_one)
-        assert _free_cpus() == 3  # the failed run killed its surviving group
-    assert latest_checkpoint(tmp_path / "t") is not None
+        with pytest.raises(error, match=match):
+            train(cfg, max_updates=10_000, on_update=at_update_3)
+        assert _free_cpus() == ray.cluster_resources()["CPU"]
 
 
 def test_more_cpus_than_the_cluster_has_is_a_clear_error(tmp_path, cluster):
@@ -318,18 +324,12 @@ def test_a_lost_inference_server_fails_the_run_with_a_checkpoint_and_resume_goes
     cluster = fresh_cluster
     cfg = _cfg(tmp_path, **SHARDED, **{"runtime.ray.address": cluster.address, "log.checkpoint_every": 2})
 
-    def kill_server(row, backend):
-        if row["updates"] == 4:
-            backend.kill_server(1)
-
-    with _connected(cluster):
-        with pytest.raises(InferenceFailed, match=r"inference server 1 \(groups \[1\]\) was lost.*saved in .*--resume"):
-            train(cfg, max_updates=10_000, on_update=kill_server)
-        assert _free_cpus() == 3  # the failed run killed its groups and its surviving server
+    _fails_freeing_every_cpu(cluster, cfg, lambda backend: backend.kill_server(1), InferenceFailed,
+                             r"inference server 1 \(groups \[1\]\) was lost.*saved in .*--resume")
     ckpt = latest_checkpoint(tmp_path / "t")
     assert ckpt is not None
     saved = int(ckpt.stem.split("-")[1])  # ckpt-<updates>.pt
-    assert saved >= 4
+    assert saved >= 3
     result = train(cfg, resume=True, max_updates=saved + 3)  # the same two servers, from the checkpoint
     assert result.updates == saved + 3 and not result.interrupted
 
