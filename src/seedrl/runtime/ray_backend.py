@@ -1,4 +1,4 @@
-"""The Ray backend: actor groups as Ray actors, central inference and the learner in the driver.
+"""The Ray backend: actor groups as Ray actors; central inference in the driver (or sharded), the learner in the driver.
 
 The same roles as the embedded backend, on a Ray cluster (``runtime.backend:
 ray``). Each actor group (``env.num_envs`` environments, no network) is a Ray
@@ -25,6 +25,14 @@ and the learner's weights publishing are unchanged; the backend is only a new
   forgets the group's state and the driver starts it again with a new seed;
   more than ``runtime.max_restarts`` crashes in all end the run
   (:class:`~seedrl.runtime.embedded.ActorCrashLoop`).
+
+The same backend serves one shard of groups inside each inference server of
+a run with ``runtime.ray.inference_servers >= 2``
+(:mod:`seedrl.runtime.ray_shards`). With ``runtime.ray.placement`` pack or
+spread the actors go into the bundles of one Ray placement group. A run that
+records checks at start that every group sees ``record.path`` as the driver
+does (a marker file; :func:`check_record_path`). Every Ray actor a run
+started is killed when it ends, failed or not.
 
 ``runtime.ray.address`` joins an existing cluster (the driver disconnects at
 the end); without it a local Ray instance is started with explicit CPUs and a
