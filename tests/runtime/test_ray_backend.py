@@ -334,7 +334,7 @@ def test_a_lost_inference_server_fails_the_run_with_a_checkpoint_and_resume_goes
     assert result.updates == saved + 3 and not result.interrupted
 
 
-def test_a_record_path_the_groups_do_not_see_is_a_clear_error(tmp_path, cluster, monkeypatch):
+def test_a_record_path_the_groups_do_not_see_is_a_clear_error(tmp_path, fresh_cluster, monkeypatch):
     """What a cluster without a shared filesystem looks like: the marker the driver writes into
     ``record.path`` is not there for the groups (simulated: the driver keeps it to itself)."""
     import os
@@ -346,8 +346,8 @@ def test_a_record_path_the_groups_do_not_see_is_a_clear_error(tmp_path, cluster,
         return os.path.join(folder, f".seedrl-shared-{token}")  # never reaches the groups' view of the folder
 
     monkeypatch.setattr(ray_backend, "_write_marker", driver_only)
-    cfg = _cfg(tmp_path, **{"runtime.ray.address": cluster.address, "record.rate": 1.0})
-    with _connected(cluster):
+    cfg = _cfg(tmp_path, **{"runtime.ray.address": fresh_cluster.address, "record.rate": 1.0})
+    with _connected(fresh_cluster):
         with pytest.raises(ConfigError, match=r"'record.path' = '.*episodes' is not shared: actor groups \[0, 1\] on node"):
             train(cfg, max_updates=3)
         assert _free_cpus() == 3  # the groups the run had started were killed
