@@ -359,3 +359,13 @@ def test_a_record_path_the_groups_do_not_see_is_a_clear_error(tmp_path, cluster,
         with pytest.raises(ConfigError, match=r"'record.path' = '.*episodes' is not shared: actor groups \[0, 1\] on node"):
             train(cfg, max_updates=3)
         assert _free_cpus() == 3  # the groups the run had started were killed
+
+
+def test_pack_placement_puts_the_groups_on_one_node(tmp_path, cluster):
+    """Two groups of 1 CPU on nodes of 1 and 2 CPUs: a packed placement group holds both on the 2-CPU node
+    (spread scheduling without a placement group puts them on both: the learning test above)."""
+    cfg = _cfg(tmp_path, **{"runtime.ray.address": cluster.address, "runtime.ray.placement": "pack"})
+    nodes: list = []
+    result = train(cfg, max_updates=3, on_update=lambda row, backend: nodes or nodes.extend(backend.node_ids()))
+    assert result.updates == 3
+    assert len(nodes) == 2 and len(set(nodes)) == 1, nodes
