@@ -3,8 +3,10 @@
 Part ``train``: :func:`seedrl.runtime.loop.train` on CartPole
 (``configs/cartpole_impala.yaml``'s model and optimiser; 2 actor groups x
 ``--envs`` environments, batch 32, T=20) with ``runtime.backend`` processes
-(embedded: shared memory + pipes) and ray (a local Ray instance started by the
-run, one Ray actor per group), alternated over ``--rounds`` rounds so load
+(embedded: shared memory + pipes), ray (a local Ray instance started by the
+run, one Ray actor per group, inference in the driver) and ray-2servers (two
+inference servers as Ray actors, one group each: ``runtime.ray.inference_servers:
+2``), alternated over ``--rounds`` rounds so load
 from other processes hits both alike. Per run: steady-state frames/s (updates
 after the first fifth of the run) and CPU seconds per frame of this process
 and every process below it (actors, Ray's raylet/GCS/workers included),
@@ -18,6 +20,7 @@ moving observations through Ray per step.
 
     .venv/bin/python benchmarks/ray_overhead.py                  # ~4 minutes (2 busy cores)
     .venv/bin/python benchmarks/ray_overhead.py --tiny           # ~1 minute: checks that it runs
+    .venv/bin/python benchmarks/ray_overhead.py --part train --systems ray,ray-2servers   # one server vs two
 
 Prints tables and writes ``benchmarks/results/ray_overhead.json``.
 """
@@ -53,19 +56,29 @@ def tree_cpu_seconds() -> float:
     return total
 
 
-def train_once(backend: str, frames: int, envs: int, out_dir: str, seed: int) -> dict:
+#: the systems compared: runtime.backend and runtime.ray overrides
+SYSTEMS = {
+    "processes": ("processes", {"num_cpus": 2}),
+    "ray": ("ray", {"num_cpus": 2}),
+    # two inference servers as Ray actors, one group each (half a logical CPU per actor to fit 2 CPUs)
+    "ray-2servers": ("ray", {"num_cpus": 2, "inference_servers": 2, "server_cpus": 0.5, "actor_cpus": 0.5}),
+}
+
+
+def train_once(system: str, frames: int, envs: int, out_dir: str, seed: int) -> dict:
     from seedrl.config import load_config
     from seedrl.runtime.config import TrainConfig
     from seedrl.runtime.loop import train
 
+    backend, ray_cfg = SYSTEMS[system]
     cfg = load_config(TrainConfig, {
-        "name": f"{backend}-{seed}", "out_dir": out_dir, "seed": seed, "total_frames": frames,
+        "name": f"{system}-{seed}", "out_dir": out_dir, "seed": seed, "total_frames": frames,
         "env": {"kind": "gym", "id": "CartPole-v1", "num_envs": envs},
         "model": {"torso": "mlp", "hidden": [64, 64]},
         "optim": {"name": "adam", "lr": 0.002, "lr_decay": "none"},
         "agent": {"entropy_cost": 0.005},
         "runtime": {"backend": backend, "num_actors": 2, "unroll_length": 20, "batch_size": 32, "torch_threads": 1,
-                    "ray": {"num_cpus": 2}},
+                    "ray": ray_cfg},
         "log": {"progress": False, "tensorboard": False, "every_s": 5.0, "checkpoint_every": 10**6},
     })
     samples: list[tuple[float, int, float]] = []
@@ -74,7 +87,7 @@ def train_once(backend: str, frames: int, envs: int, out_dir: str, seed: int) ->
     first_update_s = samples[0][0] - start
     steady = samples[len(samples) // 5:]
     (t0, f0, c0), (t1, f1, c1) = steady[0], steady[-1]
-    return {"backend": backend, "frames": result.frames, "fps": (f1 - f0) / (t1 - t0),
+    return {"backend": system, "frames": result.frames, "fps": (f1 - f0) / (t1 - t0),
             "cpu_us_per_frame": 1e6 * (c1 - c0) / (f1 - f0), "first_update_s": first_update_s,
             "mean_return": result.mean_return}
 
@@ -83,22 +96,24 @@ def part_train(args) -> list[dict]:
     runs = []
     with tempfile.TemporaryDirectory() as out:
         for r in range(args.rounds):
-            for backend in ("processes", "ray"):
+            for backend in args.systems:
                 run = train_once(backend, args.frames, args.envs, out, seed=r)
-                print(f"  round {r} {backend:9s} {run['fps']:8.0f} frames/s  {run['cpu_us_per_frame']:6.1f} us CPU/frame  "
+                print(f"  round {r} {backend:12s} {run['fps']:8.0f} frames/s  {run['cpu_us_per_frame']:6.1f} us CPU/frame  "
                       f"first update after {run['first_update_s']:.1f} s  return {run['mean_return']}", flush=True)
                 runs.append(run)
     table = []
-    for backend in ("processes", "ray"):
+    for backend in args.systems:
         mine = [r for r in runs if r["backend"] == backend]
         table.append({"backend": backend, **{k: statistics.median(r[k] for r in mine)
                                               for k in ("fps", "cpu_us_per_frame", "first_update_s")}})
-    emb, ray_ = table
     print(f"\nmedian of {args.rounds} rounds, CartPole 2 groups x {args.envs} envs, batch 32, T=20:")
-    print(f"  {'backend':10s} {'frames/s':>9s} {'us CPU/frame':>13s} {'start s':>8s}")
+    print(f"  {'system':12s} {'frames/s':>9s} {'us CPU/frame':>13s} {'start s':>8s}")
     for row in table:
-        print(f"  {row['backend']:10s} {row['fps']:9.0f} {row['cpu_us_per_frame']:13.1f} {row['first_update_s']:8.1f}")
-    print(f"  ray / embedded: {ray_['fps'] / emb['fps']:.2f}x frames/s, {ray_['cpu_us_per_frame'] / emb['cpu_us_per_frame']:.2f}x CPU per frame")
+        print(f"  {row['backend']:12s} {row['fps']:9.0f} {row['cpu_us_per_frame']:13.1f} {row['first_update_s']:8.1f}")
+    base = table[0]
+    for row in table[1:]:
+        print(f"  {row['backend']} / {base['backend']}: {row['fps'] / base['fps']:.2f}x frames/s, "
+              f"{row['cpu_us_per_frame'] / base['cpu_us_per_frame']:.2f}x CPU per frame")
     return runs + [{"median": table}]
 
 
@@ -154,6 +169,8 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frames", type=int, default=200_000)
     parser.add_argument("--envs", type=int, default=16)
+    parser.add_argument("--systems", type=lambda v: v.split(","), default=list(SYSTEMS),
+                        help=f"comma-separated, the first is the baseline (default: {','.join(SYSTEMS)})")
     parser.add_argument("--transfer-steps", type=int, default=500)
     parser.add_argument("--tiny", action="store_true", help="one short round per part (~1 minute): checks that the script runs")
     parser.add_argument("--out", type=Path, default=RESULTS)

@@ -26,7 +26,11 @@ class RayConfig:
     num_cpus: float | None = field(default=None, metadata={"help": "logical CPUs of the local instance (default: what the actor groups request, at least 1); ignored with address", "min_exclusive": 0.0})
     actor_cpus: float = field(default=1.0, metadata={"help": "CPUs each actor group (one Ray actor) requests", "min_exclusive": 0.0})
     object_store_mb: int = field(default=200, metadata={"help": "object store of the local instance, MB (Ray's minimum is 75); ignored with address", "min": 75})
-    scheduling: str = field(default="spread", metadata={"help": "placement of actor groups on the cluster's nodes: spread (one node after another) or default (Ray packs them)", "choices": ["spread", "default"]})
+    scheduling: str = field(default="spread", metadata={"help": "placement of actor groups on the cluster's nodes without a placement group (placement: none): spread (one node after another) or default (Ray packs them)", "choices": ["spread", "default"]})
+    inference_servers: int = field(default=1, metadata={"help": "central inference servers, each owning a shard of the actor groups: 1 = a thread of the driver (as embedded); K >= 2 = K Ray actors, the learner publishing every weight version to each", "min": 1})
+    server_cpus: float = field(default=1.0, metadata={"help": "CPUs each inference server's Ray actor requests (inference_servers >= 2)", "min_exclusive": 0.0})
+    server_gpus: float = field(default=0.0, metadata={"help": "GPUs each inference server's Ray actor requests (inference_servers >= 2); a reservation only: game models still run on the CPU", "min": 0.0})
+    placement: str = field(default="none", metadata={"help": "a Ray placement group for the actor groups and inference servers: pack (few nodes), spread (across nodes) or none (each actor placed by scheduling)", "choices": ["none", "pack", "spread"]})
 
 
 @dataclass
@@ -71,6 +75,11 @@ class TrainConfig(RunConfig):
         if self.runtime.backend == "ray" and importlib.util.find_spec("ray") is None:
             raise ConfigError("config error: 'runtime.backend' = 'ray' needs Ray, which is not installed: "
                               "pip install 'seedrl[ray]'", "runtime.backend")
+        servers, actors = self.runtime.ray.inference_servers, self.runtime.num_actors
+        if self.runtime.backend == "ray" and isinstance(actors, int) and servers > actors:
+            raise ConfigError(f"config error: 'runtime.ray.inference_servers' = {servers} is above the {actors} actor "
+                              "groups (runtime.num_actors): each server owns at least one group",
+                              "runtime.ray.inference_servers")
         if self.env.kind == "gym":  # Atari games always have discrete actions and image observations
             check_discrete_actions(self.env, self.algo)
 

@@ -41,6 +41,15 @@ class ActorsFailed(RunError):
     """The actors kept crashing; the learner's state was saved first."""
 
 
+class InferenceFailed(RunError):
+    """An inference server of a Ray run was lost; the learner's state was saved first."""
+
+
+class InferenceLost(RuntimeError):
+    """Raised by a run's serving thread when a Ray inference server died; the run saves a
+    checkpoint and turns it into :class:`InferenceFailed`."""
+
+
 class NonFiniteLoss(RunError, FloatingPointError):
     """A loss (or gradient norm) was NaN or infinite: the run stopped before applying it.
 

@@ -50,7 +50,7 @@ from seedrl.runtime.checkpoint import (list_checkpoints, read_game_checkpoint, r
                                        set_rng_state)
 from seedrl.runtime.config import TrainConfig
 from seedrl.runtime.embedded import ActorCrashLoop, EmbeddedBackend
-from seedrl.runtime.errors import ActorsFailed, CheckpointError
+from seedrl.runtime.errors import ActorsFailed, CheckpointError, InferenceFailed, InferenceLost
 from seedrl.runtime.inference import InferenceServer
 from seedrl.runtime.layout import record_layout, resolve_layout
 from seedrl.runtime.learner import Learner, make_optimizer
@@ -219,9 +219,19 @@ def _train(
         seed = int(np.random.SeedSequence([cfg.seed, actor_id, restarts, counters["resumes"]]).generate_state(1)[0]) % 2**30
         return ActorSpec(actor_id, cfg.env, cfg.env.num_envs, seed, record_path, cfg.record.rate)
 
+    serving = inference  # what serves the groups: inference's thread, or the Ray inference servers
     if rt.backend == "threads":
         backend = ThreadedBackend(layout, rt.num_actors, actor_spec)
-    elif rt.backend == "ray":  # imports Ray: only here
+    elif rt.backend == "ray" and rt.ray.inference_servers > 1:  # imports Ray: only here
+        from seedrl.runtime.ray_shards import ShardedInference
+
+        backend = serving = ShardedInference(
+            layout, rt.num_actors, actor_spec, rt.ray, model=inference_model, unrolls=unroll_queue,
+            policy_for=lambda envs: algo.acting_head(cfg, envs), version=counters["updates"],
+            unroll_length=buffer_length, overlap=overlap, queue_unrolls=rt.queue_unrolls,
+            batch_timeout_s=rt.batch_timeout_ms / 1000, seed=sampler_seed, max_restarts=rt.max_restarts)
+        learner.on_publish = backend.publish
+    elif rt.backend == "ray":
         from seedrl.runtime.ray_backend import RayBackend
 
         backend = RayBackend(layout, rt.num_actors, actor_spec, rt.ray, on_restart=inference.reset_actor, max_restarts=rt.max_restarts)
@@ -232,7 +242,10 @@ def _train(
 
     def serve() -> None:
         try:
-            inference.serve(backend, stop)
+            if serving is inference:
+                inference.serve(backend, stop)
+            else:
+                serving.serve(stop)
         except BaseException as err:  # surfaced in the main thread
             errors.append(err)
             stop.set()
@@ -246,7 +259,12 @@ def _train(
     window_frames = counters["frames"]
     progress = tqdm(total=total, initial=counters["frames"], unit="frame", unit_scale=True, disable=not cfg.log.progress,
                     desc=cfg.name, dynamic_ncols=True)
-    backend.start()
+    try:
+        backend.start()
+    except BaseException:  # the backend has stopped what it started
+        progress.close()
+        metrics.close()
+        raise
     thread = threading.Thread(target=serve, name="seedrl-inference", daemon=True)
     thread.start()
     logs: dict[str, Any] = {}
@@ -296,7 +314,7 @@ def _train(
                 window_start, window_frames = now, counters["frames"]
             fps = (counters["frames"] - window_frames) / max(1e-9, now - window_start)
             row = {**counters, **logs, "fps": fps, "episode_return": mean_return,
-                   "inference_batch": inference.mean_batch_size, "actor_restarts": backend.total_restarts,
+                   "inference_batch": serving.mean_batch_size, "actor_restarts": backend.total_restarts,
                    **feed.metrics(), **inference.policy.metrics()}
             if on_update is not None:
                 on_update(row, backend)
@@ -327,6 +345,10 @@ def _train(
         if isinstance(errors[0], ActorCrashLoop):  # the learner's state is whole: keep it, then stop
             ckpt = checkpoint()
             raise ActorsFailed(f"{errors[0]} The learner's state is saved in {ckpt}; fix the cause, then --resume.") from None
+        if isinstance(errors[0], InferenceLost):  # a Ray inference server died (seedrl.runtime.ray_shards)
+            ckpt = checkpoint()
+            raise InferenceFailed(f"{errors[0]}. The learner's state is saved in {ckpt}; --resume continues the run "
+                                  "(check the server's node: `ray status`, its logs under /tmp/ray).") from None
         raise errors[0]
     ckpt = checkpoint()
     try:

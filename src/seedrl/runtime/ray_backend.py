@@ -1,4 +1,4 @@
-"""The Ray backend: actor groups as Ray actors, central inference and the learner in the driver.
+"""The Ray backend: actor groups as Ray actors; central inference in the driver (or sharded), the learner in the driver.
 
 The same roles as the embedded backend, on a Ray cluster (``runtime.backend:
 ray``). Each actor group (``env.num_envs`` environments, no network) is a Ray
@@ -26,6 +26,14 @@ and the learner's weights publishing are unchanged; the backend is only a new
   more than ``runtime.max_restarts`` crashes in all end the run
   (:class:`~seedrl.runtime.embedded.ActorCrashLoop`).
 
+The same backend serves one shard of groups inside each inference server of
+a run with ``runtime.ray.inference_servers >= 2``
+(:mod:`seedrl.runtime.ray_shards`). With ``runtime.ray.placement`` pack or
+spread the actors go into the bundles of one Ray placement group. A run that
+records checks at start that every group sees ``record.path`` as the driver
+does (a marker file; :func:`check_record_path`). Every Ray actor a run
+started is killed when it ends, failed or not.
+
 ``runtime.ray.address`` joins an existing cluster (the driver disconnects at
 the end); without it a local Ray instance is started with explicit CPUs and a
 small object store, and shut down with the run. Ray is imported by this
@@ -42,6 +50,7 @@ import queue
 import signal
 import threading
 import time
+import uuid
 from typing import Callable, Sequence
 
 import numpy as np
@@ -101,6 +110,14 @@ class ActorGroup:
     def pid(self) -> int:
         return os.getpid()
 
+    def sees_file(self, path: str, content: str) -> bool:
+        """Whether this group's node reads ``content`` in ``path`` (is the driver's folder shared?)."""
+        try:
+            with open(path) as f:
+                return f.read() == content
+        except OSError:
+            return False
+
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
@@ -138,7 +155,8 @@ def connect(cfg, cpus_needed: float) -> bool:
     if have < cpus_needed:
         if connected:
             ray.shutdown()
-        raise ConfigError(f"config error: 'runtime.ray.actor_cpus' x 'runtime.num_actors' = {cpus_needed:g} CPUs, "
+        servers = f" + 'runtime.ray.server_cpus' x 'runtime.ray.inference_servers'" if cfg.inference_servers > 1 else ""
+        raise ConfigError(f"config error: 'runtime.ray.actor_cpus' x 'runtime.num_actors'{servers} = {cpus_needed:g} CPUs, "
                           f"but the Ray cluster has {have:g}", "runtime.ray.actor_cpus")
     return connected
 
@@ -152,11 +170,111 @@ def _init(cfg, cpus_needed: float) -> None:
                  include_dashboard=False, log_to_driver=False)
 
 
+def cpus_needed(cfg, num_actors: int) -> float:
+    """CPUs the run's Ray actors request: the groups, plus the servers when they are Ray actors."""
+    servers = cfg.server_cpus * cfg.inference_servers if cfg.inference_servers > 1 else 0.0
+    return cfg.actor_cpus * num_actors + servers
+
+
+def make_placement(cfg, bundles: list[dict], timeout_s: float = 60.0):
+    """A placement group of ``bundles`` (``cfg.placement``: pack or spread), ready; None for ``none``.
+
+    Raises :class:`ConfigError` naming ``runtime.ray.placement`` when the cluster
+    cannot hold the bundles within ``timeout_s`` (the group is removed)."""
+    if cfg.placement == "none":
+        return None
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    group = placement_group(bundles, strategy=cfg.placement.upper())
+    ready, _ = ray.wait([group.ready()], timeout=timeout_s)
+    if not ready:
+        remove_placement_group(group)
+        raise ConfigError(f"config error: 'runtime.ray.placement' = '{cfg.placement}': the cluster could not place "
+                          f"{len(bundles)} bundles {bundles} within {timeout_s:g} s (`ray status` shows what is free)",
+                          "runtime.ray.placement")
+    return group
+
+
+def remove_placement(group) -> None:
+    if group is not None:
+        from ray.util.placement_group import remove_placement_group
+
+        remove_placement_group(group)
+
+
+def placed(cfg, group, bundle: int) -> dict:
+    """Ray options putting an actor in ``bundle`` of placement ``group`` (or by ``cfg.scheduling``)."""
+    if group is None:
+        return {"scheduling_strategy": "SPREAD" if cfg.scheduling == "spread" else "DEFAULT"}
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return {"scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=bundle)}
+
+
+def make_groups(layout: SlotLayout, cfg, count: int, max_restarts: int, group=None, first_bundle: int = 0) -> list:
+    """``count`` actor-group Ray actors (not started), in bundles ``first_bundle..`` of ``group`` if given."""
+    cls = ray.remote(ActorGroup)
+    return [
+        cls.options(
+            num_cpus=cfg.actor_cpus,
+            max_restarts=max_restarts,
+            # a call cut by the process's death is retried on the restarted one, where step()
+            # fails at once (not started): one clean failure per death, and start() waits out
+            # the restart instead of failing with "actor unavailable"
+            max_task_retries=-1,
+            max_concurrency=2,  # close() and pid() answer while a step waits
+            **placed(cfg, group, first_bundle + i),
+        ).remote(layout)
+        for i in range(count)
+    ]
+
+
+def _write_marker(folder: str, token: str) -> str:
+    """Write ``token`` into a marker file in ``folder`` (created); returns the marker's path."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f".seedrl-shared-{token}")
+    with open(path, "w") as f:
+        f.write(token)
+    return path
+
+
+def check_record_path(handles: Sequence, path: str | None) -> None:
+    """Every group must see ``path`` as the driver does: a marker the driver writes there is read by each.
+
+    Raises :class:`ConfigError` naming ``record.path``, the groups and their nodes
+    that do not see it (their episodes would land in a folder of their own node).
+    When the driver itself cannot write there, the groups' own writers report it."""
+    if not path or not handles:
+        return
+    token = uuid.uuid4().hex
+    try:
+        marker = _write_marker(path, token)
+    except OSError:
+        return
+    try:
+        seen = ray.get([h.sees_file.remote(marker, token) for h in handles])
+        blind = [i for i, ok in enumerate(seen) if not ok]
+        if blind:
+            nodes = sorted(set(ray.get([handles[i].node_id.remote() for i in blind])))
+            raise ConfigError(f"config error: 'record.path' = '{path}' is not shared: actor groups {blind} on node(s) "
+                              f"{', '.join(n[:12] for n in nodes)} do not see the marker {marker} the driver wrote; put "
+                              "it on a filesystem every node mounts (NFS, a cluster filesystem)", "record.path")
+    finally:
+        try:
+            os.remove(marker)
+        except OSError:
+            pass
+
+
 class RayBackend:
-    """``num_actors`` actor groups as Ray actors; the :class:`Endpoint` of central inference.
+    """Actor groups as Ray actors; the :class:`Endpoint` of one central inference server.
 
     Args: as :class:`~seedrl.runtime.embedded.EmbeddedBackend`, plus ``ray_cfg``
-    (:class:`~seedrl.runtime.config.RayConfig`).
+    (:class:`~seedrl.runtime.config.RayConfig`). With ``handles`` (and their
+    global ``ids``) the backend serves a shard of groups that someone else
+    created and kills (:mod:`seedrl.runtime.ray_shards`): it starts, steps,
+    restarts and closes them, and its slot ``i`` is group ``ids[i]``.
+    Without, it connects to Ray and owns all ``num_actors`` groups.
     """
 
     def __init__(
@@ -168,6 +286,8 @@ class RayBackend:
         *,
         on_restart: Callable[[int], None] | None = None,
         max_restarts: int = 20,
+        handles: Sequence | None = None,
+        ids: Sequence[int] | None = None,
     ):
         self.layout = layout
         self.num_actors = num_actors
@@ -175,49 +295,51 @@ class RayBackend:
         self.cfg = ray_cfg
         self.on_restart = on_restart
         self.max_restarts = max_restarts
+        self.ids = list(ids) if ids is not None else list(range(num_actors))
         buffers = [bytearray(layout.nbytes()) for _ in range(num_actors)]
         self._flats = [np.frombuffer(b, dtype=np.uint8) for b in buffers]
         self.slots: Sequence[ActorSlot] = [ActorSlot(layout, b) for b in buffers]
-        self._handles: list = []
-        self._pending: dict = {}  # outstanding call -> actor id
+        self._owned = handles is None
+        self._handles: list = list(handles) if handles is not None else []
+        self._placement = None
+        self._pending: dict = {}  # outstanding call -> slot index
         self._restarts = collections.Counter()
         self.total_restarts = 0
-        self.round_trips = collections.Counter()  # completed round trips per group
+        self.round_trips = collections.Counter()  # completed round trips per slot
         self.episodes: collections.deque = collections.deque(maxlen=10_000)
         self._connected = False
         self._stopped = False
 
     # ---------------------------------------------------------- lifecycle
     def start(self) -> None:
-        self._connected = connect(self.cfg, self.cfg.actor_cpus * self.num_actors)
-        group = ray.remote(ActorGroup).options(
-            num_cpus=self.cfg.actor_cpus,
-            max_restarts=self.max_restarts,
-            # a call cut by the process's death is retried on the restarted one, where step()
-            # fails at once (not started): one clean failure per death, and start() waits out
-            # the restart instead of failing with "actor unavailable"
-            max_task_retries=-1,
-            max_concurrency=2,  # close() and pid() answer while a step waits
-            scheduling_strategy="SPREAD" if self.cfg.scheduling == "spread" else "DEFAULT",
-        )
-        self._handles = [group.remote(self.layout) for _ in range(self.num_actors)]
-        for actor_id, handle in enumerate(self._handles):
-            self._pending[handle.start.remote(self.actor_spec(actor_id, 0))] = actor_id
+        if self._owned:
+            self._connected = connect(self.cfg, cpus_needed(self.cfg, self.num_actors))
+            try:
+                self._placement = make_placement(self.cfg, [{"CPU": self.cfg.actor_cpus}] * self.num_actors)
+                self._handles = make_groups(self.layout, self.cfg, self.num_actors, self.max_restarts, self._placement)
+                check_record_path(self._handles, self.actor_spec(self.ids[0], 0).record_path)
+            except BaseException:
+                self.stop(timeout=0)
+                raise
+        for i, handle in enumerate(self._handles):
+            self._pending[handle.start.remote(self.actor_spec(self.ids[i], 0))] = i
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop every group (recorders flushed), kill them, disconnect from Ray. Idempotent."""
+        """Stop every group (recorders flushed); if owned, kill them and disconnect from Ray. Idempotent."""
         if self._stopped:
             return
         self._stopped = True
         self._pending.clear()
         try:
-            ray.wait([h.close.remote() for h in self._handles], num_returns=len(self._handles), timeout=timeout)
+            if self._handles and timeout > 0:
+                ray.wait([h.close.remote() for h in self._handles], num_returns=len(self._handles), timeout=timeout)
         finally:
-            for handle in self._handles:
-                ray.kill(handle, no_restart=True)
+            if self._owned:
+                kill_all(self._handles)
+                remove_placement(self._placement)
+                if self._connected:
+                    ray.shutdown()
             self._handles = []
-            if self._connected:
-                ray.shutdown()
 
     def kill_actor(self, actor_id: int) -> None:
         """Kill a group's process; Ray restarts it (for tests of crash recovery)."""
@@ -243,27 +365,28 @@ class RayBackend:
             ready += more
         out: list[int] = []
         for ref in ready:
-            actor_id = self._pending.pop(ref)
+            i = self._pending.pop(ref)
             try:
                 flat, episodes = ray.get(ref)
             except ray.exceptions.RayError as err:
-                self._handle_crash(actor_id, err)
+                self._handle_crash(i, err)
                 continue
-            self._flats[actor_id][:] = flat
-            self.round_trips[actor_id] += 1
+            self._flats[i][:] = flat
+            self.round_trips[i] += 1
             for env_index, ret, length in episodes or ():
-                self.episodes.append((actor_id, env_index, float(ret), int(length)))
-            out.append(actor_id)
+                self.episodes.append((self.ids[i], env_index, float(ret), int(length)))
+            out.append(i)
         return out
 
     def reply(self, actor_ids: Sequence[int]) -> None:
         for a in actor_ids:
             self._pending[self._handles[a].step.remote(self.slots[a].action.copy())] = a
 
-    def _handle_crash(self, actor_id: int, err: BaseException) -> None:
+    def _handle_crash(self, i: int, err: BaseException) -> None:
         if self._stopped:
             return
-        self._restarts[actor_id] += 1
+        actor_id = self.ids[i]
+        self._restarts[i] += 1
         self.total_restarts += 1
         cause = getattr(err, "cause", None) or err  # a task error carries the group's own exception
         reason = f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}"
@@ -274,6 +397,15 @@ class RayBackend:
                 f"last: group {actor_id}: {reason}. Check the environment config."
             )
         if self.on_restart is not None:
-            self.on_restart(actor_id)
-        spec = self.actor_spec(actor_id, self._restarts[actor_id])
-        self._pending[self._handles[actor_id].start.remote(spec)] = actor_id
+            self.on_restart(i)
+        spec = self.actor_spec(actor_id, self._restarts[i])
+        self._pending[self._handles[i].start.remote(spec)] = i
+
+
+def kill_all(handles: Sequence) -> None:
+    """Kill Ray actors for good (no restart); the dead are skipped."""
+    for handle in handles:
+        try:
+            ray.kill(handle, no_restart=True)
+        except Exception as err:  # noqa: BLE001 - an actor already gone
+            log.debug("could not kill %s: %s", handle, err)
