@@ -21,8 +21,15 @@ the SFT policy's summaries as the baseline of the shrinking / copying signals:
   facts stated; share of the claims supported).
 
 Writes ``benchmarks/results/rlef_alpha_sweep.json`` and ``docs/images/rlef_alpha_sweep.png``.
+Runs are asynchronous (actor threads), so one seed per α cannot resolve small changes: ``--seed``
+sets the config's seed (and the run names), so seeds can run as separate processes, each with its
+own ``--out``; ``--merge`` then combines their JSON files into one (per-α mean, min and max over
+seeds, and every seed's row) and plots the means with the seeds' range.
 
     .venv/bin/python benchmarks/rlef_alpha_sweep.py --alphas 0.02 0.05 0.1 0.3
+    .venv/bin/python benchmarks/rlef_alpha_sweep.py --alphas 0.03 0.1 0.3 --steps 300 --seed 1 \
+        --out benchmarks/results/rlef_alpha_sweep_s1.json --plot /tmp/s1.png       # one seed
+    .venv/bin/python benchmarks/rlef_alpha_sweep.py --merge benchmarks/results/rlef_alpha_sweep_s{0,1}.json
     .venv/bin/python benchmarks/rlef_alpha_sweep.py --alphas 0.1 --steps 3 --eval-prompts 8   # smoke check
 """
 
@@ -76,6 +83,37 @@ def evaluate(policy_dir: str, evaluator) -> dict[str, float]:
     return out
 
 
+def merge(results: list[dict]) -> dict:
+    """One sweep from several seeds' results (same config, α values and held-out documents).
+
+    Each α row's ``eval`` holds the mean over seeds of every numeric metric, ``eval_min`` /
+    ``eval_max`` their range, and ``seeds`` the per-seed rows. The SFT evaluation is the same in
+    every file (a fixed sampling seed), so it is kept once and checked to agree."""
+    if not results:
+        raise ValueError("merge: no results given")
+    first = results[0]
+    for res in results[1:]:
+        for key in ("config", "eval_prompts", "eval_seed", "nli_model"):
+            if res[key] != first[key]:
+                raise ValueError(f"merge: {key}={res[key]!r} differs from the first file's {first[key]!r}")
+        if abs(res["sft"]["hallucination_rate"] - first["sft"]["hallucination_rate"]) > 1e-9:
+            raise ValueError(f"merge: the SFT evaluations differ (hallucination_rate {res['sft']['hallucination_rate']} "
+                             f"vs {first['sft']['hallucination_rate']}): not the same SFT policy or documents")
+    alphas = sorted({r["alpha"] for res in results for r in res["rows"]})
+    rows = []
+    for alpha in alphas:
+        seeds = [{"seed": res.get("seed"), **r} for res in results for r in res["rows"] if r["alpha"] == alpha]
+        keys = [k for k, v in seeds[0]["eval"].items() if isinstance(v, (int, float))
+                and all(isinstance(s["eval"].get(k), (int, float)) for s in seeds)]
+        vals = {k: [float(s["eval"][k]) for s in seeds] for k in keys}
+        rows.append({"alpha": alpha, "num_seeds": len(seeds), "eval": {k: float(np.mean(v)) for k, v in vals.items()},
+                     "eval_min": {k: min(v) for k, v in vals.items()}, "eval_max": {k: max(v) for k, v in vals.items()},
+                     "seeds": seeds})
+    return {**{k: first[k] for k in ("config", "eval_prompts", "eval_seed", "nli_model", "sft")},
+            "overrides": [res["overrides"] for res in results], "seeds": [res.get("seed") for res in results],
+            "load_average": [res["load_average"] for res in results], "rows": rows}
+
+
 def plot(rows: list[dict], sft: dict, path: Path) -> None:
     import matplotlib
 
@@ -90,8 +128,13 @@ def plot(rows: list[dict], sft: dict, path: Path) -> None:
         for k in keys:
             if k in rows[0]:
                 line, = ax.plot(alphas, [r[k] for r in rows], "o-", label=k)
+                if "min" in rows[0]:  # merged seeds: their range
+                    ax.fill_between(alphas, [r["min"][k] for r in rows], [r["max"][k] for r in rows],
+                                    color=line.get_color(), alpha=0.2)
                 ax.axhline(sft[k], color=line.get_color(), ls=":", label=f"{k} (SFT)")
         ax.set_xscale("log")
+        ax.set_xticks(alphas, [f"{a:g}" for a in alphas])
+        ax.minorticks_off()
         ax.set_xlabel("α (KL weight)")
         ax.set_title(title)
         ax.legend(fontsize=7)
@@ -114,15 +157,29 @@ def main() -> None:
     parser.add_argument("--eval-prompts", type=int, default=200)
     parser.add_argument("--eval-seed", type=int, default=12345)
     parser.add_argument("--out-dir", default="runs/rlef_sweep")
+    parser.add_argument("--seed", type=int, default=None, help="the runs' seed (default: the config's)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="combine these per-seed results into --out and --plot (no training)")
     parser.add_argument("--overrides", nargs="*", default=[], help="more key=value overrides of the config")
     parser.add_argument("--out", default="benchmarks/results/rlef_alpha_sweep.json")
     parser.add_argument("--plot", default="docs/images/rlef_alpha_sweep.png")
     args = parser.parse_args()
+    if args.merge:
+        merged = merge([json.loads(Path(p).read_text()) for p in args.merge])
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(merged, indent=1))
+        plot([{"alpha": r["alpha"], **r["eval"], "min": r["eval_min"], "max": r["eval_max"]} for r in merged["rows"]],
+             merged["sft"], Path(args.plot))
+        print(f"wrote {args.out} and {args.plot}")
+        return
     torch.set_num_threads(1)
     load_start = os.getloadavg()
     base = [f"out_dir={args.out_dir}", "log.progress=false", *args.overrides]
     if args.steps is not None:
         base.append(f"steps={args.steps}")
+    if args.seed is not None:
+        base.append(f"seed={args.seed}")
+    tag = "" if args.seed is None else f"_s{args.seed}"
     cfg = load_config(LMRLEFConfig, args.config, base)
     cfg.check_inputs()
     evaluator = make_evaluator(cfg, args.eval_prompts, args.eval_seed)
@@ -130,7 +187,7 @@ def main() -> None:
     print(json.dumps(sft), flush=True)
     rows = []
     for alpha in args.alphas:
-        run_cfg = load_config(LMRLEFConfig, args.config, [*base, f"rlef.alpha={alpha}", f"name={cfg.name}_a{alpha:g}"])
+        run_cfg = load_config(LMRLEFConfig, args.config, [*base, f"rlef.alpha={alpha}", f"name={cfg.name}_a{alpha:g}{tag}"])
         start = time.perf_counter()
         final = train_lm(run_cfg)
         row = {"alpha": alpha, "train_s": time.perf_counter() - start,
@@ -138,7 +195,7 @@ def main() -> None:
                "eval": evaluate(final["final"], evaluator)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    out = {"config": args.config, "overrides": base, "eval_prompts": args.eval_prompts, "eval_seed": args.eval_seed,
+    out = {"config": args.config, "overrides": base, "seed": cfg.seed, "eval_prompts": args.eval_prompts, "eval_seed": args.eval_seed,
            "nli_model": cfg.task.nli_model, "load_average_start": load_start, "load_average": os.getloadavg(),
            "sft": sft, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
