@@ -14,7 +14,9 @@ clipping, lr schedule and publish), and every ``--every`` updates prints:
 * how much one update moves the policy: mean KL(π_before || π_after) on the
   batch, the relative change of each parameter group, and the largest logit
   change;
-* whether the acting (inference) weights equal the learner's after a publish.
+* whether the acting (inference) weights equal the learner's after a publish;
+* ``pg_half_cos_*``: agreement of the policy gradients of the two halves of the batch
+  (signal against noise, see :func:`pg_half_cosines`).
 
 Usage::
 
@@ -87,6 +89,7 @@ class DiagnosticStep:
                 for group, params in self.groups.items():
                     grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
                     logs[f"g_{term}_{group}"] = _norm(grads)
+            logs.update(pg_half_cosines(t, self.groups))
             with torch.no_grad():
                 adv = t.pg_advantages
                 logs.update(
@@ -99,6 +102,61 @@ class DiagnosticStep:
 
     def after_update(self, updates):
         pass
+
+
+def pg_half_cosines(t, groups) -> dict[str, float]:
+    """Cosine between the policy-gradient term's gradients from the two halves of the batch's environments.
+
+    Near 0: each update's policy gradient is mostly noise (the halves disagree); near 1: a consistent
+    direction that updates can accumulate. Reported for the policy head and the torso."""
+    half = t.target_logp.shape[1] // 2
+    parts = [-(t.target_logp[:, s] * t.pg_advantages[:, s]).mean() for s in (slice(0, half), slice(half, None))]
+    out = {}
+    for group in ("policy", "torso"):
+        g = [torch.cat([x.flatten() for x in torch.autograd.grad(p, groups[group], retain_graph=True)]) for p in parts]
+        out[f"pg_half_cos_{group}"] = float(torch.nn.functional.cosine_similarity(g[0], g[1], dim=0))
+    return out
+
+
+def gradient_noise_scale(grads: list[torch.Tensor], batch_transitions: int) -> dict[str, float]:
+    """The gradient noise scale ``B_noise = tr(Σ) / |G|²`` (McCandlish et al., 2018), in transitions.
+
+    From ``N`` independent batch gradients ``g_i`` of ``b`` transitions each:
+    ``E|g_i|² = |G|² + tr(Σ)/b`` and ``|ḡ|² ≈ |G|² + tr(Σ)/(N b)``, so
+    ``tr(Σ) = b·N/(N−1)·(mean|g_i|² − |ḡ|²)`` and ``|G|² = |ḡ|² − tr(Σ)/(N b)``. A batch of
+    ``b`` transitions has a gradient whose expected squared signal fraction is
+    ``|G|² / E|g|² = 1 / (1 + B_noise / b)``. ``|G|²`` can come out negative (no detectable
+    signal): then ``B_noise`` is reported as inf.
+    """
+    n, b = len(grads), batch_transitions
+    mean = torch.stack(grads).mean(0)
+    mean_sq = float(torch.stack([(g**2).sum() for g in grads]).mean())
+    trace = b * n / (n - 1) * (mean_sq - float((mean**2).sum()))
+    signal = float((mean**2).sum()) - trace / (n * b)
+    return {"noise_scale": trace / signal if signal > 0 else float("inf"),
+            "signal_fraction": max(0.0, signal) / mean_sq}
+
+
+def measure_noise_scale(model, cfg, batches, lambdas, groups) -> list[dict]:
+    """``B_noise`` of the policy-gradient term on the policy head and the torso, for each V-trace λ,
+    on the same batches under the same (frozen) weights."""
+    import dataclasses
+
+    rows = []
+    for lam in lambdas:
+        agent = dataclasses.replace(cfg, lambda_=lam)
+        per_group: dict[str, list] = {"policy": [], "torso": []}
+        for batch in batches:
+            t = impala_terms(model, batch, agent)
+            for group in per_group:
+                g = torch.autograd.grad(t.pg_loss, groups[group], retain_graph=True)
+                per_group[group].append(torch.cat([x.flatten() for x in g]))
+        transitions = batches[0].arrays["reward"][1:].size
+        row = {"lambda": lam, "batches": len(batches), "batch_transitions": int(transitions)}
+        for group, grads in per_group.items():
+            row.update({f"{k}_{group}": v for k, v in gradient_noise_scale(grads, transitions).items()})
+        rows.append(row)
+    return rows
 
 
 def lag0_logp_error(batch, terms, updates_before: int) -> float | None:
@@ -117,6 +175,9 @@ def main(argv=None) -> int:
     ap.add_argument("--updates", type=int, default=300)
     ap.add_argument("--every", type=int, default=25)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--noise-batches", type=int, default=0,
+                    help="after the updates, freeze the weights and measure the gradient noise scale on this many batches")
+    ap.add_argument("--lambdas", default="1.0", help="comma-separated V-trace lambdas for --noise-batches")
     ap.add_argument("-o", "--override", action="append", default=[], help="key=value config overrides")
     args = ap.parse_args(argv)
 
@@ -184,6 +245,17 @@ def main(argv=None) -> int:
             if out:
                 out.write(json.dumps(row) + "\n")
                 out.flush()
+        if args.noise_batches:
+            for _ in range(rt.queue_unrolls):  # drain unrolls acted by older weights
+                learner.next_batch(stop)
+            batches = [learner.next_batch(stop) for _ in range(args.noise_batches)]
+            lags = [u - int(b.arrays["version"].min()) for b in batches]
+            for row in measure_noise_scale(model, cfg.agent, batches, [float(x) for x in args.lambdas.split(",")],
+                                           step.groups):
+                row = {"noise_scale_after_updates": args.updates, "max_lag": max(lags), **row}
+                print(json.dumps(row), flush=True)
+                if out:
+                    out.write(json.dumps(row) + "\n")
     finally:
         stop.set()
         server.join(5)

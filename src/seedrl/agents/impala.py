@@ -107,13 +107,18 @@ def impala_loss(model: torch.nn.Module, batch: Unroll, cfg: ImpalaConfig) -> tup
     t = impala_terms(model, batch, cfg)
     loss = t.pg_loss + cfg.baseline_cost * t.baseline_loss - cfg.entropy_cost * t.entropy
     with torch.no_grad():
-        rho = (t.target_logp - t.behaviour_logp).exp()
+        log_rho = t.target_logp - t.behaviour_logp
+        rho = log_rho.exp()
     return loss, {
         "loss": loss.item(),
         "pg_loss": t.pg_loss.item(),
         "baseline_loss": t.baseline_loss.item(),
         "entropy": t.entropy.item(),
+        # E_μ[ρ] = Σ_a π(a|x) = 1 for any π: mean_rho stays ~1 however far π moves from μ.
+        # How far it moved: the mean |log ρ| and the share of ρ cut by clip_rho.
         "mean_rho": float(rho.mean()),
+        "mean_abs_log_rho": float(log_rho.abs().mean()),
+        "rho_clipped": float((rho > cfg.clip_rho).float().mean()),
         "value_mean": t.values.mean().item(),
     }
 
