@@ -126,7 +126,7 @@ def gradient_noise_scale(grads: list[torch.Tensor], batch_transitions: int) -> d
     ``tr(Σ) = b·N/(N−1)·(mean|g_i|² − |ḡ|²)`` and ``|G|² = |ḡ|² − tr(Σ)/(N b)``. A batch of
     ``b`` transitions has a gradient whose expected squared signal fraction is
     ``|G|² / E|g|² = 1 / (1 + B_noise / b)``. ``|G|²`` can come out negative (no detectable
-    signal): then ``B_noise`` is reported as inf.
+    signal): then ``B_noise`` is reported as inf, meaning roughly ``B_noise ≳ N·b``.
     """
     n, b = len(grads), batch_transitions
     mean = torch.stack(grads).mean(0)
@@ -134,7 +134,9 @@ def gradient_noise_scale(grads: list[torch.Tensor], batch_transitions: int) -> d
     trace = b * n / (n - 1) * (mean_sq - float((mean**2).sum()))
     signal = float((mean**2).sum()) - trace / (n * b)
     return {"noise_scale": trace / signal if signal > 0 else float("inf"),
-            "signal_fraction": max(0.0, signal) / mean_sq}
+            "signal_fraction": max(0.0, signal) / mean_sq,
+            # N |ḡ|² / mean|g_i|²: ~1 when the batch gradients are pure noise, ~N when they all agree
+            "mean_gradient_ratio": n * float((mean**2).sum()) / mean_sq}
 
 
 def measure_noise_scale(model, cfg, batches, lambdas, groups) -> list[dict]:
