@@ -74,14 +74,13 @@ class DiagnosticStep:
         self.model, self.cfg = model, cfg
         self.groups = param_groups(model)
         self.measure = False
-        self.last: dict = {}
         self.terms = None
 
     def loss(self, batch, weights=None):
         cfg = self.cfg
         t = impala_terms(self.model, batch, cfg)
         self.terms = t
-        weighted = {"pg": t.pg_loss, "baseline": cfg.baseline_cost * t.baseline_loss, "entropy": -cfg.entropy_cost * t.entropy}
+        weighted = t.weighted(cfg)
         loss = sum(weighted.values())
         logs = {"pg_loss": t.pg_loss.item(), "baseline_loss": t.baseline_loss.item(), "entropy": t.entropy.item()}
         if self.measure:

@@ -57,6 +57,11 @@ class ImpalaTerms(NamedTuple):
     rewards: torch.Tensor  #: [T, B] rewards as the loss sees them (clipped)
     discounts: torch.Tensor  #: [T, B] γ_t = γ·(1 − terminal_{t+1})
 
+    def weighted(self, cfg: ImpalaConfig) -> dict[str, torch.Tensor]:
+        """The three summands of the loss: ``pg``, ``baseline`` (× baseline_cost), ``entropy`` (× −entropy_cost)."""
+        return {"pg": self.pg_loss, "baseline": cfg.baseline_cost * self.baseline_loss,
+                "entropy": -cfg.entropy_cost * self.entropy}
+
 
 def impala_terms(model: torch.nn.Module, batch: Unroll, cfg: ImpalaConfig) -> ImpalaTerms:
     """The loss terms of one learner batch (what :func:`impala_loss` weighs and sums)."""
@@ -105,7 +110,7 @@ def impala_terms(model: torch.nn.Module, batch: Unroll, cfg: ImpalaConfig) -> Im
 def impala_loss(model: torch.nn.Module, batch: Unroll, cfg: ImpalaConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """The IMPALA loss of one learner batch, and its logged terms."""
     t = impala_terms(model, batch, cfg)
-    loss = t.pg_loss + cfg.baseline_cost * t.baseline_loss - cfg.entropy_cost * t.entropy
+    loss = sum(t.weighted(cfg).values())
     with torch.no_grad():
         log_rho = t.target_logp - t.behaviour_logp
         rho = log_rho.exp()
