@@ -173,7 +173,7 @@ def peer_info(workdir: pathlib.Path, peer: str) -> dict:
 # systems to run
 
 SEEDRL_VARIANTS: dict[str, list[str]] = {
-    # name: overrides on top of configs/pong_impala.yaml (actors 2, envs 8, batch 16, envpool)
+    # name: overrides on top of configs/pong_impala.yaml (actors 2, envs 8, batch 32, constant lr, envpool)
     "default": [],
     "gymnasium": ["env.backend=gymnasium"],
     "a3": ["runtime.num_actors=3"],
@@ -238,7 +238,7 @@ def seedrl_launch(variant: str, run_dir: pathlib.Path) -> Launch:
         "policy_lag": r.get("policy_lag")})
 
     settings = "IMPALA/V-trace; " + (", ".join(overrides) if overrides else "configs/pong_impala.yaml as is") + \
-        " (config: 2 actors x 8 envs, batch 16 x T=20, envpool; torch_threads as the config file says)"
+        " (config: 2 actors x 8 envs, batch 32 x T=20, envpool; torch_threads as the config file says)"
     return Launch(f"seedrl:{variant}", "seedrl", seedrl_version(), settings, argv, REPO,
                   {**os.environ, "PYTHONUNBUFFERED": "1"}, poll=poll, own_key="own_fps")
 

@@ -151,3 +151,32 @@ def test_hand_case_exercises_every_branch():
     # the final observations' values differ from the next-episode values they replace
     val = model.value.detach().numpy()
     assert abs(val[8] - val[a["obs"][4, 0]]) > 0.1 and abs(val[4] - val[a["obs"][5, 1]]) > 0.1
+
+
+def test_logged_policy_drift_sees_what_mean_rho_cannot():
+    """E_μ[ρ] = Σ_a π(a|x) = 1 for any π, so a mean ρ of 1 says nothing about how far π moved
+    from μ (issue 10 read 'mean_rho 1.0' as 'the logits never change'). The logs carry the
+    mean |log ρ| and the share of ρ above clip_rho, by hand here."""
+    batch = _batch()
+    model = TabularPolicy()
+    _, logs = impala_loss(model, batch, CFG)
+    a = batch.arrays
+    lg = model.logits.detach().numpy()
+    logpi = lg - np.log(np.exp(lg).sum(-1, keepdims=True))
+    log_rho = logpi[a["obs"][:-1], a["action"][:-1]] - a["logp"][:-1]
+    assert logs["mean_abs_log_rho"] == pytest.approx(np.abs(log_rho).mean(), rel=1e-5)
+    assert logs["rho_clipped"] == pytest.approx((np.exp(log_rho) > CFG.clip_rho).mean())
+
+    # actions drawn from μ: the mean ρ is ~1 although π and μ differ a lot; the drift shows.
+    rng = np.random.default_rng(0)
+    mu = np.array([0.7, 0.2, 0.1])
+    n = 20_000
+    actions = rng.choice(3, size=(n + 1, 1), p=mu)
+    arrays = {k: np.zeros((n + 1, 1), v.dtype) for k, v in a.items()}
+    arrays.update(action=actions, logp=np.log(mu)[actions].astype(np.float32))
+    far = TabularPolicy()
+    with torch.no_grad():
+        far.logits.zero_()  # π uniform
+    _, drift = impala_loss(far, Unroll(arrays, ()), CFG)
+    assert drift["mean_rho"] == pytest.approx(1.0, abs=0.03)
+    assert drift["mean_abs_log_rho"] > 0.5 and drift["rho_clipped"] > 0.25

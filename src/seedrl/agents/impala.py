@@ -18,6 +18,7 @@ report raw scores.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -41,8 +42,29 @@ class ImpalaConfig:
     reward_clip: float | None = field(default=None, metadata={"help": "clip rewards to ±this in the loss (Atari: 1.0); null = none"})
 
 
-def impala_loss(model: torch.nn.Module, batch: Unroll, cfg: ImpalaConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """The IMPALA loss of one learner batch, and its logged terms."""
+class ImpalaTerms(NamedTuple):
+    """The pieces of the IMPALA loss of one batch (tensors keep their graph; see :func:`impala_terms`)."""
+
+    pg_loss: torch.Tensor  #: − mean[ log π(a_t|x_t) · A_t ]
+    baseline_loss: torch.Tensor  #: ½ mean[ (v_t − V(x_t))² ] (not yet times baseline_cost)
+    entropy: torch.Tensor  #: mean[ H(π(·|x_t)) ] (not yet times entropy_cost)
+    logits: torch.Tensor  #: [T + 1, B, A] learner logits
+    values: torch.Tensor  #: [T + 1, B] learner values
+    target_logp: torch.Tensor  #: [T, B] log π(a_t|x_t)
+    behaviour_logp: torch.Tensor  #: [T, B] log μ(a_t|x_t), recorded by inference
+    pg_advantages: torch.Tensor  #: [T, B] V-trace advantages A_t (no gradient)
+    vs: torch.Tensor  #: [T, B] V-trace value targets (no gradient)
+    rewards: torch.Tensor  #: [T, B] rewards as the loss sees them (clipped)
+    discounts: torch.Tensor  #: [T, B] γ_t = γ·(1 − terminal_{t+1})
+
+    def weighted(self, cfg: ImpalaConfig) -> dict[str, torch.Tensor]:
+        """The three summands of the loss: ``pg``, ``baseline`` (× baseline_cost), ``entropy`` (× −entropy_cost)."""
+        return {"pg": self.pg_loss, "baseline": cfg.baseline_cost * self.baseline_loss,
+                "entropy": -cfg.entropy_cost * self.entropy}
+
+
+def impala_terms(model: torch.nn.Module, batch: Unroll, cfg: ImpalaConfig) -> ImpalaTerms:
+    """The loss terms of one learner batch (what :func:`impala_loss` weighs and sums)."""
     a = {k: torch.from_numpy(v) for k, v in batch.arrays.items()}
     logits, values, _ = model.unroll(a["obs"], batch.state0, a["first"], a["prev_action"], a["prev_reward"])
     logits, values = logits.float(), values.float()
@@ -55,9 +77,10 @@ def impala_loss(model: torch.nn.Module, batch: Unroll, cfg: ImpalaConfig) -> tup
     discounts = cfg.discount * (~a["terminated"][1:]).float()
     truncated = a["truncated"][1:]
     trunc_values = _truncation_values(model, batch, values)
+    behaviour_logp = a["logp"][:-1].float()
     targets = vtrace(
         target_log_probs=target_logp,
-        behaviour_log_probs=a["logp"][:-1].float(),
+        behaviour_log_probs=behaviour_logp,
         rewards=rewards,
         discounts=discounts,
         values=values[:-1],
@@ -69,19 +92,39 @@ def impala_loss(model: torch.nn.Module, batch: Unroll, cfg: ImpalaConfig) -> tup
         truncated=truncated,
         truncation_bootstrap_values=trunc_values,
     )
-    pg_loss = -(target_logp * targets.pg_advantages).mean()
-    baseline_loss = 0.5 * ((targets.vs - values[:-1]) ** 2).mean()
-    entropy = -(log_pi_all.exp() * log_pi_all).sum(-1).mean()
-    loss = pg_loss + cfg.baseline_cost * baseline_loss - cfg.entropy_cost * entropy
+    return ImpalaTerms(
+        pg_loss=-(target_logp * targets.pg_advantages).mean(),
+        baseline_loss=0.5 * ((targets.vs - values[:-1]) ** 2).mean(),
+        entropy=-(log_pi_all.exp() * log_pi_all).sum(-1).mean(),
+        logits=logits,
+        values=values,
+        target_logp=target_logp,
+        behaviour_logp=behaviour_logp,
+        pg_advantages=targets.pg_advantages,
+        vs=targets.vs,
+        rewards=rewards,
+        discounts=discounts,
+    )
+
+
+def impala_loss(model: torch.nn.Module, batch: Unroll, cfg: ImpalaConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """The IMPALA loss of one learner batch, and its logged terms."""
+    t = impala_terms(model, batch, cfg)
+    loss = sum(t.weighted(cfg).values())
     with torch.no_grad():
-        rho = (target_logp - a["logp"][:-1]).exp()
+        log_rho = t.target_logp - t.behaviour_logp
+        rho = log_rho.exp()
     return loss, {
         "loss": loss.item(),
-        "pg_loss": pg_loss.item(),
-        "baseline_loss": baseline_loss.item(),
-        "entropy": entropy.item(),
+        "pg_loss": t.pg_loss.item(),
+        "baseline_loss": t.baseline_loss.item(),
+        "entropy": t.entropy.item(),
+        # E_μ[ρ] = Σ_a π(a|x) = 1 for any π: mean_rho stays ~1 however far π moves from μ.
+        # How far it moved: the mean |log ρ| and the share of ρ cut by clip_rho.
         "mean_rho": float(rho.mean()),
-        "value_mean": values.mean().item(),
+        "mean_abs_log_rho": float(log_rho.abs().mean()),
+        "rho_clipped": float((rho > cfg.clip_rho).float().mean()),
+        "value_mean": t.values.mean().item(),
     }
 
 
