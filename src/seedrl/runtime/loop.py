@@ -60,6 +60,7 @@ from seedrl.runtime.run_dir import RunDir, load_model_state, load_optimizer_stat
 from seedrl.runtime.signals import StopSignals
 from seedrl.runtime.threaded import ThreadedBackend
 from seedrl.runtime.transport import SlotLayout
+from seedrl.runtime.weights import WeightsMailbox
 
 log = logging.getLogger(__name__)
 
@@ -179,11 +180,11 @@ def _train(
 
     rt = cfg.runtime
     unroll_queue: queue.Queue = queue.Queue(maxsize=rt.queue_unrolls)
-    weights_lock = threading.Lock()
+    weights = WeightsMailbox()
     buffer_length, overlap = algo.unroll(cfg)
     inference = InferenceServer(
         inference_model, layout, rt.num_actors, buffer_length, unroll_queue,
-        batch_timeout_s=rt.batch_timeout_ms / 1000, weights_lock=weights_lock, seed=sampler_seed,
+        batch_timeout_s=rt.batch_timeout_ms / 1000, weights=weights, seed=sampler_seed,
         policy=algo.acting_head(cfg, rt.num_actors * cfg.env.num_envs), overlap=overlap,
     )
     if saved_rng is not None:
@@ -198,8 +199,8 @@ def _train(
         return cfg.optim.lr
 
     learner = Learner(
-        model, inference_model, optimizer, step, unroll_queue,
-        rt.batch_size, weights_lock, grad_clip=cfg.optim.clip_norm, lr_schedule=lr_at,
+        model, weights, optimizer, step, unroll_queue,
+        rt.batch_size, grad_clip=cfg.optim.clip_norm, lr_schedule=lr_at,
     )
     learner.updates = counters["updates"]
     replay = None
@@ -211,7 +212,6 @@ def _train(
                           rt.unroll_length)
     else:
         feed = QueueFeed(learner, rt.unroll_length, rt.batch_size)
-    learner.on_publish = lambda version: setattr(inference, "version", version)
     record_path = str(cfg.record.path or run_dir / "episodes") if cfg.record.rate > 0 else None
 
     def actor_spec(actor_id: int, restarts: int) -> ActorSpec:
