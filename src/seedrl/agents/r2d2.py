@@ -55,6 +55,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -91,12 +92,17 @@ class R2D2Config:
     replay_beta: float = field(default=0.6, metadata={"help": "importance-weight exponent ((1/N)/P(i))^β", "min": 0.0, "max": 1.0})
     min_replay: int = field(default=5_000, metadata={"help": "sequences stored before learning starts", "min": 1})
     replay_ratio: float = field(default=1.0, metadata={"help": "learner sequences sampled per sequence inserted", "min_exclusive": 0.0})
+    replay_seed: Path | None = field(default=None, metadata={
+        "help": "an RLDS dataset (e.g. a run's recorded episodes) whose episodes fill the replay before acting starts; "
+                "its observation and action must match the env's"})
 
     def validate(self) -> None:
         """Raise :class:`~seedrl.config.ConfigError` naming ``agent.<field>`` and the value.
 
         Applies the fields' bounds (as loading a config does, so a config built
-        in code is checked too) and the cross-field rule ``min_replay <= replay_capacity``.
+        in code is checked too), the cross-field rule ``min_replay <= replay_capacity``,
+        and that ``replay_seed`` (when set) is a directory; whether it is a dataset that
+        matches the env is checked when the run builds its replay.
         """
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -107,6 +113,9 @@ class R2D2Config:
             raise ConfigError(
                 f"config error: 'agent.min_replay' = {self.min_replay} exceeds 'agent.replay_capacity' = "
                 f"{self.replay_capacity}: learning would never start", "agent.min_replay")
+        if self.replay_seed is not None and not Path(self.replay_seed).is_dir():
+            raise ConfigError(f"config error: 'agent.replay_seed' = '{self.replay_seed}' is not a directory "
+                              "(an RLDS dataset in the trajectory store)", "agent.replay_seed")
 
 
 def actor_epsilons(num: int, base: float = 0.4, alpha: float = 7.0) -> np.ndarray:

@@ -55,6 +55,7 @@ from seedrl.runtime.inference import InferenceServer
 from seedrl.runtime.layout import record_layout, resolve_layout
 from seedrl.runtime.learner import Learner, make_optimizer
 from seedrl.runtime.replay import SequenceReplay
+from seedrl.runtime.replay.from_dataset import seed_from_path
 from seedrl.runtime.replay_role import QueueFeed, ReplayRole
 from seedrl.runtime.run_dir import RunDir, load_model_state, load_optimizer_state, optimizer_name
 from seedrl.runtime.signals import StopSignals
@@ -121,6 +122,22 @@ def _restore_replay(ckpt_path: Path) -> SequenceReplay:
         raise CheckpointError(f"cannot resume from {ckpt_path}: its replay {path} is unusable ({err})") from err
 
 
+def _build_replay(cfg, step, ckpt_path: Path | None, length: int, overlap: int, spaces: tuple, layout: SlotLayout, model):
+    """The replay of a step that ``uses_replay`` (None otherwise): restored beside ``ckpt_path`` on resume,
+    else empty, or seeded from ``agent.replay_seed`` (a ConfigError naming it, before the run writes anything)."""
+    if not getattr(step, "uses_replay", False):
+        return None
+    if ckpt_path is not None:
+        return _restore_replay(ckpt_path)
+    replay = SequenceReplay(cfg.agent.replay_capacity, length + 1, overlap, alpha=cfg.agent.replay_alpha,
+                            beta=cfg.agent.replay_beta, seed=cfg.seed + 2, compression=cfg.runtime.replay_compression)
+    if cfg.agent.replay_seed is not None:
+        shapes = tuple(tuple(s.shape[1:]) for s in model.initial_state(1))
+        ids = seed_from_path(replay, cfg.agent.replay_seed, *spaces, state_shapes=shapes, action_dtype=layout.action_dtype)
+        log.info("seeded the replay with %d sequences from %s", len(ids), cfg.agent.replay_seed)
+    return replay
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -174,6 +191,9 @@ def _train(
         counters["resumes"] += 1
         saved_rng = state["rng"]
         log.info("resumed %s at %d frames, %d updates", ckpt_path, counters["frames"], counters["updates"])
+    buffer_length, overlap = algo.unroll(cfg)
+    replay = _build_replay(cfg, step, ckpt_path if state is not None else None, buffer_length, overlap,
+                           (obs_space, act_space), layout, model)
     run.begin(cfg, counters["updates"] if state is not None else None)
     if chosen is not None:
         record_layout(chosen, run_dir)
@@ -181,7 +201,6 @@ def _train(
     rt = cfg.runtime
     unroll_queue: queue.Queue = queue.Queue(maxsize=rt.queue_unrolls)
     weights = WeightsMailbox()
-    buffer_length, overlap = algo.unroll(cfg)
     inference = InferenceServer(
         inference_model, layout, rt.num_actors, buffer_length, unroll_queue,
         batch_timeout_s=rt.batch_timeout_ms / 1000, weights=weights, seed=sampler_seed,
@@ -203,11 +222,7 @@ def _train(
         rt.batch_size, grad_clip=cfg.optim.clip_norm, lr_schedule=lr_at,
     )
     learner.updates = counters["updates"]
-    replay = None
-    if getattr(step, "uses_replay", False):
-        replay = _restore_replay(ckpt_path) if state is not None else SequenceReplay(
-            cfg.agent.replay_capacity, buffer_length + 1, overlap, alpha=cfg.agent.replay_alpha,
-            beta=cfg.agent.replay_beta, seed=cfg.seed + 2, compression=rt.replay_compression)
+    if replay is not None:
         feed = ReplayRole(replay, step, unroll_queue, rt.batch_size, cfg.agent.min_replay, cfg.agent.replay_ratio,
                           rt.unroll_length)
     else:
