@@ -91,7 +91,6 @@ class Learner:
         self.updates = 0
         self.wait_seconds = 0.0
         self.train_seconds = 0.0
-        self.publish_seconds = 0.0  # spent in publish (snapshots), included in train_seconds
 
     def next_batch(self, stop: threading.Event) -> Unroll | None:
         """``batch_envs`` environments' unrolls: whole actor unrolls are split or joined
@@ -145,11 +144,9 @@ class Learner:
     def publish(self, version: int | None = None) -> None:
         """Post a snapshot of the weights as ``version`` (default: the update count); never waits for inference."""
         version = self.updates if version is None else version
-        start = time.perf_counter()
         if self.weights is not None:
             self.weights.post(self.model, version)
-        self.publish_seconds += time.perf_counter() - start
         self.on_publish(version)
 
     def on_publish(self, version: int) -> None:
-        """Hook: set by the run to stamp inference with the new weights version."""
+        """Hook called after each publish with its version (tests and benchmarks count publications)."""
