@@ -51,13 +51,15 @@ def run(config: str, tmp: str, name: str, frames: int, overrides: list[str], *, 
     threshold = cfg.log.solved_return if solved_at is None else solved_at
     curve: list[list[float]] = []
     reached: dict = {}
+    last = [-1]
     start = time.perf_counter()
 
     def on_update(row: dict, backend) -> None:
         ret = row.get("episode_return")
         if ret is None:
             return
-        if row["updates"] % every == 0:
+        if row["updates"] % every == 0 and row["updates"] != last[0]:  # once per update count (warm-up draws repeat 0)
+            last[0] = row["updates"]
             curve.append([row["frames"], round(time.perf_counter() - start, 2), round(ret, 4)])
         if threshold is not None and not reached and row["episodes"] >= 100 and ret >= threshold:
             reached.update(frames=row["frames"], seconds=time.perf_counter() - start, updates=row["updates"])
