@@ -49,3 +49,12 @@ def chromium():
 def console_problems(driver) -> list[dict]:
     """Browser log entries at WARNING or worse (JS errors, failed loads)."""
     return [e for e in driver.get_log("browser") if e.get("level") in ("SEVERE", "WARNING")]
+
+
+def keep_screenshot(driver, tmp_path_factory, name: str):
+    """Save a screenshot of the page as a test artifact (in the pytest tmp dir; its path is printed)."""
+    shot = tmp_path_factory.mktemp("artifacts") / name
+    driver.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000  # a blank page is a few kB
+    print(f"screenshot: {shot}")
+    return shot

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from seedrl.cli import main
-from tests.report.browser import chromium, console_problems  # noqa: F401 (fixture)
+from tests.report.browser import chromium, console_problems, keep_screenshot  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -65,10 +65,7 @@ def test_page_opens_without_console_errors_and_draws_two_runs(chromium, page, tm
     assert keys == ["fps", "policy_lag", "inference_batch"]
     assert len(chromium.find_elements("css selector", "#front-svg circle.bon-point")) == 4
     assert len(chromium.find_elements("css selector", "#front-svg polyline.run-path")) == 1
-    shot = tmp_path_factory.mktemp("artifacts") / "report.png"
-    chromium.save_screenshot(str(shot))
-    assert shot.stat().st_size > 10_000
-    print(f"screenshot: {shot}")
+    keep_screenshot(chromium, tmp_path_factory, "report.png")
 
 
 def test_x_axis_switch_redraws_on_wall_time(chromium, page):

@@ -1,4 +1,4 @@
-"""``seedrl data info | head | stats | validate | convert | filter | select | merge``.
+"""``seedrl data info | head | stats | validate | convert | filter | select | merge | annotate``.
 
 Bad input (a missing folder, a file that is not a dataset, an unknown
 episode id or format, an unwritable destination) is a one-line error naming
@@ -6,7 +6,11 @@ it, exit code 2. ``convert``, ``filter``, ``select`` and ``merge`` write a
 new dataset and only read their sources; they never replace or extend an
 existing destination unless told to (``--overwrite`` / ``--append``), and
 build the result beside it first, so a failed command leaves the
-destination as it was.
+destination as it was. ``annotate`` appends to the dataset's
+``annotations.jsonl`` only (:mod:`seedrl.data.annotations`); the results of
+``filter`` / ``select`` / ``merge`` keep the annotations of the episodes they
+copy (with their ids), and ``convert --to tfds|hf`` exports them as the
+episode metadata ``annotations``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from seedrl.data import DataError, open_dataset
+from seedrl.data.annotations import Annotations, copy_annotations, label_filter, with_annotation_metadata
 from seedrl.data.formats import EXPORTERS, IMPORTERS, detect_format
 from seedrl.data.merge import append_dataset, replace_dir
 from seedrl.data.segment import SEGMENTS
@@ -82,6 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "(steps) or an episode metadata key; e.g. 'return>100' (repeatable: all must hold)")
     filt.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
                       help="episode metadata KEY equal to VALUE (repeatable)")
+    filt.add_argument("--label", action="append", default=[], metavar="L",
+                      help="keep episodes annotated with label L (repeatable: all must be there)")
+    filt.add_argument("--without-label", action="append", default=[], metavar="L",
+                      help="drop episodes annotated with label L (repeatable)")
     filt.set_defaults(func=cmd_filter)
 
     sel = dsub.add_parser("select", help="a new dataset of some episodes and/or some step fields",
@@ -103,7 +112,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     mrg.set_defaults(func=cmd_merge)
     for action in (filt, sel, mrg):
         action.add_argument("--overwrite", action="store_true", help="replace an existing DST (default: refuse)")
-    for action in (info, head, stats, val, conv, filt, sel, mrg):
+
+    ann = dsub.add_parser("annotate", help="add labels, a rating, notes or step tags to an episode (or --show them)",
+                          description="Append annotations of episode --id to PATH/annotations.jsonl; the "
+                                      "dataset's segments are never touched.")
+    ann.add_argument("path")
+    ann.add_argument("--id", dest="episode_id", default=None, help="the episode's id")
+    ann.add_argument("--label", action="append", default=[], metavar="L", help="a label (repeatable)")
+    ann.add_argument("--rating", type=float, default=None, help="a rating (a number; the last one set counts)")
+    ann.add_argument("--note", action="append", default=[], metavar="TEXT", help="free text (repeatable)")
+    ann.add_argument("--tag", action="append", default=[], metavar="STEP:TAG",
+                     help="a tag on step STEP (0-based), e.g. '17:mistake here' (repeatable)")
+    ann.add_argument("--remove", action="store_true", help="remove the given labels, notes, tags (and the rating)")
+    ann.add_argument("--author", default=None, help="who annotates (default: $USER)")
+    ann.add_argument("--show", action="store_true", help="print the current annotations (of --id, or all) as JSON")
+    ann.set_defaults(func=cmd_annotate)
+    for action in (info, head, stats, val, conv, filt, sel, mrg, ann):
         action.set_defaults(func=_one_line(action.get_default("func")))
 
 
@@ -233,7 +257,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
             replace_dir(built, dst)
             print(f"wrote {open_dataset(dst)}")
             return 0
-        report = EXPORTERS[dst_format](open_dataset(source), built, allow_lossy=args.allow_lossy)
+        exported = open_dataset(source)
+        if dst_format in ANNOTATED_EXPORTS:
+            exported = with_annotation_metadata(exported)
+        report = EXPORTERS[dst_format](exported, built, allow_lossy=args.allow_lossy)
         replace_dir(built, dst)
     if report:
         print(str(report).replace(str(built), str(dst)))
@@ -247,6 +274,9 @@ def _write_new(views: Sequence, dst: str, overwrite: bool, new_ids: bool = False
     _destination(out, [str(v.root) for v in views], overwrite)
     with _staged(out) as stage:
         n = write_dataset(views, stage / out.name, new_ids=new_ids)
+        if not new_ids:  # the copied episodes keep their ids, so their annotations still apply
+            for v in views:
+                copy_annotations(v, stage / out.name, v.episode_ids)
         replace_dir(stage / out.name, out)
     print(f"wrote {open_dataset(out)} ({n} episodes)")
     return 0
@@ -260,9 +290,10 @@ def _nonempty(ds, what: str):
 
 def cmd_filter(args: argparse.Namespace) -> int:
     ds = open_dataset(args.src)
-    if not args.where and not args.metadata:
-        raise DataError("filter: give at least one --where or --metadata condition")
-    kept = _nonempty(where_filter(ds, args.where, args.metadata), f"filter of {args.src}")
+    if not args.where and not args.metadata and not args.label and not args.without_label:
+        raise DataError("filter: give at least one --where, --metadata, --label or --without-label condition")
+    kept = label_filter(where_filter(ds, args.where, args.metadata), args.label, args.without_label)
+    kept = _nonempty(kept, f"filter of {args.src}")
     return _write_new([kept], args.dst, args.overwrite)
 
 
@@ -287,3 +318,40 @@ def cmd_merge(args: argparse.Namespace) -> int:
         _nonempty(v, f"merge source {v.root}")
     check_mergeable(views, new_ids=args.new_ids)
     return _write_new(views, dst, args.overwrite, new_ids=args.new_ids)
+
+
+#: export formats that carry the annotations as episode metadata
+ANNOTATED_EXPORTS = ("tfds", "hf")
+
+
+def _tag(text: str) -> tuple[int, str]:
+    step, sep, tag = text.partition(":")
+    try:
+        return int(step), tag
+    except ValueError:
+        raise DataError(f"--tag {text!r}: expected STEP:TAG, e.g. '17:mistake here'") from None
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    notes = Annotations(open_dataset(args.path, verify=False))
+    if args.show:
+        current = notes.all() if args.episode_id is None else {args.episode_id: notes.episode(args.episode_id)}
+        print(json.dumps({k: v.to_json() for k, v in current.items()}, indent=1, ensure_ascii=False))
+        return 0
+    if args.episode_id is None:
+        raise DataError("annotate: give --id EPISODE_ID (or --show)")
+    author = args.author or os.environ.get("USER")
+    base = {"episode_id": args.episode_id, "remove": args.remove, "author": author}
+    recs = [{**base, "kind": "label", "value": v} for v in args.label]
+    recs += [{**base, "kind": "note", "value": v} for v in args.note]
+    recs += [{**base, "kind": "tag", "step": s, "value": t} for s, t in map(_tag, args.tag)]
+    if args.rating is not None:
+        recs.append({**base, "kind": "rating", "value": args.rating})
+    if not recs:
+        raise DataError("annotate: give --label, --rating, --note or --tag (or --show)")
+    n = notes.add_many(recs)
+    print(f"{'removed' if args.remove else 'added'} {n} annotation(s) of episode {args.episode_id!r} in {notes.path}")
+    return 0

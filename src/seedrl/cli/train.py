@@ -17,7 +17,7 @@ from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser("run", help="train from a YAML config: games (algo: impala or r2d2), LM SFT (sft), PG (pg), BOND (bond), GKD (gkd) or entailment-feedback RL (rlef)")
+    run = sub.add_parser("run", help="train from a YAML config: games (algo: impala or r2d2), behaviour cloning from a dataset (bc), LM SFT (sft), PG (pg), BOND (bond), GKD (gkd) or entailment-feedback RL (rlef)")
     run.add_argument("config", help="YAML file")
     run.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. runtime.num_actors=4")
     run.add_argument("--resume", action="store_true", help="continue the run in <out_dir>/<name> from its last checkpoint")
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="evaluate a checkpoint: episode returns, optionally a GIF of one episode")
     ev.add_argument("checkpoint", help="a ckpt-*.pt file or a run directory (its latest checkpoint)")
     ev.add_argument("--episodes", type=int, default=10)
-    ev.add_argument("--greedy", action="store_true", help="take the most likely action instead of sampling (r2d2: ε = 0 instead of agent.eval_epsilon)")
+    ev.add_argument("--greedy", action="store_true", help="take the most likely action instead of sampling (r2d2: ε = 0 instead of agent.eval_epsilon; bc: the mean of a Gaussian policy)")
     ev.add_argument("--video", default=None, help="write the first episode's observations to this GIF")
     ev.add_argument("--seed", type=int, default=12345)
     ev.set_defaults(func=cmd_eval)
@@ -46,6 +46,17 @@ def _report_impala(result) -> str:
         f"checkpoint: {result.checkpoint}\ncurves:     {result.run_dir / 'curves.png'}\n"
         f"metrics:    {result.run_dir / 'metrics.jsonl'}"
     )
+
+
+def _report_bc(result) -> str:
+    state = "interrupted" if result.interrupted else "done"
+    if result.interrupted and result.stop_signal:
+        state += f" ({result.stop_signal})"
+    ret = "" if result.eval_return is None else f"; live mean return {result.eval_return:.1f}"
+    loss = "n/a" if result.loss is None else f"{result.loss:.4f}"
+    return (f"{state}: {result.updates:,} updates on {result.episodes:,} episodes ({result.steps:,} steps) in "
+            f"{result.seconds:.0f} s; last loss {loss}{ret}\ncheckpoint: {result.checkpoint}\n"
+            f"curves:     {result.run_dir / 'curves.png'}\nmetrics:    {result.run_dir / 'metrics.jsonl'}")
 
 
 def _report_lm_pg(final: dict) -> str:
@@ -138,6 +149,7 @@ ALGOS: dict[str, Algo] = {
     "bond": Algo("seedrl.runtime.lm_loop:LMBondConfig", "seedrl.runtime.lm_loop:train_lm", _report_lm_bond),
     "gkd": Algo("seedrl.agents.gkd:LMGKDConfig", "seedrl.runtime.lm_loop:train_lm", _report_lm_gkd),
     "rlef": Algo("seedrl.agents.rlef:LMRLEFConfig", "seedrl.runtime.lm_loop:train_lm", _report_lm_rlef),
+    "bc": Algo("seedrl.agents.bc_train:BCTrainConfig", "seedrl.agents.bc_train:train_bc", _report_bc),
     "bond_bandit": Algo("seedrl.agents.bond_bandit:BanditBondConfig", "seedrl.agents.bond_bandit:train_bond_bandit",
                         _report_bandit),
 }

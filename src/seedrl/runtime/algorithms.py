@@ -5,7 +5,7 @@ not algorithms. What an algorithm decides is gathered in one :class:`GameAlgo`:
 
 * ``config_class``: the run's config (its ``agent`` section is the algorithm's);
 * ``build_model(cfg, obs_space, act_space)``: the network inference serves and the learner trains;
-* ``acting_head(cfg, num_rows)`` / ``eval_head(cfg, greedy)``: how its first output becomes
+* ``acting_head(cfg, num_rows)`` / ``eval_head(cfg, greedy, action_space)``: how its first output becomes
   actions (:mod:`seedrl.runtime.policies`);
 * ``learner_step(cfg, model)``: the object the learner calls (``loss(batch, weights)``,
   ``after_update``, ``state_dict``); a step with ``uses_replay`` puts the replay role
@@ -46,7 +46,7 @@ class GameAlgo:
     config_class: Callable[[], type]
     build_model: Callable[[Any, Any, Any], torch.nn.Module]
     acting_head: Callable[[Any, int], Callable]
-    eval_head: Callable[[Any, bool], Callable]
+    eval_head: Callable[[Any, bool, Any], Callable]
     learner_step: Callable[[Any, torch.nn.Module], Any]
     unroll: Callable[[Any], tuple[int, int]]
 
@@ -96,21 +96,47 @@ def _r2d2_step(cfg, model):
     return R2D2Step(model, cfg.agent)
 
 
+# ----------------------------------------------------------------------------- bc
+def _bc_config() -> type:
+    from seedrl.agents.bc_train import BCTrainConfig
+
+    return BCTrainConfig
+
+
+def _bc_model(cfg, obs_space, act_space) -> torch.nn.Module:
+    from seedrl.agents.bc import build_bc_model
+
+    return build_bc_model(cfg.model, obs_space, act_space)
+
+
+def _bc_eval_head(cfg, greedy: bool, action_space):
+    from seedrl.agents.bc_train import bc_eval_head
+
+    return bc_eval_head(action_space, greedy)
+
+
+def _offline(cfg, *args):
+    raise ValueError(f"algo {cfg.algo!r} learns offline from a dataset: it has no actors or learner queue")
+
+
 GAME_ALGOS: dict[str, GameAlgo] = {
     "impala": GameAlgo(
         "impala", _impala_config, _impala_model,
         acting_head=lambda cfg, n: SamplingHead(),
-        eval_head=lambda cfg, greedy: GreedyHead() if greedy else SamplingHead(),
+        eval_head=lambda cfg, greedy, space: GreedyHead() if greedy else SamplingHead(),
         learner_step=_impala_step,
         unroll=lambda cfg: (cfg.runtime.unroll_length, 1),
     ),
     "r2d2": GameAlgo(
         "r2d2", _r2d2_config, _r2d2_model,
         acting_head=_r2d2_acting,
-        eval_head=lambda cfg, greedy: EpsilonGreedyHead([0.0 if greedy else cfg.agent.eval_epsilon]),
+        eval_head=lambda cfg, greedy, space: EpsilonGreedyHead([0.0 if greedy else cfg.agent.eval_epsilon]),
         learner_step=_r2d2_step,
         unroll=lambda cfg: (cfg.agent.burn_in + cfg.runtime.unroll_length, cfg.agent.burn_in + 1),
     ),
+    # offline (seedrl.agents.bc_train trains it); here for `seedrl eval` of its checkpoints
+    "bc": GameAlgo("bc", _bc_config, _bc_model, acting_head=_offline, eval_head=_bc_eval_head,
+                   learner_step=_offline, unroll=_offline),
 }
 
 

@@ -19,7 +19,8 @@ def evaluate(
     """Play ``episodes`` full episodes with the checkpoint's policy; returns raw episode returns.
 
     The algorithm's evaluation head acts: IMPALA samples its policy (``greedy``: argmax);
-    R2D2 is ε-greedy with ``agent.eval_epsilon`` (``greedy``: ε = 0)."""
+    R2D2 is ε-greedy with ``agent.eval_epsilon`` (``greedy``: ε = 0); BC acts like IMPALA on discrete
+    actions and samples its Gaussian on continuous ones (``greedy``: the mean)."""
     from seedrl.runtime.algorithms import game_algo
 
     state = load_checkpoint(checkpoint)
@@ -27,14 +28,28 @@ def evaluate(
     cfg = load_config(algo.config_class(), state["config"])
     spaces = state["spaces"]
     model = algo.build_model(cfg, spaces["observation"], spaces["action"])
-    head = algo.eval_head(cfg, greedy)
-    rows = np.zeros(1, np.int64)
     model.load_state_dict(state["model"])
     model.eval()
+    frames: list[np.ndarray] | None = [] if video else None
+    returns = play(model, cfg, algo.eval_head(cfg, greedy, spaces["action"]), episodes=episodes, seed=seed,
+                   frames=frames)
+    if video and frames:
+        write_gif(frames, video)
+    return {"returns": returns, "config": cfg}
+
+
+def play(model: torch.nn.Module, cfg: Any, head: Any, *, episodes: int, seed: int,
+         frames: list[np.ndarray] | None = None) -> list[float]:
+    """Raw returns of ``episodes`` episodes of ``model`` acting through ``head`` in one of ``cfg.env``'s
+    environments; ``frames`` (a list) receives the first episode's observations. Continuous actions
+    are clipped to the action space's bounds."""
+    from gymnasium import spaces
+
+    rows = np.zeros(1, np.int64)
     envs = make_env_batch(cfg.env, 1, seed)
+    box = envs.action_space if isinstance(envs.action_space, spaces.Box) else None
     gen = torch.Generator().manual_seed(seed)
     returns: list[float] = []
-    frames: list[np.ndarray] = []
     try:
         obs = envs.reset(seed=seed)
         rstate = model.initial_state(1)
@@ -45,22 +60,24 @@ def evaluate(
             with torch.inference_mode():
                 out = model.step(torch.from_numpy(obs), rstate, first, prev_action, prev_reward)
             rstate = out[-1]
-            action = torch.from_numpy(np.asarray(head(out[0], rows, gen)[0], dtype=np.int64))
-            if video and not returns:
+            chosen = np.asarray(head(out[0], rows, gen)[0])
+            if box is not None:
+                chosen = np.clip(chosen, box.low, box.high).astype(box.dtype)
+            else:
+                chosen = chosen.astype(np.int64)
+            if frames is not None and not returns:
                 frames.append(np.asarray(obs[0]))
-            result = envs.step(action.numpy())
+            result = envs.step(chosen)
             obs = result.obs
             done = bool(result.terminated[0] or result.truncated[0])
             first = torch.tensor([done])
-            prev_action = action
+            prev_action = torch.from_numpy(chosen) if box is None else prev_action
             prev_reward = torch.from_numpy(np.asarray(result.reward, dtype=np.float32))
             for _, ret, _ in result.episodes:
                 returns.append(float(ret))
     finally:
         envs.close()
-    if video and frames:
-        write_gif(frames, video)
-    return {"returns": returns, "config": cfg}
+    return returns
 
 
 def write_gif(observations: list[np.ndarray], path: str, fps: int = 30) -> None:

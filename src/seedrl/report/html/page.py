@@ -74,7 +74,8 @@ def _default(value: Any) -> Any:
 
 
 def asset(name: str) -> str:
-    """The text of a vendored asset (``uPlot.iife.min.js``, ``uPlot.min.css``, ``page.js``, ``page.css``)."""
+    """The text of a vendored asset (``uPlot.iife.min.js``, ``uPlot.min.css``, ``page.js``, ``episodes.js``,
+    ``page.css``)."""
     return (ASSETS / name).read_text(encoding="utf-8")
 
 
@@ -109,6 +110,8 @@ def build_page(sections: list[Section], title: str) -> str:
         + _inline_script(asset("uPlot.iife.min.js"))
         + "\n"
         + _inline_script(asset("page.js"))
+        + "\n"
+        + _inline_script(asset("episodes.js"))
         + "\n"
         + scripts
         + "\n</body></html>\n"

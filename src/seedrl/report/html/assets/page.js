@@ -1,10 +1,12 @@
 /* Shared helpers of a seedrl report page (window.seedrl). */
 (function () {
   "use strict";
+  var overrides = {};  // section data replaced by a served page's refreshes (seedrl.update)
   var palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
   var seedrl = {
     /* the JSON data of section `id` */
     data: function (id) {
+      if (id in overrides) return overrides[id];
       var el = document.getElementById("data-" + id);
       return el ? JSON.parse(el.textContent) : null;
     },
@@ -98,6 +100,36 @@
     seedrl.xaxis = axis;
     curveSections.forEach(drawSection);
     document.querySelectorAll('input[name="xaxis"]').forEach(function (r) { r.checked = r.value === axis; });
+  };
+
+  /* a served page (seedrl report --serve): replace a curves section's data and redraw it */
+  seedrl.update = function (sid, d) {
+    overrides[sid] = d;
+    if (curveSections.indexOf(sid) >= 0) drawSection(sid);
+  };
+
+  /* poll api/metrics?since=ROWS every `ms`: new rows -> the curves are redrawn from the reply's downsampled
+     section data; a section the page lacks (a run's first metrics, its first recorded episodes) -> reload */
+  seedrl.live = function (rows, ms) {
+    var status = document.getElementById("live-status"), busy = false;
+    function tick() {
+      if (busy) return;
+      busy = true;
+      fetch("api/metrics?since=" + rows).then(function (r) { return r.json(); }).then(function (reply) {
+        busy = false;
+        if (reply.section_ids && reply.section_ids.some(function (id) { return !document.getElementById(id); })) {
+          location.reload();
+          return;
+        }
+        if (reply.sections) {
+          for (var sid in reply.sections) seedrl.update(sid, reply.sections[sid]);
+        }
+        rows = reply.rows;
+        status.setAttribute("data-rows", rows);
+        status.textContent = rows + " metric rows, checked " + new Date().toLocaleTimeString();
+      }).catch(function () { busy = false; status.textContent = "server unreachable (stopped?)"; });
+    }
+    seedrl.liveTimer = setInterval(tick, ms);
   };
 
   document.addEventListener("change", function (ev) {

@@ -1,0 +1,263 @@
+"""``seedrl report --serve RUN_DIR [--port P]``: the report page served on 127.0.0.1 while runs train.
+
+A stdlib :class:`~http.server.ThreadingHTTPServer` answers
+
+| path | reply |
+|---|---|
+| ``/`` | the page (the same sections as the file ``seedrl report`` writes, plus a *Live* panel) |
+| ``/api/metrics?since=N`` | ``{"rows": R, "section_ids": [...]}``: R metric rows over all runs now; when R ≠ N also ``"sections": {id: data}``, the curve sections' downsampled data |
+| ``/api/episodes?source=i&since=K`` | ``{"total", "kinds", "episodes": [summary of episode K, K+1, ...]}`` of the i-th browsed dataset |
+| ``/api/episode/<id>?source=i`` | one episode's detail (frames, actions, rewards; or prompt, completion, log-probs) |
+
+The page polls ``/api/metrics`` (its curves are redrawn when rows arrive; a section it lacks, such
+as a run's first recorded episodes, makes it reload) and ``/api/episodes`` (new episodes join the
+list); an episode's detail is loaded when it is clicked. Work is cached: ``metrics.jsonl`` is
+followed (only the lines appended since the last look are parsed; a replaced or truncated file is read
+again), ``config.yaml`` re-read when it changed, and a dataset's summaries are computed once per
+episode (:meth:`Dataset.refresh` finds the new ones). Ctrl-C stops the server
+and returns 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from seedrl.errors import InputFileError, UserError
+
+POLL_MS = 2000
+HOST = "127.0.0.1"
+
+
+class NotFound(UserError):
+    """An episode id or dataset source the server does not have."""
+
+
+def _stamp(run_dir: Path) -> tuple:
+    """(size, mtime) of the files of a run folder read whole (not ``metrics.jsonl``, which is followed)."""
+    out = []
+    for name in ("config.yaml", "bon_frontier.json"):
+        try:
+            st = (run_dir / name).stat()
+            out.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+@dataclasses.dataclass
+class _Followed:
+    """A run folder as the server last read it: ``metrics.jsonl`` is read up to byte ``offset``."""
+
+    stamp: tuple
+    inode: int | None
+    offset: int
+    raw: dict
+    run: object
+
+
+class ReportState:
+    """What the server knows: runs (re-read when their files change) and datasets (summaries cached)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.lock = threading.Lock()
+        self._runs: dict[str, _Followed] = {}
+        self._sets: dict[str, tuple[object, list]] = {}
+        self._built: tuple[int, list] = (-1, [])
+
+    # ---------------------------------------------------------------- runs
+    def _load(self, path) -> object:
+        """The run at ``path``: its config re-read when it changed, only the rows appended to ``metrics.jsonl``
+        since the last call parsed (the whole file again when it was replaced or truncated)."""
+        from seedrl.report.html.rundata import concat_columns, load_run, read_appended, with_elapsed
+
+        p = Path(path)
+        metrics = p / "metrics.jsonl"
+        try:
+            st = metrics.stat()
+            inode, size = st.st_ino, st.st_size
+        except OSError:
+            inode, size = None, 0
+        f = self._runs.get(str(p))
+        if f is None or f.stamp != _stamp(p) or f.inode != inode or size < f.offset:
+            f = self._runs[str(p)] = _Followed(_stamp(p), inode, 0, {}, load_run(p, metrics=False))
+        if inode is not None and size > f.offset:
+            new, f.offset = read_appended(metrics, f.offset)
+            f.raw = concat_columns(f.raw, new)
+            f.run.columns = with_elapsed(f.raw)
+        return dataclasses.replace(f.run)  # load_runs may rename it; the cache keeps its own
+
+    def run_sections(self) -> tuple[int, list]:
+        """(metric rows over all runs, the run panels), rebuilt only when the rows changed."""
+        from seedrl.report.html.rundata import load_bon
+        from seedrl.report.html.runs import load_runs, run_sections
+
+        if not self.args.run_dirs:
+            return 0, []
+        runs = load_runs(self.args.run_dirs, load=self._load)
+        rows = sum(r.rows for r in runs)
+        if rows != self._built[0]:
+            bon = [load_bon(p) for p in self.args.bon]
+            self._built = (rows, run_sections(runs, max_points=self.args.max_points, bon=bon))
+        return self._built
+
+    # ------------------------------------------------------------ episodes
+    def sources(self) -> list[Path]:
+        from seedrl.report.html.episodes import episode_sources
+
+        return episode_sources(self.args.run_dirs, self.args.data)
+
+    def dataset(self, source: int) -> tuple[object, list]:
+        """The ``source``-th dataset, refreshed, and the summaries of its first ``--max-episodes`` episodes."""
+        from seedrl.report.html.episode_data import summaries
+        from seedrl.report.html.episodes import open_episodes
+
+        paths = self.sources()
+        if not 0 <= source < len(paths):
+            raise NotFound(f"source: {source} is not one of the {len(paths)} browsed datasets")
+        key = str(paths[source])
+        if key not in self._sets or self._sets[key][0].spec is None:  # opened before its first episode: reopen
+            self._sets[key] = (open_episodes(paths[source]), [])
+        ds, rows = self._sets[key]
+        ds.refresh()
+        rows += summaries(ds, self.args.max_episodes, start=len(rows))
+        return ds, rows
+
+    # ----------------------------------------------------------- replies
+    def page(self) -> str:
+        from seedrl.cli.report import extra_sections, page_title
+        from seedrl.report.html.episodes import episodes_section
+        from seedrl.report.html.page import Section, build_page
+
+        with self.lock:
+            rows, sections = self.run_sections()
+            episodes = []
+            for i in range(len(self.sources())):
+                ds, summary = self.dataset(i)
+                episodes.append(episodes_section(ds, i, inline=0, limit=self.args.max_episodes, live=True,
+                                                 rows=summary))
+        live = Section("live", "Live", f'<p>Served from <code>{HOST}</code>: curves redraw as rows arrive and new '
+                       f'episodes join the list (checked every {POLL_MS / 1000:g} s). '
+                       f'<span id="live-status" data-rows="{rows}">{rows} metric rows</span></p>',
+                       script=f"seedrl.live({rows}, {POLL_MS});")
+        return build_page([live, *sections, *episodes, *extra_sections(self.args)], page_title(self.args))
+
+    def metrics(self, since: int) -> dict:
+        from seedrl.report.html.episodes import section_id
+
+        with self.lock:
+            rows, sections = self.run_sections()
+            ids = [s.id for s in sections] + [section_id(i) for i in range(len(self.sources()))]
+        reply = {"rows": rows, "section_ids": ids}
+        if rows != since:
+            reply["sections"] = {s.id: s.data for s in sections if s.script.startswith("seedrl.curves")}
+        return reply
+
+    def episodes(self, source: int, since: int) -> dict:
+        with self.lock:
+            ds, rows = self.dataset(source)
+            return {"total": len(ds), "kinds": sorted({r["kind"] for r in rows}), "episodes": rows[max(0, since):]}
+
+    def episode(self, source: int, episode_id: str) -> dict:
+        from seedrl.data.errors import MissingKeyError
+        from seedrl.report.html.episode_data import episode_detail
+
+        with self.lock:
+            ds, _ = self.dataset(source)
+            try:
+                index = ds.index_of(episode_id)
+            except MissingKeyError:
+                raise NotFound(f"episode: no episode with id {episode_id!r} in {ds.root}") from None
+            return episode_detail(ds[index], index)
+
+
+def _int(query: dict, name: str, default: int) -> int:
+    values = query.get(name)
+    if not values:
+        return default
+    try:
+        return int(values[0])
+    except ValueError:
+        raise UserError(f"{name}: {values[0]!r} is not a whole number") from None
+
+
+class Handler(BaseHTTPRequestHandler):
+    """GET only: the page, the three JSON endpoints, 204 for the favicon, 404 JSON otherwise."""
+
+    state: ReportState
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        url = urlsplit(self.path)
+        q = parse_qs(url.query)
+        try:
+            if url.path in ("/", "/index.html"):
+                return self._send(200, self.state.page().encode("utf-8"), "text/html; charset=utf-8")
+            if url.path == "/favicon.ico":
+                return self._send(204, b"", "image/x-icon")
+            if url.path == "/api/metrics":
+                return self._json(200, self.state.metrics(_int(q, "since", -1)))
+            if url.path == "/api/episodes":
+                return self._json(200, self.state.episodes(_int(q, "source", 0), _int(q, "since", 0)))
+            if url.path.startswith("/api/episode/"):
+                episode_id = unquote(url.path[len("/api/episode/"):])
+                return self._json(200, self.state.episode(_int(q, "source", 0), episode_id))
+            return self._json(404, {"error": f"path: {url.path!r} is not served here"})
+        except NotFound as err:
+            return self._json(404, {"error": str(err)})
+        except UserError as err:
+            return self._json(400, {"error": str(err)})
+
+    def _json(self, status: int, payload: dict) -> None:
+        from seedrl.report.html.page import embed_json  # NaN/inf -> null; the escapes keep it valid JSON
+
+        body = embed_json(payload).encode("utf-8")
+        self._send(status, body, "application/json")
+
+    def _send(self, status: int, body: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_request(self, code="-", size="-") -> None:
+        """Quiet: the page polls every few seconds, so only error replies are logged (to stderr)."""
+        if str(getattr(code, "value", code)).startswith(("4", "5")):
+            super().log_request(code, size)
+
+
+def make_server(args, port: int | None = None) -> ThreadingHTTPServer:
+    """A server for ``args`` on 127.0.0.1 (``port`` 0: any free one; ``server.server_address[1]`` says which).
+
+    The page is built once first, so a bad run folder or dataset is a one-line error before any port opens."""
+    state = ReportState(args)
+    state.page()
+    handler = type("ReportHandler", (Handler,), {"state": state})
+    try:
+        server = ThreadingHTTPServer((HOST, args.port if port is None else port), handler)
+    except OSError as err:
+        raise InputFileError(f"--port: {args.port if port is None else port} cannot be opened on {HOST}: "
+                             f"{err.strerror or err}") from None
+    server.daemon_threads = True
+    return server
+
+
+def serve(args) -> int:
+    """Serve until Ctrl-C (then close the socket and return 0)."""
+    server = make_server(args)
+    host, port = server.server_address[:2]
+    print(f"serving the report of {', '.join(map(str, args.run_dirs + args.data))} on http://{host}:{port}/ "
+          "(Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.25)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0

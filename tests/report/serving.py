@@ -1,0 +1,36 @@
+"""``seedrl report --serve`` in a thread of the test process, for the server's tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import urllib.error
+import urllib.request
+
+from seedrl.cli import build_parser
+from seedrl.report.html.serve import make_server
+
+
+@contextlib.contextmanager
+def served(argv: list[str]):
+    """The server of ``seedrl report ARGV --serve`` on a free port; yields its base URL (``http://127.0.0.1:P/``)."""
+    args = build_parser().parse_args(["report", *argv, "--serve"])
+    server = make_server(args, port=0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def get_json(url: str) -> tuple[int, dict]:
+    """(status, JSON body) of a GET, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
