@@ -87,6 +87,10 @@ class R2D2Config:
     epsilon_base: float = field(default=0.4, metadata={"help": "ε_i = base^(1 + alpha·i/(N−1)) for actor i of N", "min": 0.0, "max": 1.0})
     epsilon_alpha: float = field(default=7.0, metadata={"help": "alpha of the per-actor ε schedule", "min": 0.0})
     eval_epsilon: float = field(default=1e-3, metadata={"help": "ε of evaluation episodes", "min": 0.0, "max": 1.0})
+    eval_envs: int = field(default=0, metadata={
+        "help": "the last K of all environment slots act at eval_epsilon (SEED's num_eval_envs); when K > 0 the "
+                "episode_return metric and the solved check use their episodes only (train_return: the others')",
+        "min": 0})
     replay_capacity: int = field(default=100_000, metadata={"help": "sequences held by the replay (FIFO)", "min": 1})
     replay_alpha: float = field(default=0.9, metadata={"help": "priority exponent: P(i) ∝ p_i^α", "min": 0.0})
     replay_beta: float = field(default=0.6, metadata={"help": "importance-weight exponent ((1/N)/P(i))^β", "min": 0.0, "max": 1.0})

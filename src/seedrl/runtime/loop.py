@@ -253,7 +253,10 @@ def _train(
             stop.set()
 
     metrics = MetricsLogger(run_dir, tensorboard=cfg.log.tensorboard)
-    returns: collections.deque = collections.deque(maxlen=100)
+    returns: collections.deque = collections.deque(maxlen=100)  # the solved check's: evaluation slots' when there are any
+    train_returns: collections.deque = collections.deque(maxlen=100)
+    eval_envs = getattr(cfg.agent, "eval_envs", 0)  # the last eval_envs slots evaluate (R2D2's agent.eval_envs)
+    first_eval_slot = rt.num_actors * cfg.env.num_envs - eval_envs
     interrupted = solved = False
     start = time.perf_counter()
     last_log = start
@@ -302,8 +305,9 @@ def _train(
             counters["frames"] += new_frames
             progress.update(new_frames)
             while backend.episodes:
-                _, _, ret, _ = backend.episodes.popleft()
-                returns.append(ret)
+                actor, env_index, ret, _ = backend.episodes.popleft()
+                is_eval = actor * cfg.env.num_envs + env_index >= first_eval_slot
+                (returns if is_eval or not eval_envs else train_returns).append(ret)
                 counters["episodes"] += 1
             mean_return = float(np.mean(returns)) if returns else None
             now = time.perf_counter()
@@ -313,6 +317,8 @@ def _train(
             row = {**counters, **logs, "fps": fps, "episode_return": mean_return,
                    "inference_batch": inference.mean_batch_size, "actor_restarts": backend.total_restarts,
                    **feed.metrics(), **inference.policy.metrics()}
+            if eval_envs:
+                row["train_return"] = float(np.mean(train_returns)) if train_returns else None
             if on_update is not None:
                 on_update(row, backend)
             if now - last_log >= cfg.log.every_s:
