@@ -4,7 +4,8 @@ learner updates per second.
 Three measurements, each a run of the embedded runtime (processes backend):
 
 * ``cartpole``: `configs/cartpole_r2d2.yaml` until the solved level (mean return >= 475 over
-  100 episodes) or ``--cartpole-frames``; frames and wall time to it.
+  the last 100 episodes of its 4 evaluation envs at ε = 1e-3, ``agent.eval_envs``) or
+  ``--cartpole-frames``; frames and wall time to it.
 * ``memory``: `configs/memory_cue_r2d2.yaml` (seedrl/MemoryCue-v0) with ``agent.recurrent``
   true and false, the same frames each; the frames and wall time at which the mean return of
   the last 100 episodes first reaches the config's ``log.solved_return`` (0.9; null = never),
