@@ -4,10 +4,15 @@ learner updates per second.
 Three measurements, each a run of the embedded runtime (processes backend):
 
 * ``cartpole``: `configs/cartpole_r2d2.yaml` until the solved level (mean return >= 475 over
-  100 episodes) or ``--cartpole-frames``; frames and wall time to it.
+  the last 100 episodes of its 4 evaluation envs at ε = 1e-3, ``agent.eval_envs``) or
+  ``--cartpole-frames``; frames and wall time to it.
 * ``memory``: `configs/memory_cue_r2d2.yaml` (seedrl/MemoryCue-v0) with ``agent.recurrent``
-  true and false, the same frames each; final mean return (R2D2 ~1, feed-forward ~0: the
-  junction looks the same for both cues).
+  true and false, the same frames each; the frames and wall time at which the mean return of
+  the last 100 episodes first reaches the config's ``log.solved_return`` (0.9; null = never),
+  and the final mean return (R2D2 ~1, feed-forward ~0: the junction looks the same for both
+  cues).
+
+Each run also keeps a curve ``[frames, seconds, mean return]`` every 25 updates.
 * ``learner``: updates/s of the R2D2 learner step alone on replayed CartPole-shaped batches
   (no actors), so the figure is the learner's, not the machine's actor throughput.
 
@@ -37,17 +42,39 @@ from seedrl.runtime.loop import train
 COMMON = ["log.progress=false", "log.tensorboard=false"]
 
 
-def run(config: str, tmp: str, name: str, frames: int, overrides: list[str]) -> dict:
+def run(config: str, tmp: str, name: str, frames: int, overrides: list[str], *, solved_at: float | None = None,
+        every: int = 25) -> dict:
+    """One training run; with ``solved_at``, also the frames and wall time at which the mean return of
+    the last 100 episodes first reached it (the run itself goes on to ``frames`` when the config's
+    ``log.solved_return`` is null, so an ablation that never gets there still runs as long)."""
     cfg = load_config(R2D2TrainConfig, config, [f"out_dir={tmp}", f"name={name}", f"total_frames={frames}", *COMMON,
                                                 *overrides])
+    threshold = cfg.log.solved_return if solved_at is None else solved_at
+    curve: list[list[float]] = []
+    reached: dict = {}
+    last = [-1]
     start = time.perf_counter()
-    result = train(cfg)
+
+    def on_update(row: dict, backend) -> None:
+        ret = row.get("episode_return")
+        if ret is None:
+            return
+        if row["updates"] % every == 0 and row["updates"] != last[0]:  # once per update count (warm-up draws repeat 0)
+            last[0] = row["updates"]
+            curve.append([row["frames"], round(time.perf_counter() - start, 2), round(ret, 4)])
+        if threshold is not None and not reached and row["episodes"] >= 100 and ret >= threshold:
+            reached.update(frames=row["frames"], seconds=time.perf_counter() - start, updates=row["updates"])
+
+    result = train(cfg, on_update=on_update)
     seconds = time.perf_counter() - start
     row = {"config": config, "overrides": overrides, "solved": result.solved, "frames": result.frames,
            "updates": result.updates, "episodes": result.episodes, "seconds": seconds,
-           "mean_return": result.mean_return, "updates_per_s": result.updates / max(seconds, 1e-9)}
+           "mean_return": result.mean_return, "updates_per_s": result.updates / max(seconds, 1e-9),
+           "threshold": threshold, "frames_to_threshold": reached.get("frames"),
+           "seconds_to_threshold": reached.get("seconds"), "updates_to_threshold": reached.get("updates"),
+           "curve_frames_seconds_return": curve}
     print(f"{name}: solved={result.solved} frames={result.frames:,} updates={result.updates:,} wall={seconds:.0f}s "
-          f"return={result.mean_return}", flush=True)
+          f"return={result.mean_return} threshold {threshold} reached at {reached or 'never'}", flush=True)
     return row
 
 
@@ -112,20 +139,25 @@ def main() -> None:
     summary: dict = {"quick": args.quick, "load_average_start": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         summary["cartpole"] = run("configs/cartpole_r2d2.yaml", tmp, "cartpole", cp_frames, tiny)
-        summary["memory"] = {
+        memory_solved = load_config(R2D2TrainConfig, "configs/memory_cue_r2d2.yaml").log.solved_return
+        summary["memory"] = {  # the same frames each; frames and wall time to the config's solved return
             "recurrent": run("configs/memory_cue_r2d2.yaml", tmp, "memory_lstm", mem_frames,
-                             ["agent.recurrent=true", "log.solved_return=null", *tiny]),
+                             ["agent.recurrent=true", "log.solved_return=null", *tiny], solved_at=memory_solved),
             "feed_forward": run("configs/memory_cue_r2d2.yaml", tmp, "memory_ff", mem_frames,
-                                ["agent.recurrent=false", "log.solved_return=null", *tiny]),
+                                ["agent.recurrent=false", "log.solved_return=null", *tiny], solved_at=memory_solved),
         }
     summary["learner"] = learner_updates_per_s("configs/cartpole_r2d2.yaml", learner_s)
     summary["load_average_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=1))
+    mem = summary["memory"]
     print(json.dumps({"cartpole_solved": summary["cartpole"]["solved"], "cartpole_frames": summary["cartpole"]["frames"],
                       "cartpole_seconds": round(summary["cartpole"]["seconds"]),
-                      "memory_return_lstm": summary["memory"]["recurrent"]["mean_return"],
-                      "memory_return_ff": summary["memory"]["feed_forward"]["mean_return"],
+                      "memory_return_lstm": mem["recurrent"]["mean_return"],
+                      "memory_lstm_frames_to_solved": mem["recurrent"]["frames_to_threshold"],
+                      "memory_lstm_seconds_to_solved": mem["recurrent"]["seconds_to_threshold"],
+                      "memory_return_ff": mem["feed_forward"]["mean_return"],
+                      "memory_ff_frames_to_solved": mem["feed_forward"]["frames_to_threshold"],
                       "learner_updates_per_s": round(summary["learner"]["updates_per_s"], 1),
                       "load_average_end": summary["load_average_end"]}, indent=1))
     print(f"wrote {args.out}")

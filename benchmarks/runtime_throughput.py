@@ -580,6 +580,7 @@ def compute_costs(cfg, batch_sizes: dict[int, int], args, ctx) -> dict:
     from seedrl.runtime.learner import Learner, make_optimizer
     from seedrl.runtime.loop import frames_per_step
     from seedrl.runtime.unrolls import stack_unrolls
+    from seedrl.runtime.weights import WeightsMailbox
 
     torch.set_num_threads(cfg.runtime.torch_threads)
     fs = frames_per_step(cfg)
@@ -622,8 +623,8 @@ def compute_costs(cfg, batch_sizes: dict[int, int], args, ctx) -> dict:
     # learner: Learner.update (IMPALA loss, backward, clip, optimizer step, publish) on a batch of the run's shape
     parts = synthetic_batch(cfg, obs_space, act_space)
     batch = stack_unrolls(parts)
-    learner = Learner(model, inf_model, make_optimizer(cfg.optim, model.parameters()),
-                      lambda m, b: impala_loss(m, b, cfg.agent), queue.Queue(), len(parts), threading.Lock(),
+    learner = Learner(model, WeightsMailbox(), make_optimizer(cfg.optim, model.parameters()),
+                      lambda m, b: impala_loss(m, b, cfg.agent), queue.Queue(), len(parts),
                       grad_clip=cfg.optim.grad_clip)
     learn_s, learn_cpu = time_calls(lambda: learner.update(batch, 0), 0.3 if args.quick else 0.8, max(3, args.rounds))
     stack_s, _ = time_calls(lambda: stack_unrolls(parts), 0.05, 3)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import queue
-import threading
 from pathlib import Path
 
 import gymnasium as gym
@@ -148,20 +147,22 @@ def test_impala_loss_credits_each_action_with_the_reward_it_earned(cue_unrolls):
 
 def test_an_update_moves_every_parameter_and_reaches_the_acting_network(cue_unrolls):
     # As the training loop wires it: channels-last learner, a deep copy acts, the optimizer holds the
-    # learner's parameters, and each update is copied into the acting network under the lock.
+    # learner's parameters, and each update is posted to the mailbox inference applies before a forward pass.
     from seedrl.runtime.learner import Learner, OptimConfig, make_optimizer
+    from seedrl.runtime.weights import WeightsMailbox
 
     model = _image_model(2)
     acting = copy.deepcopy(model).eval()
     batch = cue_unrolls(acting, num_unrolls=2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    learner = Learner(model, acting, make_optimizer(OptimConfig(), model.parameters()),
-                      lambda m, b: impala_loss(m, b, ImpalaConfig(reward_clip=1.0)), queue.Queue(), 8,
-                      threading.Lock())
+    mailbox = WeightsMailbox()
+    learner = Learner(model, mailbox, make_optimizer(OptimConfig(), model.parameters()),
+                      lambda m, b: impala_loss(m, b, ImpalaConfig(reward_clip=1.0)), queue.Queue(), 8)
     versions = []
     learner.on_publish = versions.append
     learner.update(batch, frames=0)
     assert versions == [1]
+    assert mailbox.apply(acting) == 1
     for name, value in model.state_dict().items():
         assert not torch.equal(value, before[name]), name  # the policy head and the torso all moved
         assert torch.equal(acting.state_dict()[name], value), name

@@ -105,7 +105,7 @@ def test_learner_batches_split_and_join_actor_unrolls(collect):
     q: queue.Queue = queue.Queue()
     for u in unrolls:
         q.put(u)
-    learner = Learner(None, None, None, None, q, 5, th.Lock())
+    learner = Learner(None, None, None, None, q, 5)
     a, b = learner.next_batch(th.Event()), learner.next_batch(th.Event())
     assert a.num_envs == b.num_envs == 5
     whole = stack_unrolls(unrolls)

@@ -55,6 +55,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -86,17 +87,26 @@ class R2D2Config:
     epsilon_base: float = field(default=0.4, metadata={"help": "ε_i = base^(1 + alpha·i/(N−1)) for actor i of N", "min": 0.0, "max": 1.0})
     epsilon_alpha: float = field(default=7.0, metadata={"help": "alpha of the per-actor ε schedule", "min": 0.0})
     eval_epsilon: float = field(default=1e-3, metadata={"help": "ε of evaluation episodes", "min": 0.0, "max": 1.0})
+    eval_envs: int = field(default=0, metadata={
+        "help": "the last K of all environment slots act at eval_epsilon (SEED's num_eval_envs); when K > 0 the "
+                "episode_return metric and the solved check use their episodes only (train_return: the others')",
+        "min": 0})
     replay_capacity: int = field(default=100_000, metadata={"help": "sequences held by the replay (FIFO)", "min": 1})
     replay_alpha: float = field(default=0.9, metadata={"help": "priority exponent: P(i) ∝ p_i^α", "min": 0.0})
     replay_beta: float = field(default=0.6, metadata={"help": "importance-weight exponent ((1/N)/P(i))^β", "min": 0.0, "max": 1.0})
     min_replay: int = field(default=5_000, metadata={"help": "sequences stored before learning starts", "min": 1})
     replay_ratio: float = field(default=1.0, metadata={"help": "learner sequences sampled per sequence inserted", "min_exclusive": 0.0})
+    replay_seed: Path | None = field(default=None, metadata={
+        "help": "an RLDS dataset (e.g. a run's recorded episodes) whose episodes fill the replay before acting starts; "
+                "its observation and action must match the env's"})
 
     def validate(self) -> None:
         """Raise :class:`~seedrl.config.ConfigError` naming ``agent.<field>`` and the value.
 
         Applies the fields' bounds (as loading a config does, so a config built
-        in code is checked too) and the cross-field rule ``min_replay <= replay_capacity``.
+        in code is checked too), the cross-field rule ``min_replay <= replay_capacity``,
+        and that ``replay_seed`` (when set) is a directory; whether it is a dataset that
+        matches the env is checked when the run builds its replay.
         """
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -107,6 +117,9 @@ class R2D2Config:
             raise ConfigError(
                 f"config error: 'agent.min_replay' = {self.min_replay} exceeds 'agent.replay_capacity' = "
                 f"{self.replay_capacity}: learning would never start", "agent.min_replay")
+        if self.replay_seed is not None and not Path(self.replay_seed).is_dir():
+            raise ConfigError(f"config error: 'agent.replay_seed' = '{self.replay_seed}' is not a directory "
+                              "(an RLDS dataset in the trajectory store)", "agent.replay_seed")
 
 
 def actor_epsilons(num: int, base: float = 0.4, alpha: float = 7.0) -> np.ndarray:

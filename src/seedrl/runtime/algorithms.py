@@ -87,7 +87,9 @@ def _r2d2_model(cfg, obs_space, act_space) -> torch.nn.Module:
 def _r2d2_acting(cfg, num_rows: int) -> EpsilonGreedyHead:
     from seedrl.agents.r2d2 import actor_epsilons
 
-    return EpsilonGreedyHead(actor_epsilons(num_rows, cfg.agent.epsilon_base, cfg.agent.epsilon_alpha))
+    k = cfg.agent.eval_envs  # the last k slots evaluate (SEED's num_eval_envs)
+    training = actor_epsilons(num_rows - k, cfg.agent.epsilon_base, cfg.agent.epsilon_alpha)
+    return EpsilonGreedyHead(np.concatenate([training, np.full(k, cfg.agent.eval_epsilon)]))
 
 
 def _r2d2_step(cfg, model):

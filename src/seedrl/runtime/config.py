@@ -101,6 +101,9 @@ class R2D2TrainConfig(TrainConfig):
         self.agent.validate()
         actors, per_actor = self.runtime.num_actors, self.env.num_envs
         envs = actors * per_actor if isinstance(actors, int) and isinstance(per_actor, int) else 0  # 'auto': checked once chosen
+        if envs and self.agent.eval_envs >= envs:
+            raise ConfigError(f"config error: 'agent.eval_envs' = {self.agent.eval_envs} leaves no training environment "
+                              f"of the {envs} (runtime.num_actors x env.num_envs)", "agent.eval_envs")
         if self.agent.replay_capacity < envs:
             raise ConfigError(f"config error: 'agent.replay_capacity' = {self.agent.replay_capacity} is below the "
                               f"{envs} environments (runtime.num_actors x env.num_envs) one insert round adds",

@@ -35,6 +35,7 @@ import torch
 from seedrl.runtime.policies import SamplingHead
 from seedrl.runtime.transport import ActorSlot, SlotLayout
 from seedrl.runtime.unrolls import UnrollBuffer
+from seedrl.runtime.weights import WeightsMailbox
 
 
 class Endpoint(Protocol):
@@ -94,7 +95,8 @@ class InferenceServer:
         overlap: entries shared by consecutive unrolls (IMPALA 1, R2D2 burn_in + 1).
         unrolls: the bounded learner queue.
         batch_timeout_s: how long a batch may wait for more actors after the first.
-        weights_lock: held while the learner publishes new weights.
+        weights: the mailbox the learner posts new weights to; applied before each forward
+            pass, and its version stamps the unrolls (None: the weights never change).
         seed: seed of the action sampler.
     """
 
@@ -107,7 +109,7 @@ class InferenceServer:
         unrolls: "queue.Queue",
         *,
         batch_timeout_s: float = 0.002,
-        weights_lock: threading.Lock | None = None,
+        weights: WeightsMailbox | None = None,
         seed: int = 0,
         on_episode: Callable[[int, float, int], None] | None = None,
         policy: Callable | None = None,
@@ -118,7 +120,7 @@ class InferenceServer:
         self.num_actors = num_actors
         self.unrolls = unrolls
         self.batch_timeout_s = batch_timeout_s
-        self.weights_lock = weights_lock or threading.Lock()
+        self.weights = weights
         self.version = 0
         n = layout.num_envs
         self.state = model.initial_state(num_actors * n)
@@ -188,15 +190,18 @@ class InferenceServer:
         rows = torch.from_numpy(env_rows) if self.state else None
         state_in = tuple(s[rows] for s in self.state)
         start = time.perf_counter()
-        with self.weights_lock:
-            version = self.version
-            out = self.model.step(
-                torch.from_numpy(entry["obs"]),
-                state_in,
-                torch.from_numpy(first),
-                torch.from_numpy(prev_action),
-                torch.from_numpy(prev_reward),
-            )
+        if self.weights is not None:
+            posted = self.weights.apply(self.model)  # only this thread writes self.model
+            if posted is not None:
+                self.version = posted
+        version = self.version
+        out = self.model.step(
+            torch.from_numpy(entry["obs"]),
+            state_in,
+            torch.from_numpy(first),
+            torch.from_numpy(prev_action),
+            torch.from_numpy(prev_reward),
+        )
         state_out = out[-1]
         actions, logp = self.policy(out[0], env_rows, self.generator)
         actions_np = actions.astype(self.layout.action_dtype, copy=False)

@@ -26,6 +26,7 @@ import torch
 from seedrl.config.sections import OptimConfig
 from seedrl.runtime.errors import check_finite
 from seedrl.runtime.unrolls import Unroll, stack_unrolls
+from seedrl.runtime.weights import WeightsMailbox
 
 
 def make_optimizer(cfg: OptimConfig, params, *, fused: bool = False) -> torch.optim.Optimizer:
@@ -74,23 +75,23 @@ class LossFnStep:
 
 
 class Learner:
-    """Pulls ``batch_envs`` environments' unrolls, updates ``model``, publishes to ``inference_model``."""
+    """Pulls ``batch_envs`` environments' unrolls, updates ``model``, publishes to ``weights``
+    (the mailbox inference reads; None: publish nowhere)."""
 
     def __init__(
         self,
         model: torch.nn.Module,
-        inference_model: torch.nn.Module,
+        weights: WeightsMailbox | None,
         optimizer: torch.optim.Optimizer,
         loss_fn: Any,
         unrolls: "queue.Queue[Unroll]",
         batch_envs: int,
-        weights_lock: threading.Lock,
         *,
         grad_clip: float | None = 40.0,
         lr_schedule: Callable[[int], float] | None = None,
     ):
         self.model = model
-        self.inference_model = inference_model
+        self.weights = weights
         self.optimizer = optimizer
         #: the learner step (a plain loss_fn is wrapped in :class:`LossFnStep`)
         self.step = loss_fn if hasattr(loss_fn, "loss") else LossFnStep(model, loss_fn)
@@ -98,7 +99,6 @@ class Learner:
         self.unrolls = unrolls
         self.batch_envs = batch_envs
         self._leftover: Unroll | None = None
-        self.weights_lock = weights_lock
         self.grad_clip = grad_clip
         self.lr_schedule = lr_schedule
         self.updates = 0
@@ -154,15 +154,12 @@ class Learner:
         self.train_seconds += time.perf_counter() - start
         return logs
 
-    @torch.no_grad()
     def publish(self, version: int | None = None) -> None:
-        """Copy the weights into the inference model (in place, under its lock)."""
-        with self.weights_lock:
-            for dst, src in zip(self.inference_model.parameters(), self.model.parameters()):
-                dst.copy_(src)
-            for dst, src in zip(self.inference_model.buffers(), self.model.buffers()):
-                dst.copy_(src)
-            self.on_publish(self.updates if version is None else version)
+        """Post a snapshot of the weights as ``version`` (default: the update count); never waits for inference."""
+        version = self.updates if version is None else version
+        if self.weights is not None:
+            self.weights.post(self.model, version)
+        self.on_publish(version)
 
     def on_publish(self, version: int) -> None:
-        """Hook: set by the run to stamp inference with the new weights version."""
+        """Hook called after each publish with its version (tests and benchmarks count publications)."""

@@ -55,11 +55,13 @@ from seedrl.runtime.inference import InferenceServer
 from seedrl.runtime.layout import record_layout, resolve_layout
 from seedrl.runtime.learner import Learner, make_optimizer
 from seedrl.runtime.replay import SequenceReplay
+from seedrl.runtime.replay.from_dataset import seed_from_path
 from seedrl.runtime.replay_role import QueueFeed, ReplayRole
 from seedrl.runtime.run_dir import RunDir, load_model_state, load_optimizer_state, optimizer_name
 from seedrl.runtime.signals import StopSignals
 from seedrl.runtime.threaded import ThreadedBackend
 from seedrl.runtime.transport import SlotLayout
+from seedrl.runtime.weights import WeightsMailbox
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,22 @@ def _restore_replay(ckpt_path: Path) -> SequenceReplay:
         raise CheckpointError(f"cannot resume from {ckpt_path}: its replay {path} is unusable ({err})") from err
 
 
+def _build_replay(cfg, step, ckpt_path: Path | None, length: int, overlap: int, spaces: tuple, layout: SlotLayout, model):
+    """The replay of a step that ``uses_replay`` (None otherwise): restored beside ``ckpt_path`` on resume,
+    else empty, or seeded from ``agent.replay_seed`` (a ConfigError naming it, before the run writes anything)."""
+    if not getattr(step, "uses_replay", False):
+        return None
+    if ckpt_path is not None:
+        return _restore_replay(ckpt_path)
+    replay = SequenceReplay(cfg.agent.replay_capacity, length + 1, overlap, alpha=cfg.agent.replay_alpha,
+                            beta=cfg.agent.replay_beta, seed=cfg.seed + 2, compression=cfg.runtime.replay_compression)
+    if cfg.agent.replay_seed is not None:
+        shapes = tuple(tuple(s.shape[1:]) for s in model.initial_state(1))
+        ids = seed_from_path(replay, cfg.agent.replay_seed, *spaces, state_shapes=shapes, action_dtype=layout.action_dtype)
+        log.info("seeded the replay with %d sequences from %s", len(ids), cfg.agent.replay_seed)
+    return replay
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -173,17 +191,19 @@ def _train(
         counters["resumes"] += 1
         saved_rng = state["rng"]
         log.info("resumed %s at %d frames, %d updates", ckpt_path, counters["frames"], counters["updates"])
+    buffer_length, overlap = algo.unroll(cfg)
+    replay = _build_replay(cfg, step, ckpt_path if state is not None else None, buffer_length, overlap,
+                           (obs_space, act_space), layout, model)
     run.begin(cfg, counters["updates"] if state is not None else None)
     if chosen is not None:
         record_layout(chosen, run_dir)
 
     rt = cfg.runtime
     unroll_queue: queue.Queue = queue.Queue(maxsize=rt.queue_unrolls)
-    weights_lock = threading.Lock()
-    buffer_length, overlap = algo.unroll(cfg)
+    weights = WeightsMailbox()
     inference = InferenceServer(
         inference_model, layout, rt.num_actors, buffer_length, unroll_queue,
-        batch_timeout_s=rt.batch_timeout_ms / 1000, weights_lock=weights_lock, seed=sampler_seed,
+        batch_timeout_s=rt.batch_timeout_ms / 1000, weights=weights, seed=sampler_seed,
         policy=algo.acting_head(cfg, rt.num_actors * cfg.env.num_envs), overlap=overlap,
     )
     if saved_rng is not None:
@@ -198,20 +218,15 @@ def _train(
         return cfg.optim.lr
 
     learner = Learner(
-        model, inference_model, optimizer, step, unroll_queue,
-        rt.batch_size, weights_lock, grad_clip=cfg.optim.clip_norm, lr_schedule=lr_at,
+        model, weights, optimizer, step, unroll_queue,
+        rt.batch_size, grad_clip=cfg.optim.clip_norm, lr_schedule=lr_at,
     )
     learner.updates = counters["updates"]
-    replay = None
-    if getattr(step, "uses_replay", False):
-        replay = _restore_replay(ckpt_path) if state is not None else SequenceReplay(
-            cfg.agent.replay_capacity, buffer_length + 1, overlap, alpha=cfg.agent.replay_alpha,
-            beta=cfg.agent.replay_beta, seed=cfg.seed + 2, compression=rt.replay_compression)
+    if replay is not None:
         feed = ReplayRole(replay, step, unroll_queue, rt.batch_size, cfg.agent.min_replay, cfg.agent.replay_ratio,
                           rt.unroll_length)
     else:
         feed = QueueFeed(learner, rt.unroll_length, rt.batch_size)
-    learner.on_publish = lambda version: setattr(inference, "version", version)
     record_path = str(cfg.record.path or run_dir / "episodes") if cfg.record.rate > 0 else None
 
     def actor_spec(actor_id: int, restarts: int) -> ActorSpec:
@@ -251,7 +266,10 @@ def _train(
             stop.set()
 
     metrics = MetricsLogger(run_dir, tensorboard=cfg.log.tensorboard)
-    returns: collections.deque = collections.deque(maxlen=100)
+    returns: collections.deque = collections.deque(maxlen=100)  # the solved check's: evaluation slots' when there are any
+    train_returns: collections.deque = collections.deque(maxlen=100)
+    eval_envs = getattr(cfg.agent, "eval_envs", 0)  # the last eval_envs slots evaluate (R2D2's agent.eval_envs)
+    first_eval_slot = rt.num_actors * cfg.env.num_envs - eval_envs
     interrupted = solved = False
     start = time.perf_counter()
     last_log = start
@@ -305,8 +323,9 @@ def _train(
             counters["frames"] += new_frames
             progress.update(new_frames)
             while backend.episodes:
-                _, _, ret, _ = backend.episodes.popleft()
-                returns.append(ret)
+                actor, env_index, ret, _ = backend.episodes.popleft()
+                is_eval = actor * cfg.env.num_envs + env_index >= first_eval_slot
+                (returns if is_eval or not eval_envs else train_returns).append(ret)
                 counters["episodes"] += 1
             mean_return = float(np.mean(returns)) if returns else None
             now = time.perf_counter()
@@ -316,6 +335,8 @@ def _train(
             row = {**counters, **logs, "fps": fps, "episode_return": mean_return,
                    "inference_batch": serving.mean_batch_size, "actor_restarts": backend.total_restarts,
                    **feed.metrics(), **inference.policy.metrics()}
+            if eval_envs:
+                row["train_return"] = float(np.mean(train_returns)) if train_returns else None
             if on_update is not None:
                 on_update(row, backend)
             if now - last_log >= cfg.log.every_s:

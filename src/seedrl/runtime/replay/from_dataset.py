@@ -25,7 +25,8 @@ priority the replay has seen, else 1.0.
 
 from __future__ import annotations
 
-from typing import Iterable
+from pathlib import Path
+from typing import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from seedrl.data.episode import Episode
 from seedrl.runtime.replay.sequence_replay import SequenceReplay
 from seedrl.runtime.unrolls import Unroll
 
-__all__ = ["episodes_to_stream", "seed_from_dataset"]
+__all__ = ["check_dataset_spec", "episodes_to_stream", "seed_from_dataset", "seed_from_path"]
 
 
 def episodes_to_stream(episodes: Iterable[Episode]) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
@@ -99,11 +100,14 @@ def seed_from_dataset(
     actor_id: int = -1,
     priority: float | None = None,
     state_shapes: tuple[tuple[int, ...], ...] | None = None,
+    dtypes: Mapping[str, np.dtype] | None = None,
 ) -> np.ndarray:
     """Insert ``episodes`` (e.g. ``open_dataset(path)``) into ``replay`` as sequences of stream
     ``(actor_id, 0)``; returns their ids. ``state_shapes`` (per-env shapes of the recurrent state,
     float32 zeros) defaults to the replay's stored states; give it when the replay is empty
-    (``()`` for an agent without recurrent state)."""
+    (``()`` for an agent without recurrent state). Fields are cast (losslessly, else a ValueError
+    naming the field) to the dtypes the replay stores, or while it is empty to ``dtypes``
+    (``{field: dtype}``, e.g. the actors' ``{"action": int64}``), so later actor inserts match."""
     stream, finals = episodes_to_stream(episodes)
     L, stride = replay.sequence_length, replay.sequence_length - replay.overlap
     size = len(stream["obs"])
@@ -117,8 +121,11 @@ def seed_from_dataset(
         state0 = tuple(torch.zeros((1, *shape), dtype=torch.float32) for shape in state_shapes)
     stored = replay.store.field_specs
     if stored is not None:
-        specs = {"obs": (replay.store.obs_shape, replay.store.obs_dtype), **stored}
-        for name, (_, dtype) in specs.items():
+        specs = {"obs": replay.store.obs_dtype, **{k: dtype for k, (_, dtype) in stored.items()}}
+    else:
+        specs = dict(dtypes or {})
+    if specs:
+        for name, dtype in specs.items():
             if name in stream and stream[name].dtype != dtype:
                 if not np.can_cast(stream[name].dtype, dtype, "safe"):
                     raise ValueError(f"dataset field {name!r} is {stream[name].dtype}, the replay stores {dtype} (no lossless cast)")
@@ -134,3 +141,58 @@ def seed_from_dataset(
         continues = k > 0 and s == starts[k - 1] + stride
         ids.append(replay.insert(Unroll(arrays, state0, window_finals, actor_id, continues), p))
     return np.concatenate(ids)
+
+
+def _space_dtype(space) -> np.dtype:
+    return np.dtype(space.dtype) if space.dtype is not None else np.dtype("int64")
+
+
+def check_dataset_spec(spec, observation_space, action_space, action_dtype=np.int64) -> None:
+    """A ValueError saying how a dataset's step spec differs from an environment's spaces.
+
+    The dataset must have flat ``observation`` and ``action`` fields; the observation's
+    dtype and shape must equal the observation space's, the action's shape the action
+    space's, and its dtype must cast losslessly to ``action_dtype`` (what the actors send).
+    """
+    if spec is None:
+        raise ValueError("the dataset holds no episode (no step spec yet)")
+    fields = {f.path: f for f in spec.fields}
+    for name in ("observation", "action"):
+        if name not in fields:
+            raise ValueError(f"the dataset has no flat step field {name!r} (fields: {sorted(fields)})")
+    obs, act = fields["observation"], fields["action"]
+    env_obs = (_space_dtype(observation_space).name, tuple(observation_space.shape))
+    if (obs.dtype, obs.shape) != env_obs:
+        raise ValueError(f"the dataset's observation is {obs.dtype} {obs.shape}, the env's is {env_obs[0]} {env_obs[1]}")
+    env_act = tuple(action_space.shape or ())
+    if act.shape != env_act:
+        raise ValueError(f"the dataset's action has shape {act.shape}, the env's {env_act}")
+    if act.is_text or not np.can_cast(np.dtype(act.dtype), np.dtype(action_dtype), "safe"):
+        raise ValueError(f"the dataset's action is {act.dtype}, the env's actions are {np.dtype(action_dtype).name} "
+                         "(no lossless cast)")
+
+
+def seed_from_path(replay: SequenceReplay, path, observation_space, action_space, *,
+                   state_shapes: tuple[tuple[int, ...], ...], action_dtype=np.int64, key: str = "agent.replay_seed") -> np.ndarray:
+    """Seed ``replay`` from the RLDS dataset at ``path`` for an env with these spaces; returns the ids.
+
+    Every problem — no dataset there, an empty one, a spec that does not match the env
+    (:func:`check_dataset_spec`), too few steps for one sequence — is a
+    :class:`~seedrl.config.ConfigError` naming ``key`` and ``path``. Sequences are stream
+    ``(-1, 0)`` with zero recurrent states and the replay's largest priority (1.0 when empty).
+    """
+    from seedrl.config import ConfigError
+    from seedrl.data import open_dataset
+    from seedrl.data.errors import DataError
+
+    def fail(why: str) -> ConfigError:
+        return ConfigError(f"config error: '{key}' = '{path}': {why}", key)
+
+    try:
+        dataset = open_dataset(Path(path))
+        check_dataset_spec(dataset.spec, observation_space, action_space, action_dtype)
+        dtypes = {"obs": _space_dtype(observation_space), "action": np.dtype(action_dtype),
+                  "prev_action": np.dtype(action_dtype)}
+        return seed_from_dataset(replay, dataset, state_shapes=state_shapes, dtypes=dtypes)
+    except (OSError, DataError, ValueError) as err:
+        raise fail(str(err)) from None
