@@ -245,7 +245,7 @@ def _train(
             policy_for=lambda envs: algo.acting_head(cfg, envs), version=counters["updates"],
             unroll_length=buffer_length, overlap=overlap, queue_unrolls=rt.queue_unrolls,
             batch_timeout_s=rt.batch_timeout_ms / 1000, seed=sampler_seed, max_restarts=rt.max_restarts)
-        learner.on_publish = backend.publish
+        learner.on_publish = lambda version: backend.publish(version, model)  # the learner's weights, in its thread
     elif rt.backend == "ray":
         from seedrl.runtime.ray_backend import RayBackend
 

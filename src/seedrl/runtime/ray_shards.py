@@ -19,8 +19,10 @@ The driver (learner) side, :class:`ShardedInference`:
 - *weights*: every learner update publishes version ``v`` to every server
   (one :func:`ray.put` of the state dict, one ``set_weights(v, ref)`` call
   per server). Calls may arrive out of order (a server answers ``take()``
-  and ``set_weights()`` concurrently): a server loads ``v`` only if it is
-  newer than what it holds, and stamps the unrolls it builds with its
+  and ``set_weights()`` concurrently): a server posts ``v`` to its
+  inference's :class:`~seedrl.runtime.weights.WeightsMailbox` only if it is
+  newer than what it posted before (inference applies it before its next
+  forward pass, never during one), and stamps the unrolls it builds with its
   version, so the learner's ``policy_lag`` is measured as before. Each
   server lists the versions it received (``received_versions``);
 - *faults*: a group that dies is restarted by its server (Ray's
@@ -40,6 +42,7 @@ every Ray actor of the run, on success and on failure.
 from __future__ import annotations
 
 import collections
+import copy
 import math
 import queue
 import threading
@@ -56,6 +59,7 @@ from seedrl.runtime.inference import InferenceServer
 from seedrl.runtime.ray_backend import (RayBackend, check_record_path, connect, cpus_needed, kill_all, make_groups,
                                         make_placement, placed, remove_placement)
 from seedrl.runtime.transport import SlotLayout
+from seedrl.runtime.weights import WeightsMailbox
 
 
 def shard_ids(num_actors: int, servers: int, k: int) -> list[int]:
@@ -73,9 +77,15 @@ class InferenceShard:
         self.index = index
         self.ids = list(ids)
         self.unrolls: queue.Queue = queue.Queue(maxsize=queue_unrolls)
+        self.weights = WeightsMailbox()
         self.server = InferenceServer(model.eval(), layout, len(self.ids), unroll_length, self.unrolls,
-                                      batch_timeout_s=batch_timeout_s, seed=seed, policy=policy, overlap=overlap)
+                                      batch_timeout_s=batch_timeout_s, weights=self.weights, seed=seed,
+                                      policy=policy, overlap=overlap)
         self.server.version = version
+        # set_weights() loads a received state here and posts it; inference applies it before its next forward
+        self._staging = copy.deepcopy(model)
+        self._posted = version
+        self._weights_lock = threading.Lock()  # one set_weights() at a time
         self.backend = RayBackend(layout, len(self.ids), actor_spec, ray_cfg, on_restart=self.server.reset_actor,
                                   max_restarts=max_restarts, handles=handles, ids=self.ids)
         self.received: list[int] = []
@@ -95,13 +105,14 @@ class InferenceShard:
             self._error = err
 
     def set_weights(self, version: int, state: dict) -> int:
-        """Load weights ``version`` unless a newer one is loaded; returns the version in use."""
-        self.received.append(version)
-        with self.server.weights_lock:
-            if version > self.server.version:
-                self.server.model.load_state_dict(state)
-                self.server.version = version
-            return self.server.version
+        """Post weights ``version`` to inference unless a newer one was posted; returns the newest posted."""
+        with self._weights_lock:
+            self.received.append(version)
+            if version > self._posted:
+                self._staging.load_state_dict(state)
+                self.weights.post(self._staging, version)
+                self._posted = version
+            return self._posted
 
     def take(self, timeout: float = 0.2) -> tuple[list, list, dict]:
         """``(unrolls, finished episodes, stats)``: waits up to ``timeout`` s for the first unroll.
@@ -231,10 +242,12 @@ class ShardedInference:
             return default
 
     # ---------------------------------------------------------- weights
-    def publish(self, version: int) -> None:
-        """Send weights ``version`` (the driver's inference model, as the learner just wrote it) to every server."""
+    def publish(self, version: int, source: torch.nn.Module | None = None) -> None:
+        """Send weights ``version`` of ``source`` (the learner's model, from the learner's thread right after
+        its update; default the driver's inference model) to every server."""
         self.version = version
-        state = ray.put({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        model = self.model if source is None else source
+        state = ray.put({k: v.detach().clone() for k, v in model.state_dict().items()})
         for k, server in enumerate(self.servers):
             self._last_publish[k] = server.set_weights.remote(version, state)
 
