@@ -247,7 +247,8 @@ class ShardedInference:
         its update; default the driver's inference model) to every server."""
         self.version = version
         model = self.model if source is None else source
-        state = ray.put({k: v.detach().clone() for k, v in model.state_dict().items()})
+        # ray.put serializes into the object store before it returns: that is the copy, no clone needed
+        state = ray.put({k: v.detach() for k, v in model.state_dict().items()})
         for k, server in enumerate(self.servers):
             self._last_publish[k] = server.set_weights.remote(version, state)
 
