@@ -12,6 +12,7 @@ environments, and the emulator's native 210x160 RGB screen for ``kind: atari``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -69,6 +70,9 @@ def make_play_env(cfg: EnvConfig) -> PlayEnv:
         env = make_env(cfg)
         ale = env.unwrapped.ale
         return PlayEnv(env, cfg, ale.getScreenRGB, list(env.unwrapped.get_action_meanings()))
+    # rgb_array rendering never opens a window: no display needed (and no SDL complaint about one), no banner
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     kwargs: dict[str, Any] = {}
     if cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = cfg.max_episode_steps

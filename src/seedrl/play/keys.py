@@ -5,8 +5,9 @@ A key is a browser ``KeyboardEvent.code`` (``ArrowLeft``, ``Space``, ``KeyZ``,
 The action for a set ``H`` of held keys is that of the entry with the most keys
 among those whose keys are all in ``H`` (ties: the entry listed first); with no
 such entry it is the ``default`` action (the no-op, played at each frame in
-which no mapped key is held). ``Escape`` ends the episode and ``Enter`` starts
-the next one: neither may be mapped.
+which no mapped key is held). ``Escape`` ends the episode and ``Enter`` plays
+the default action (turn by turn) or starts an episode (at a frame rate): neither
+may be mapped.
 
 Default maps, by action space:
 
@@ -104,7 +105,7 @@ def _check_keys(name: Any) -> frozenset[str]:
             raise KeyMapError(f"key map keys.{name}: {key!r} is not a KeyboardEvent.code (ArrowLeft, Space, KeyZ, Digit1...)")
         if key in RESERVED:
             raise KeyMapError(f"key map keys.{name}: {key!r} is reserved ({RESERVED[0]} ends the episode, "
-                              f"{RESERVED[1]} starts the next)")
+                              f"{RESERVED[1]} plays the default action)")
     return keys
 
 
