@@ -57,7 +57,7 @@ def open_session(args: argparse.Namespace):
         key_map = load_key_map(args.keys, play_env.env.action_space, play_env.meanings)
         fps = 0.0 if args.turns else (DEFAULT_FPS if args.fps is None else args.fps)
         return PlaySession(play_env, args.record, key_map, player=args.player or _user(), fps=fps,
-                           seed=cfg.seed if args.seed is None else args.seed)
+                           seed=args.seed)
     except BaseException:
         play_env.env.close()
         raise

@@ -61,20 +61,20 @@ class PlaySession:
         key_map: the keys -> actions map.
         player: the player id recorded with each episode.
         fps: frames per second; 0 plays turn by turn.
-        seed: episode k of the session is reset with ``seed + k``.
+        seed: episode k of the session is reset with ``seed + k`` (default: the env config's ``seed``).
         clock: Unix time in seconds (tests pass a fake one).
 
     Thread-safe: the HTTP server calls it from several threads.
     """
 
     def __init__(self, play_env: PlayEnv, dataset: str | Path, key_map: KeyMap, *, player: str = "anonymous",
-                 fps: float = 0.0, seed: int = 0, clock: Callable[[], float] = time.time):
+                 fps: float = 0.0, seed: int | None = None, clock: Callable[[], float] = time.time):
         if fps < 0:
             raise ValueError(f"fps must be >= 0 (0: turn by turn), got {fps}")
         self.play_env, self.key_map, self.player, self.fps, self.clock = play_env, key_map, player, float(fps), clock
         self.mode = "fps" if fps > 0 else "turns"
         self._lock = threading.Lock()
-        self._seed, self._episodes_begun = int(seed), 0
+        self._seed, self._episodes_begun = int(play_env.config.seed if seed is None else seed), 0
         env = gym.wrappers.TransformReward(play_env.env, float)  # one reward dtype (float64) whatever the env returns
         self._constant = {"player_id": str(player), "mode": self.mode, "fps": self.fps,
                           "key_map": json.dumps(key_map.to_json(), sort_keys=True)}

@@ -1,0 +1,43 @@
+"""Shared by the play tests: a CartPole session on a fake clock, and a replay of recorded actions."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+pytest.importorskip("pygame", reason="CartPole's rgb_array rendering needs pygame (pip install seedrl[play])")
+
+from seedrl.play.envs import env_config, make_play_env  # noqa: E402
+from seedrl.play.keys import default_key_map  # noqa: E402
+from seedrl.play.session import PlaySession  # noqa: E402
+
+
+class FakeClock:
+    """Unix time that moves 1.5 s per reading (so started_at < ended_at, exactly)."""
+
+    def __init__(self, start: float = 1_000_000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        self.now += 1.5
+        return self.now
+
+
+def cartpole_session(path, env: str = "CartPole-v1", **kwargs) -> PlaySession:
+    play_env = make_play_env(env_config(env))
+    key_map = kwargs.pop("key_map", None) or default_key_map(play_env.env.action_space, play_env.meanings)
+    return PlaySession(play_env, path, key_map, clock=kwargs.pop("clock", FakeClock()), **kwargs)
+
+
+def replay(env_id: str, seed: int, actions) -> tuple[np.ndarray, list[float], bool]:
+    """(observations o_0..o_N, rewards, terminated) of a fresh env reset with ``seed`` and given ``actions``."""
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=seed)
+    seen, rewards, terminated = [obs], [], False
+    for a in actions:
+        obs, r, terminated, truncated, _ = env.step(int(a))
+        seen.append(obs)
+        rewards.append(float(r))
+    env.close()
+    return np.stack(seen), rewards, terminated
