@@ -147,3 +147,23 @@ def test_closed_session_refuses_steps(tmp_path):
         s.step([])
     with pytest.raises(ValueError, match="reason: 'bye' is not one of"):
         s.end("bye")
+
+
+def test_atari_shows_native_frames_and_records_the_agents_observations(tmp_path):
+    pytest.importorskip("ale_py")
+    from seedrl.play.keys import default_key_map
+    from seedrl.play.session import PlaySession
+
+    cfg = tmp_path / "pong.yaml"
+    cfg.write_text("env:\n  kind: atari\n  id: Pong\n  backend: gymnasium\n  noop_max: 0\n  sticky_action_prob: 0.0\n")
+    play_env = make_play_env(env_config(str(cfg)))
+    assert play_env.frame().shape == (210, 160, 3)  # the emulator's own screen, not the 84x84 observation
+    key_map = default_key_map(play_env.env.action_space, play_env.meanings)
+    s = PlaySession(play_env, tmp_path / "ds", key_map, player="p")
+    for held in (["Space"], ["ArrowLeft"], ["ArrowRight", "Space"], []):
+        s.step(held)
+    s.close()
+    (ep,) = _episodes(tmp_path / "ds")
+    assert ep.columns["action"][:-1].tolist() == [1, 3, 4, 0]  # FIRE, LEFT, RIGHTFIRE, NOOP
+    assert ep.columns["observation"].shape == (5, 4, 84, 84) and ep.columns["observation"].dtype == np.uint8
+    assert ep.metadata["env_id"] == "Pong" and ep.metadata["ended_by"] == "server_stop"

@@ -20,7 +20,7 @@ The session is a small state machine driven by the page:
   stopping: truncated, ``is_last`` without ``is_terminal``) writes the episode
   and resets to ``ready``.
 
-Episode metadata: ``env_id``, ``seed`` (the reset's; episode k of a session is
+Episode metadata: ``env_id`` (the config's ``env.id``), ``seed`` (the reset's; episode k of a session is
 seeded ``seed + k``), ``player_id``, ``mode`` (``fps`` / ``turns``), ``fps``
 (0.0 turn by turn), ``key_map`` (JSON text), ``started_at`` / ``ended_at``
 (Unix seconds of the first action and of the end), ``ended_by`` (``terminal``,
@@ -126,7 +126,8 @@ class PlaySession:
         ended_by = self._ending or ("terminal" if bool(episode.columns["is_terminal"][-1]) else "time_limit")
         ret = float(np.sum(episode.columns["reward"]))
         self.saved.append({"id": None, "steps": len(episode), "return": ret, "ended_by": ended_by})
-        return {"started_at": float(self.started_at), "ended_at": float(self.clock()), "ended_by": ended_by}
+        return {"env_id": self.play_env.config.id,  # Atari's AtariEnv has no registry spec to name it
+                "started_at": float(self.started_at), "ended_at": float(self.clock()), "ended_by": ended_by}
 
     def _written(self) -> None:
         """Note the id of the episode just written (``_episode_metadata`` runs before the writer assigns it)."""
