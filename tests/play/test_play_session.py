@@ -167,3 +167,20 @@ def test_atari_shows_native_frames_and_records_the_agents_observations(tmp_path)
     assert ep.columns["action"][:-1].tolist() == [1, 3, 4, 0]  # FIRE, LEFT, RIGHTFIRE, NOOP
     assert ep.columns["observation"].shape == (5, 4, 84, 84) and ep.columns["observation"].dtype == np.uint8
     assert ep.metadata["env_id"] == "Pong" and ep.metadata["ended_by"] == "server_stop"
+
+
+def test_continuous_actions_from_a_given_map(tmp_path):
+    from seedrl.play.keys import load_key_map
+    from seedrl.play.session import PlaySession
+
+    play_env = make_play_env(env_config("MountainCarContinuous-v0"))
+    key_map = load_key_map('{"keys": {"ArrowLeft": [-1.0], "ArrowRight": [1.0]}, "default": [0.0]}',
+                           play_env.env.action_space)
+    s = PlaySession(play_env, tmp_path / "ds", key_map, seed=2)
+    for held in (["ArrowRight"], [], ["ArrowLeft"]):
+        s.step(held)
+    s.end("escape")
+    s.close()
+    (ep,) = _episodes(tmp_path / "ds")
+    assert ep.columns["action"].dtype == np.float32
+    np.testing.assert_array_equal(ep.columns["action"][:, 0], [1.0, 0.0, -1.0, 0.0])
