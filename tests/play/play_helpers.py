@@ -1,6 +1,9 @@
-"""Shared by the play tests: a CartPole session on a fake clock, and a replay of recorded actions."""
+"""Shared by the play tests: a CartPole session on a fake clock, its server in a thread, a replay of actions."""
 
 from __future__ import annotations
+
+import contextlib
+import threading
 
 import gymnasium as gym
 import numpy as np
@@ -10,6 +13,7 @@ pytest.importorskip("pygame", reason="CartPole's rgb_array rendering needs pygam
 
 from seedrl.play.envs import env_config, make_play_env  # noqa: E402
 from seedrl.play.keys import default_key_map  # noqa: E402
+from seedrl.play.server import make_server  # noqa: E402
 from seedrl.play.session import PlaySession  # noqa: E402
 
 
@@ -41,3 +45,19 @@ def replay(env_id: str, seed: int, actions) -> tuple[np.ndarray, list[float], bo
         rewards.append(float(r))
     env.close()
     return np.stack(seen), rewards, terminated
+
+
+@contextlib.contextmanager
+def served(session: PlaySession):
+    """``session``'s server on a free port, in a thread; yields its base URL (``http://127.0.0.1:P``).
+    Leaving stops the server and closes the session."""
+    server = make_server(session, 0, "CartPole-v1")
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+        session.close()

@@ -6,40 +6,23 @@ the same seed and actions. A server killed with SIGKILL mid-episode keeps every 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.play.play_helpers import cartpole_session, replay
+from tests.play.play_helpers import cartpole_session, served, replay
 from tests.report.browser import chromium, console_problems, keep_screenshot  # noqa: F401 (fixture)
 from seedrl.data import open_dataset
 from seedrl.data.stats import validate
-from seedrl.play.server import make_server
 
 pytestmark = pytest.mark.browser
 WAIT_S = 30  # an upper bound for replies on a loaded machine, not a timing assertion
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-
-
-@contextlib.contextmanager
-def served(session):
-    server = make_server(session, 0, "CartPole-v1")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-        session.close()
 
 
 def _wait(driver, condition, what: str):
@@ -102,7 +85,7 @@ def test_key_presses_drive_cartpole_turn_by_turn(chromium, tmp_path, tmp_path_fa
     session = cartpole_session(tmp_path / "ds", player="tester", seed=5)
     keys = ["ArrowRight", "ArrowLeft", "ArrowLeft", "Enter", "ArrowRight"]  # Enter: one turn of the default action
     with served(session) as url:
-        _open(chromium, url)
+        _open(chromium, url + "/")
         assert chromium.find_element("id", "frame").get_attribute("src").startswith("data:image/png;base64,")
         _play_turns(chromium, keys)
         keep_screenshot(chromium, tmp_path_factory, "play.png")
@@ -127,7 +110,7 @@ def test_closing_the_tab_ends_the_episode_as_truncated(chromium, tmp_path):
     with served(session) as url:
         home = chromium.current_window_handle
         chromium.switch_to.new_window("tab")
-        _open(chromium, url)
+        _open(chromium, url + "/")
         _play_turns(chromium, ["ArrowLeft", "ArrowRight", "ArrowLeft"])
         chromium.close()  # the page's pagehide beacon ends the episode
         chromium.switch_to.window(home)
@@ -143,7 +126,7 @@ def test_fixed_frame_rate_plays_the_held_key_then_the_default(chromium, tmp_path
 
     session = cartpole_session(tmp_path / "ds", fps=20)
     with served(session) as url:
-        _open(chromium, url)
+        _open(chromium, url + "/")
         ActionChains(chromium).key_down(Keys.ARROW_RIGHT).perform()
         _wait(chromium, lambda d: _status(d)["t"] >= 2 or _status(d)["episodes"] == 1, "two steps with the key held")
         ActionChains(chromium).key_up(Keys.ARROW_RIGHT).perform()

@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.play.play_helpers import cartpole_session
+from tests.play.play_helpers import cartpole_session, served
 from seedrl.cli import main
 from seedrl.data import open_dataset
-from seedrl.play.server import make_server
 
 
-@contextlib.contextmanager
-def served(session):
-    server = make_server(session, 0, "CartPole-v1")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-        session.close()
-
-
-def call(url, body=None, raw=None):
+def call(url, body=None, raw=None, headers=None):
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers or {}), timeout=30) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
@@ -56,7 +39,13 @@ def test_endpoints_step_end_and_refuse_bad_requests(tmp_path):
         assert json.loads(call(url + "/api/step", raw=b"{nope")[1])["error"].startswith("request body: not valid JSON")
         assert json.loads(call(url + "/api/end", {"reason": "bored"})[1])["error"].startswith("reason: 'bored' is not one of")
         assert call(url + "/api/nothing")[0] == 404 and call(url + "/api/nothing", {})[0] == 404
-        status, body = call(url + "/api/end", raw=b'{"reason": "closed"}')  # what sendBeacon posts (text/plain)
+        port = url.rsplit(":", 1)[1]
+        for headers, field in (({"Origin": "http://evil.example"}, "Origin: 'http://evil.example'"),
+                               ({"Host": f"evil.example:{port}"}, f"Host: 'evil.example:{port}'")):
+            status, body = call(url + "/api/step", {"keys": ["ArrowLeft"]}, headers=headers)
+            assert status == 403 and json.loads(body)["error"].startswith(field)  # and nothing was played
+        status, body = call(url + "/api/end", raw=b'{"reason": "closed"}',  # what sendBeacon posts (text/plain)
+                            headers={"Origin": f"http://127.0.0.1:{port}"})
         assert status == 200 and json.loads(body)["last"]["ended_by"] == "closed"
     (ep,) = open_dataset(tmp_path / "ds")
     assert ep.columns["action"].tolist() == [1, 0, 0] and ep.metadata["player_id"] == "p1"

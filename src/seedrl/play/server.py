@@ -7,6 +7,10 @@
 | ``POST /api/step`` ``{"keys": [...]}`` | plays the held keys' action once; the view and the new frame |
 | ``POST /api/end`` ``{"reason": "escape" \\| "closed"}`` | ends the episode in progress as truncated; the view and frame |
 
+POSTs are refused (403) unless they come from the served page (:meth:`LocalHandler.write_refusal`:
+this server's own ``Host``; a browser's ``Origin`` the same), so another site open in the
+browser cannot play, or end episodes, in the player's name.
+
 The page posts ``/api/end`` with reason ``closed`` through ``navigator.sendBeacon``
 when the tab is closed or left. One session per server: several tabs would
 play the same environment.
@@ -56,20 +60,27 @@ class PlayHandler(LocalHandler):
         if path == "/favicon.ico":
             return self.send_body(204, b"", "image/x-icon")
         if path == "/api/state":
-            return self._reply(lambda body: self.session.view(), read=False)
+            return self._reply(self.session.view)
         return self.send_json(404, {"error": f"path: {path!r} is not served here"})
 
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
+        try:
+            raw = self.read_body()
+        except UserError as err:
+            return self.send_json(400, {"error": str(err)})
+        refusal = self.write_refusal()
+        if refusal:
+            return self.send_json(403, {"error": refusal})
         if path == "/api/step":
-            return self._reply(lambda body: self.session.step(_keys(body)))
+            return self._reply(lambda: self.session.step(_keys(self.parse_json(raw))))
         if path == "/api/end":
-            return self._reply(lambda body: self.session.end(_reason(body)))
+            return self._reply(lambda: self.session.end(_reason(self.parse_json(raw))))
         return self.send_json(404, {"error": f"path: {path!r} is not served here"})
 
-    def _reply(self, act, read: bool = True) -> None:
+    def _reply(self, act) -> None:
         try:
-            view = act(self.read_json() if read else {})
+            view = act()
         except UserError as err:
             return self.send_json(400, {"error": str(err)})
         except RuntimeError as err:  # the session closed under a late request (server stopping)
