@@ -82,17 +82,17 @@ class PlaySession:
         spec = StepSpec.infer(self._example_step(obs))
         config = {"env": asdict(play_env.config), "key_map": key_map.to_json(), "mode": self.mode, "fps": self.fps,
                   "recorded_by": "seedrl play"}
+        self.saved: list[dict] = []  # {"id", "steps", "return", "ended_by"} of each episode written, in order
+        self._ending: str | None = None
+        self._closed = False
         self.writer = DatasetWriter(dataset, spec, durable=True, config=config)
         try:
             self._check_metadata()
             self.recorder = RecordEpisodes(env, self.writer, episode_fn=self._episode_metadata, metadata=self._constant)
-        except Exception:
+            self._begin()
+        except BaseException:
             self.writer.close()
             raise
-        self.saved: list[dict] = []  # {"id", "steps", "return", "ended_by"} of each episode written, in order
-        self._ending: str | None = None
-        self._closed = False
-        self._begin()
 
     # ------------------------------------------------------------ the spec
     def _example_step(self, obs: Any) -> dict:
@@ -101,19 +101,14 @@ class PlaySession:
         return {"observation": obs, "action": action, "reward": 0.0, "discount": np.float32(1.0),
                 "is_first": True, "is_last": False, "is_terminal": False}
 
-    def _example_metadata(self) -> dict:
-        return {"env_id": "", "seed": 0, **self._constant, **self._times(0.0, "terminal")}
-
     def _check_metadata(self) -> None:
+        """Refuse a dataset whose episode metadata differs from what this session writes (before playing)."""
+        example = {"env_id": "", "seed": 0, **self._constant, "started_at": 0.0, "ended_at": 0.0, "ended_by": ""}
         try:
-            meta.check_metadata(self._example_metadata(), self.writer.metadata_spec)
+            meta.check_metadata(example, self.writer.metadata_spec)
         except SpecError as err:
             raise SpecError(f"--record {self.writer.root}: this dataset's episodes were not recorded by "
                             f"`seedrl play` ({err})") from None
-
-    @staticmethod
-    def _times(started: float, ended_by: str) -> dict:
-        return {"started_at": float(started), "ended_at": float(started), "ended_by": ended_by}
 
     # --------------------------------------------------------- the episode
     def _begin(self) -> None:
