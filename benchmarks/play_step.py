@@ -2,9 +2,9 @@
 
 For each environment, a session recording into a temporary dataset serves ``--steps`` steps, timed
 three ways (medians and 95th percentiles, in ms): ``session.step`` alone (environment step + recording),
-the frame (``with_frame``: ``env.render()`` or the emulator's screen, then PNG at compress level 1), and the whole ``POST /api/step`` round trip over HTTP on
-127.0.0.1 (what the page waits for before its next frame). Episodes that end are reset as the page would
-(the next step starts the next one). Results: ``benchmarks/results/play_step.json``.
+the frame (``with_frame``: ``env.render()`` or the emulator's screen, then PNG at compress level 1),
+and the whole ``POST /api/step`` round trip over HTTP on 127.0.0.1 (what the page waits for before
+its next frame). Episodes that end are reset as the page would (the next step starts the next one). Results: ``benchmarks/results/play_step.json``.
 
     python benchmarks/play_step.py --steps 300
 """
@@ -64,7 +64,8 @@ def measure(env: str, steps: int, root: Path) -> dict:
         thread.join()
         session.close()
     http = _stats(http_ms)
-    return {"env": env, "kind": play_env.config.kind, "frame_shape": shape, "steps": steps, "episodes_written": len(session.saved),
+    return {"env": env, "kind": play_env.config.kind, "frame_shape": shape, "steps": steps,
+            "episodes_written": len(session.saved),
             "session_step": _stats(step_ms), "frame": _stats(frame_ms), "http_round_trip": http,
             "max_fps_at_median": round(1000 / http["median_ms"], 1)}
 

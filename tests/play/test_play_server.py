@@ -34,7 +34,8 @@ def test_endpoints_step_end_and_refuse_bad_requests(tmp_path):
         for keys, action in ((["ArrowRight"], 1), ([], 0)):
             status, body = call(url + "/api/step", {"keys": keys})
             assert status == 200 and json.loads(body)["action"] == action
-        assert call(url + "/api/step", {"keys": "ArrowLeft"}) == (400, b'{"error": "keys: \'ArrowLeft\' is not a list of key names"}')
+        status, body = call(url + "/api/step", {"keys": "ArrowLeft"})
+        assert (status, json.loads(body)) == (400, {"error": "keys: 'ArrowLeft' is not a list of key names"})
         assert call(url + "/api/step", raw=b"[1]")[0] == 400
         assert json.loads(call(url + "/api/step", raw=b"{nope")[1])["error"].startswith("request body: not valid JSON")
         assert json.loads(call(url + "/api/end", {"reason": "bored"})[1])["error"].startswith("reason: 'bored' is not one of")

@@ -68,7 +68,8 @@ class KeyMap:
 
     def to_json(self) -> dict:
         """``{"keys": {"A+B": action}, "default": action}``: what :func:`parse_key_map` reads back."""
-        return {"keys": {"+".join(sorted(keys)): plain_action(a) for keys, a in self.entries}, "default": plain_action(self.default)}
+        keys = {"+".join(sorted(held)): plain_action(a) for held, a in self.entries}
+        return {"keys": keys, "default": plain_action(self.default)}
 
 
 def plain_action(action: Any) -> Any:
