@@ -184,3 +184,13 @@ def test_continuous_actions_from_a_given_map(tmp_path):
     (ep,) = _episodes(tmp_path / "ds")
     assert ep.columns["action"].dtype == np.float32
     np.testing.assert_array_equal(ep.columns["action"][:, 0], [1.0, 0.0, -1.0, 0.0])
+
+
+def test_an_env_that_cannot_draw_is_refused_before_playing(monkeypatch):
+    def broken(self):
+        raise gym.error.DependencyNotInstalled("pygame is not installed")
+
+    monkeypatch.setattr(gym.wrappers.PassiveEnvChecker, "render", broken)
+    with pytest.raises(EnvironmentSpecError, match=r"'CartPole-v1' cannot draw its frames: DependencyNotInstalled: "
+                                                   r"pygame is not installed"):
+        make_play_env(env_config("CartPole-v1"))

@@ -84,6 +84,16 @@ def make_play_env(cfg: EnvConfig) -> PlayEnv:
         env = gym.make(cfg.id, render_mode="rgb_array", **kwargs)
     except Exception as err:  # gymnasium and the env's own constructor raise many kinds
         raise EnvironmentSpecError(f"ENV_OR_CONFIG: {cfg.id!r} cannot be built: {type(err).__name__}: {err}") from err
+    try:  # draw once now: a missing renderer (pygame) is an error before the page opens, not a broken page
+        env.reset(seed=cfg.seed)
+        _rgb(env.render(), cfg.id)
+    except EnvironmentSpecError:
+        env.close()
+        raise
+    except Exception as err:
+        env.close()
+        raise EnvironmentSpecError(f"ENV_OR_CONFIG: {cfg.id!r} cannot draw its frames: {type(err).__name__}: {err}"
+                                   ) from err
     meanings = getattr(env.unwrapped, "get_action_meanings", None)
     return PlayEnv(env, cfg, lambda: _rgb(env.render(), cfg.id), list(meanings()) if meanings else None)
 
