@@ -95,3 +95,15 @@ def test_sigterm_stops_cleanly_and_writes_the_episode_in_progress(tmp_path):
     (ep,) = open_dataset(tmp_path / "ds")
     assert ep.columns["action"].tolist() == [1, 1, 0, 0] and ep.metadata["ended_by"] == "server_stop"
     assert not ep.columns["is_terminal"].any() and ep.columns["is_last"][-1]
+
+
+def test_a_port_in_use_is_refused_before_the_dataset_is_created(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["play", "CartPole-v1", "--record", str(tmp_path / "ds"), "--port", str(port)]) == 2
+    assert f"--port: {port} cannot be opened on 127.0.0.1" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()

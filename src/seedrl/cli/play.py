@@ -45,22 +45,29 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def open_session(args: argparse.Namespace):
-    """The :class:`PlaySession` that ``args`` describe (errors name the option and value)."""
+    """The :class:`PlaySession` that ``args`` describe, on a server already bound to ``--port`` (so a port in
+    use is refused before the dataset is created); returns ``(server, session)``. Errors name the option."""
     from seedrl.play.envs import env_config, make_play_env
     from seedrl.play.keys import load_key_map
+    from seedrl.play.server import attach, make_server
     from seedrl.play.session import PlaySession
 
     check_args(args)
     cfg = env_config(args.env)
     play_env = make_play_env(cfg)
+    server = None
     try:
         key_map = load_key_map(args.keys, play_env.env.action_space, play_env.meanings)
         fps = 0.0 if args.turns else (DEFAULT_FPS if args.fps is None else args.fps)
-        return PlaySession(play_env, args.record, key_map, player=args.player or _user(), fps=fps,
-                           seed=args.seed)
+        server = make_server(None, args.port, args.env)
+        session = PlaySession(play_env, args.record, key_map, player=args.player or _user(), fps=fps, seed=args.seed)
     except BaseException:
+        if server is not None:
+            server.server_close()
         play_env.env.close()
         raise
+    attach(server, session)
+    return server, session
 
 
 def _user() -> str:
@@ -76,14 +83,8 @@ def _stop(signum, frame) -> None:
 
 def cmd_play(args: argparse.Namespace) -> int:
     from seedrl.localhttp import serve_until_interrupt
-    from seedrl.play.server import make_server
 
-    session = open_session(args)
-    try:
-        server = make_server(session, args.port, args.env)
-    except BaseException:
-        session.close()
-        raise
+    server, session = open_session(args)
     signal.signal(signal.SIGTERM, _stop)  # `kill` stops cleanly too: the episode in progress is written
     return serve_until_interrupt(server, f"{args.env} (recording into {args.record}, player {session.player})",
                                  on_stop=session.close)

@@ -110,7 +110,13 @@ def _reason(body) -> str:
     return reason
 
 
-def make_server(session: PlaySession, port: int, title: str):
-    """A server of ``session`` on 127.0.0.1:``port`` (0: any free port)."""
+def make_server(session: PlaySession | None, port: int, title: str):
+    """A server of ``session`` on 127.0.0.1:``port`` (0: any free port). With ``session=None`` the port is
+    taken first (a port in use is refused before the dataset is touched) and :func:`attach` gives the session."""
     handler = type("SessionHandler", (PlayHandler,), {"session": session, "title": title})
     return bind(handler, port)
+
+
+def attach(server, session: PlaySession) -> None:
+    """Give a server made with ``session=None`` its session (before it serves)."""
+    server.RequestHandlerClass.session = session
