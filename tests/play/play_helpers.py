@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -61,3 +65,22 @@ def served(session: PlaySession):
         server.server_close()
         thread.join()
         session.close()
+
+
+@contextlib.contextmanager
+def play_process(*argv: str):
+    """``seedrl play ARGV --port 0`` as a process; yields ``(process, base URL)`` read from its banner.
+    Leaving kills it if it still runs."""
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from seedrl.cli import main; sys.exit(main())", "play", *argv,
+         "--port", "0"], env={**os.environ, "PYTHONPATH": src}, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stderr.readline()
+        assert " on http://127.0.0.1:" in banner, banner
+        yield proc, banner.split(" on ", 1)[1].split()[0].rstrip("/")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()

@@ -6,23 +6,18 @@ the same seed and actions. A server killed with SIGKILL mid-episode keeps every 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.play.play_helpers import cartpole_session, served, replay
+from tests.play.play_helpers import cartpole_session, play_process, replay, served
 from tests.report.browser import chromium, console_problems, keep_screenshot  # noqa: F401 (fixture)
 from seedrl.data import open_dataset
 from seedrl.data.stats import validate
 
 pytestmark = pytest.mark.browser
 WAIT_S = 30  # an upper bound for replies on a loaded machine, not a timing assertion
-SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def _wait(driver, condition, what: str):
@@ -144,15 +139,8 @@ def test_fixed_frame_rate_plays_the_held_key_then_the_default(chromium, tmp_path
 @pytest.mark.serial
 def test_server_killed_mid_episode_keeps_every_finished_episode(chromium, tmp_path):
     ds_path = tmp_path / "ds"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from seedrl.cli import main; sys.exit(main())", "play", "CartPole-v1",
-         "--record", str(ds_path), "--turns", "--port", "0", "--seed", "20", "--player", "k"],
-        env={**os.environ, "PYTHONPATH": SRC}, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stderr.readline()
-        assert "serving CartPole-v1" in line, line
-        url = line.split(" on ", 1)[1].split()[0]
-        _open(chromium, url)
+    with play_process("CartPole-v1", "--record", str(ds_path), "--turns", "--seed", "20", "--player", "k") as (proc, url):
+        _open(chromium, url + "/")
         _play_turns(chromium, ["ArrowLeft", "ArrowRight"])
         _press(chromium, "Escape")
         _wait(chromium, lambda d: _status(d)["episodes"] == 1, "episode 1 saved")
@@ -161,11 +149,6 @@ def test_server_killed_mid_episode_keeps_every_finished_episode(chromium, tmp_pa
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=WAIT_S)
         chromium.get("about:blank")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
     ds = open_dataset(ds_path)
     assert validate(ds) == []
     assert len(ds) == 2  # the episode in progress is the only one lost

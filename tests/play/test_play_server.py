@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.play.play_helpers import cartpole_session, served
+from tests.play.play_helpers import cartpole_session, play_process, served
 from seedrl.cli import main
 from seedrl.data import open_dataset
 
@@ -68,30 +69,12 @@ def test_cli_refusals_are_one_line(argv, message, tmp_path, capsys):
 
 @pytest.mark.serial
 def test_sigterm_stops_cleanly_and_writes_the_episode_in_progress(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from seedrl.cli import main; sys.exit(main())", "play", "CartPole-v1",
-         "--record", str(tmp_path / "ds"), "--turns", "--port", "0"],
-        env={**os.environ, "PYTHONPATH": src}, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stderr.readline()
-        url = line.split(" on ", 1)[1].split()[0].rstrip("/")
+    with play_process("CartPole-v1", "--record", str(tmp_path / "ds"), "--turns") as (proc, url):
         for keys in (["ArrowRight"], ["ArrowRight"], []):
             assert call(url + "/api/step", {"keys": keys})[0] == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         assert "stopped" in proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
     (ep,) = open_dataset(tmp_path / "ds")
     assert ep.columns["action"].tolist() == [1, 1, 0, 0] and ep.metadata["ended_by"] == "server_stop"
     assert not ep.columns["is_terminal"].any() and ep.columns["is_last"][-1]
