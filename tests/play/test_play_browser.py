@@ -126,6 +126,9 @@ def test_fixed_frame_rate_plays_the_held_key_then_the_default(chromium, tmp_path
         _wait(chromium, lambda d: _status(d)["t"] >= 2 or _status(d)["episodes"] == 1, "two steps with the key held")
         ActionChains(chromium).key_up(Keys.ARROW_RIGHT).perform()
         _wait(chromium, lambda d: _status(d)["t"] >= 6 or _status(d)["episodes"] == 1, "steps with no key held")
+        if _status(chromium)["status"] == "playing":  # losing focus pauses the game
+            chromium.execute_script("window.dispatchEvent(new Event('blur'));")
+            assert chromium.find_element("id", "error").text.startswith("paused (the page lost focus)")
         _press(chromium, "Escape")
         _wait(chromium, lambda d: _status(d)["episodes"] == 1, "the episode saved")
         chromium.get("about:blank")
