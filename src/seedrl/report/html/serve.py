@@ -21,13 +21,12 @@ and returns 0.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from seedrl.errors import InputFileError, UserError
+from seedrl.errors import UserError
 
 POLL_MS = 2000
 HOST = "127.0.0.1"
@@ -219,12 +218,9 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, body, "application/json")
 
     def _send(self, status: int, body: bytes, ctype: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
+        from seedrl.localhttp import LocalHandler  # the 127.0.0.1 servers' shared reply helpers
+
+        LocalHandler.send_body(self, status, body, ctype)
 
     def log_request(self, code="-", size="-") -> None:
         """Quiet: the page polls every few seconds, so only error replies are logged (to stderr)."""
@@ -236,28 +232,15 @@ def make_server(args, port: int | None = None) -> ThreadingHTTPServer:
     """A server for ``args`` on 127.0.0.1 (``port`` 0: any free one; ``server.server_address[1]`` says which).
 
     The page is built once first, so a bad run folder or dataset is a one-line error before any port opens."""
+    from seedrl.localhttp import bind
+
     state = ReportState(args)
     state.page()
-    handler = type("ReportHandler", (Handler,), {"state": state})
-    try:
-        server = ThreadingHTTPServer((HOST, args.port if port is None else port), handler)
-    except OSError as err:
-        raise InputFileError(f"--port: {args.port if port is None else port} cannot be opened on {HOST}: "
-                             f"{err.strerror or err}") from None
-    server.daemon_threads = True
-    return server
+    return bind(type("ReportHandler", (Handler,), {"state": state}), args.port if port is None else port)
 
 
 def serve(args) -> int:
     """Serve until Ctrl-C (then close the socket and return 0)."""
-    server = make_server(args)
-    host, port = server.server_address[:2]
-    print(f"serving the report of {', '.join(map(str, args.run_dirs + args.data))} on http://{host}:{port}/ "
-          "(Ctrl-C stops)", file=sys.stderr, flush=True)
-    try:
-        server.serve_forever(poll_interval=0.25)
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-    finally:
-        server.server_close()
-    return 0
+    from seedrl.localhttp import serve_until_interrupt
+
+    return serve_until_interrupt(make_server(args), f"the report of {', '.join(map(str, args.run_dirs + args.data))}")
