@@ -246,17 +246,18 @@ class Handler(BaseHTTPRequestHandler):
 
         url = urlsplit(self.path)
         try:
+            if self.headers.get("Content-Length") is None:
+                return self._json(411, {"error": "Content-Length: missing"})
+            size = _int({"Content-Length": [self.headers["Content-Length"]]}, "Content-Length", -1)
+            # the body is read before any reply: unread bytes would reset the connection under the reply
+            body = self.rfile.read(min(max(size, 0), 16 * MAX_BODY))
+            if not 0 <= size <= MAX_BODY:
+                return self._json(413, {"error": f"Content-Length: {size} is not within 0..{MAX_BODY} bytes"})
             if url.path != "/api/annotate":
                 return self._json(404, {"error": f"path: {url.path!r} takes no POST (only /api/annotate does)"})
             refusal = write_refusal(self.client_address[0], self.server.server_address[1], self.headers)
             if refusal:
                 return self._json(403, {"error": refusal})
-            if self.headers.get("Content-Length") is None:
-                return self._json(411, {"error": "Content-Length: missing"})
-            size = _int({"Content-Length": [self.headers["Content-Length"]]}, "Content-Length", -1)
-            if not 0 <= size <= MAX_BODY:
-                return self._json(413, {"error": f"Content-Length: {size} is not within 0..{MAX_BODY} bytes"})
-            body = self.rfile.read(size)
             return self._json(200, self.state.annotate(_int(parse_qs(url.query), "source", 0), body))
         except NotFound as err:
             return self._json(404, {"error": str(err)})

@@ -185,7 +185,10 @@
       adder(b, notes, "note", "a note", "add note", function (v) { return {kind: "note", value: v}; });
       var at = el("input", {type: "number", min: 0, max: Math.max(0, n - 1), step: 1, value: 0, "class": "num",
                             id: b.sid + "-ann-step", title: "the step to tag (a game episode: the scrubber's)"});
-      at.addEventListener("input", function () { if (b.show && at.value !== "") b.show(+at.value); });
+      at.addEventListener("input", function () {  // a step in range moves the scrubber; others go to the server as typed
+        var t = +at.value;
+        if (b.show && at.value !== "" && t === Math.floor(t) && t >= 0 && t < n) b.show(t);
+      });
       var tagRow = el("div", {"class": "ann-row"});
       tagRow.appendChild(el("span", {"class": "lbl"}, "tag step"));
       tagRow.appendChild(at);
