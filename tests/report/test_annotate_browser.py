@@ -123,6 +123,8 @@ def test_annotate_through_the_served_page(chromium, tmp_path, tmp_path_factory):
         _select(chromium, "g1")
         assert _shown(chromium) == {"labels": ["good"], "rating": "4", "notes": ["recovers well"],
                                     "tags": ["3:mistake here"]}
+        _scrub(chromium, 3)
+        assert chromium.find_element("css selector", cell).text == "mistake here"
         assert console_problems(chromium) == []
         chromium.find_element("id", SID).location_once_scrolled_into_view
         keep_screenshot(chromium, tmp_path_factory, "report_annotate.png")

@@ -25,6 +25,7 @@
     bar.appendChild(el("label", {}, " label "));
     bar.appendChild(b.labelSel);
     b.labelSel.addEventListener("change", function () { b.redraw(); });
+    bar.appendChild(document.createTextNode(" "));
     fillFilter(b);
   };
 
