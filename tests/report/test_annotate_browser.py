@@ -167,4 +167,7 @@ def test_a_page_on_disk_shows_annotations_read_only(chromium, tmp_path):
     assert chromium.find_element("css selector", f'#{SID}-detail td[data-f="tags"]').text == "slip"
     chromium.find_element("css selector", f'#{SID}-label option[value="bad"]').click()
     assert _rows(chromium) == ["g2"]
+    chromium.find_element("css selector", f'#{SID}-label option[value=""]').click()
+    chromium.find_element("id", f"{SID}-search").send_keys("SLIP")  # the search box matches tags and notes too
+    assert _rows(chromium) == ["g0"]
     assert console_problems(chromium) == []

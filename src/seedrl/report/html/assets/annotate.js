@@ -52,6 +52,13 @@
     return parts.join(" \u00b7 ");
   };
 
+  /* what the list's search box also matches: labels, notes and step tags */
+  A.text = function (b, id) {
+    var a = of(b, id), tags = [];
+    Object.keys(a.tags).forEach(function (k) { tags = tags.concat(a.tags[k]); });
+    return a.labels.concat(a.notes, tags).join("\n");
+  };
+
   A.tagsAt = function (b, id, step) { return of(b, id).tags[String(step)] || []; };
 
   /* new annotations of the whole dataset (a poll's reply): redraw what shows them when they changed */

@@ -24,7 +24,8 @@
     var r = e["return"];
     if (!isNaN(lo) && !(r !== null && r >= lo)) return false;
     if (!isNaN(hi) && !(r !== null && r <= hi)) return false;
-    if (q && (e.id + "\n" + e.text + "\n" + JSON.stringify(e.meta)).toLowerCase().indexOf(q) < 0) return false;
+    if (q && (e.id + "\n" + e.text + "\n" + JSON.stringify(e.meta) + "\n" + S.ann.text(b, e.id)).toLowerCase()
+        .indexOf(q) < 0) return false;
     return S.ann.matches(b, e.id);
   }
 
@@ -216,7 +217,8 @@
     b.api = function (what) { return api(b, what); };
     b.redraw = function () { drawList(b); };
     var bar = el("div", {"class": "controls"});
-    b.search = el("input", {type: "search", placeholder: "search id, prompt, completion, metadata", id: sid + "-search", size: 34});
+    b.search = el("input", {type: "search", placeholder: "search id, prompt, completion, metadata, notes",
+                            id: sid + "-search", size: 34});
     b.lo = el("input", {type: "number", step: "any", placeholder: "min", id: sid + "-min", "class": "num"});
     b.hi = el("input", {type: "number", step: "any", placeholder: "max", id: sid + "-max", "class": "num"});
     b.sort = el("select", {id: sid + "-sort"});
