@@ -18,8 +18,8 @@ annotation controls POST to ``/api/annotate`` (writes only from the served page:
 :func:`~seedrl.report.html.annotate.write_refusal`). Work is cached: ``metrics.jsonl`` is
 followed (only the lines appended since the last look are parsed; a replaced or truncated file is read
 again), ``config.yaml`` re-read when it changed, and a dataset's summaries are computed once per
-episode (:meth:`Dataset.refresh` finds the new ones), its annotations re-read when ``annotations.jsonl`` changed. Ctrl-C stops the server
-and returns 0.
+episode (:meth:`Dataset.refresh` finds the new ones), its annotations re-read when ``annotations.jsonl``
+changed. Ctrl-C stops the server and returns 0.
 """
 
 from __future__ import annotations
@@ -219,50 +219,55 @@ class Handler(BaseHTTPRequestHandler):
     state: ReportState
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        url = urlsplit(self.path)
-        q = parse_qs(url.query)
-        try:
-            if url.path in ("/", "/index.html"):
-                return self._send(200, self.state.page().encode("utf-8"), "text/html; charset=utf-8")
-            if url.path == "/favicon.ico":
-                return self._send(204, b"", "image/x-icon")
-            if url.path == "/api/metrics":
-                return self._json(200, self.state.metrics(_int(q, "since", -1)))
-            if url.path == "/api/episodes":
-                return self._json(200, self.state.episodes(_int(q, "source", 0), _int(q, "since", 0)))
-            if url.path.startswith("/api/episode/"):
-                episode_id = unquote(url.path[len("/api/episode/"):])
-                return self._json(200, self.state.episode(_int(q, "source", 0), episode_id))
-            if url.path == "/api/annotations":
-                return self._json(200, self.state.source_annotations(_int(q, "source", 0)))
-            return self._json(404, {"error": f"path: {url.path!r} is not served here"})
-        except NotFound as err:
-            return self._json(404, {"error": str(err)})
-        except UserError as err:
-            return self._json(400, {"error": str(err)})
+        self._answer(self._get)
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self._answer(self._post)
+
+    def _answer(self, route) -> None:
+        """``route()`` replies; a :class:`NotFound` becomes a 404 and any other :class:`UserError` a 400."""
+        try:
+            route()
+        except NotFound as err:
+            self._json(404, {"error": str(err)})
+        except UserError as err:
+            self._json(400, {"error": str(err)})
+
+    def _get(self) -> None:
+        url = urlsplit(self.path)
+        q = parse_qs(url.query)
+        if url.path in ("/", "/index.html"):
+            return self._send(200, self.state.page().encode("utf-8"), "text/html; charset=utf-8")
+        if url.path == "/favicon.ico":
+            return self._send(204, b"", "image/x-icon")
+        if url.path == "/api/metrics":
+            return self._json(200, self.state.metrics(_int(q, "since", -1)))
+        if url.path == "/api/episodes":
+            return self._json(200, self.state.episodes(_int(q, "source", 0), _int(q, "since", 0)))
+        if url.path.startswith("/api/episode/"):
+            episode_id = unquote(url.path[len("/api/episode/"):])
+            return self._json(200, self.state.episode(_int(q, "source", 0), episode_id))
+        if url.path == "/api/annotations":
+            return self._json(200, self.state.source_annotations(_int(q, "source", 0)))
+        return self._json(404, {"error": f"path: {url.path!r} is not served here"})
+
+    def _post(self) -> None:
         from seedrl.report.html.annotate import MAX_BODY, write_refusal
 
         url = urlsplit(self.path)
-        try:
-            if self.headers.get("Content-Length") is None:
-                return self._json(411, {"error": "Content-Length: missing"})
-            size = _int({"Content-Length": [self.headers["Content-Length"]]}, "Content-Length", -1)
-            # the body is read before any reply: unread bytes would reset the connection under the reply
-            body = self.rfile.read(min(max(size, 0), 16 * MAX_BODY))
-            if not 0 <= size <= MAX_BODY:
-                return self._json(413, {"error": f"Content-Length: {size} is not within 0..{MAX_BODY} bytes"})
-            if url.path != "/api/annotate":
-                return self._json(404, {"error": f"path: {url.path!r} takes no POST (only /api/annotate does)"})
-            refusal = write_refusal(self.client_address[0], self.server.server_address[1], self.headers)
-            if refusal:
-                return self._json(403, {"error": refusal})
-            return self._json(200, self.state.annotate(_int(parse_qs(url.query), "source", 0), body))
-        except NotFound as err:
-            return self._json(404, {"error": str(err)})
-        except UserError as err:
-            return self._json(400, {"error": str(err)})
+        if self.headers.get("Content-Length") is None:
+            return self._json(411, {"error": "Content-Length: missing"})
+        size = _int({"Content-Length": [self.headers["Content-Length"]]}, "Content-Length", -1)
+        # the body is read before any reply: unread bytes would reset the connection under the reply
+        body = self.rfile.read(min(max(size, 0), 16 * MAX_BODY))
+        if not 0 <= size <= MAX_BODY:
+            return self._json(413, {"error": f"Content-Length: {size} is not within 0..{MAX_BODY} bytes"})
+        if url.path != "/api/annotate":
+            return self._json(404, {"error": f"path: {url.path!r} takes no POST (only /api/annotate does)"})
+        refusal = write_refusal(self.client_address[0], self.server.server_address[1], self.headers)
+        if refusal:
+            return self._json(403, {"error": refusal})
+        return self._json(200, self.state.annotate(_int(parse_qs(url.query), "source", 0), body))
 
     def _json(self, status: int, payload: dict) -> None:
         from seedrl.report.html.page import embed_json  # NaN/inf -> null; the escapes keep it valid JSON
