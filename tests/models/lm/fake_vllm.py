@@ -58,7 +58,8 @@ class _Model:
         for name, tensor in weights:
             if name not in params:
                 raise KeyError(f"no parameter {name!r}")
-            params[name].data.copy_(tensor)
+            with torch.no_grad():  # not .data: the built-in sampler's packed weights notice the version bump
+                params[name].copy_(tensor)
             taken.add(name)
         self.loaded_batches.append(len(taken))
         return taken
