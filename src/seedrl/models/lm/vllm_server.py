@@ -43,7 +43,6 @@ from __future__ import annotations
 import math
 import os
 import queue
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -52,13 +51,14 @@ import torch
 
 from seedrl.models.lm.sampler import Completion, SamplingParams
 from seedrl.models.lm.server import GenerationServer
+from seedrl.models.lm.serving_thread import STOP as _STOP
+from seedrl.models.lm.serving_thread import InboxServer
 
 __all__ = ["VLLM_VERSION", "VLLMGenerationServer", "make_vllm_engine", "named_weights", "vllm_sampling_params"]
 
 #: the vLLM release whose API this module targets (pinned by the ``[vllm]`` extra)
 VLLM_VERSION = "0.22.1"
 WORKER_EXTENSION = "seedrl.models.lm.vllm_worker.WeightLoader"
-_STOP = object()
 
 
 def make_vllm_engine(model_path: str | os.PathLike, *, dtype: str = "auto", gpu_memory_utilization: float = 0.5,
@@ -126,7 +126,7 @@ def _completion(out, params: SamplingParams, version: int, prompt_index: int) ->
                       weights_version_start=version)
 
 
-class VLLMGenerationServer:
+class VLLMGenerationServer(InboxServer):
     """Serve ``engines`` (name -> a ``vllm.LLM``, or any object with its ``generate`` and
     ``collective_rpc``) for generation, and ``models`` (name -> ``LMPolicy``) through an inner
     built-in :class:`GenerationServer` (scoring, teacher distributions, other models' sampling).
@@ -149,38 +149,22 @@ class VLLMGenerationServer:
         self.context_lengths = dict(context_lengths or {})
         self._factory = sampling_params_factory
         self._versions = {name: 0 for name in self.engines}
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._running = False
+        self._init_inbox()
         self._stats = {name: {"steps": 0, "tokens": 0, "requests": 0, "score_batches": 0, "weight_updates": 0}
                        for name in self.engines}
 
-    # ------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------ lifecycle (InboxServer's, + the inner server)
+    thread_name = "seedrl-vllm-server"
+
     def start(self) -> VLLMGenerationServer:
-        if self._thread is None:
-            if self.inner is not None:
-                self.inner.start()
-            self._running = True
-            self._thread = threading.Thread(target=self._loop, name="seedrl-vllm-server", daemon=True)
-            self._thread.start()
-        return self
+        if self._thread is None and self.inner is not None:
+            self.inner.start()
+        return super().start()
 
     def stop(self, timeout: float | None = 30.0) -> None:
-        """Stop serving; futures still pending fail with ``RuntimeError``."""
-        self._running = False
-        if self._thread is not None:
-            self._inbox.put(_STOP)
-            self._thread.join(timeout)
-            self._thread = None
-        self._fail_pending(RuntimeError("VLLMGenerationServer stopped"))
+        super().stop(timeout)
         if self.inner is not None:
             self.inner.stop(timeout)
-
-    def __enter__(self) -> VLLMGenerationServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
     def models(self) -> dict[str, Any]:
@@ -194,7 +178,7 @@ class VLLMGenerationServer:
     def _engine(self, model: str) -> bool:
         if model in self.engines:
             if not self._running:
-                raise RuntimeError("VLLMGenerationServer is not running; call start() or use it as a context manager")
+                raise self._not_running()
             return True
         if self.inner is None:
             raise KeyError(f"model={model!r} is not served (have {sorted(self.engines)})")
@@ -208,17 +192,6 @@ class VLLMGenerationServer:
         fut: Future = Future()
         self._inbox.put(("generate", model, (list(prompt_ids), params or SamplingParams()), fut))
         return fut
-
-    def generate(self, model: str, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,
-                 timeout: float | None = None) -> list[Completion]:
-        """Blocking convenience: completions of all prompts, prompt-major."""
-        futures = [self.submit(model, p, params) for p in prompts]
-        out = []
-        for i, f in enumerate(futures):
-            for c in f.result(timeout):
-                c.prompt_index = i
-                out.append(c)
-        return out
 
     def score(self, model: str, prompt_ids, completion_ids, temperature: float = 1.0) -> Future:
         if model in self.engines or self.inner is None:
@@ -315,12 +288,3 @@ class VLLMGenerationServer:
             for (_, fut), comps in zip(ok, results):
                 st["tokens"] += sum(len(c.tokens) for c in comps)
                 fut.set_result(comps)
-
-    def _fail_pending(self, exc: BaseException) -> None:
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            if item is not _STOP and not item[3].done():
-                item[3].set_exception(exc)
