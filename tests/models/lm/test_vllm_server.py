@@ -224,3 +224,29 @@ def test_weights_are_loaded_in_place_by_name_and_lora_is_refused(llama_dir, load
         named_weights(load("llama", lora=LoraSettings(r=2)))
     with pytest.raises(TypeError, match="LMPolicy or a state dict"):
         named_weights(object())
+
+
+def test_stop_fails_what_is_queued_and_finishes_what_runs(llama_dir):
+    llm = fake_engine(llama_dir)
+    entered, release, original = threading.Event(), threading.Event(), llm.generate
+
+    def gated(*a, **k):
+        entered.set()
+        release.wait(60)
+        return original(*a, **k)
+
+    llm.generate = gated
+    server = VLLMGenerationServer({"policy": llm}, sampling_params_factory=FakeSamplingParams).start()
+    running = server.submit("policy", [5, 6], PARAMS)
+    assert entered.wait(60)
+    queued = server.submit("policy", [7, 8], PARAMS)
+    stopper = threading.Thread(target=server.stop)
+    stopper.start()
+    while server._inbox.qsize() < 2:  # the queued request, then stop's sentinel
+        threading.Event().wait(0.01)
+    release.set()
+    stopper.join(60)
+    assert len(running.result(60)) == 2
+    with pytest.raises(RuntimeError, match="VLLMGenerationServer stopped"):
+        queued.result(60)
+    assert llm.calls == [1]

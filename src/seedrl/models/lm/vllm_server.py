@@ -228,8 +228,10 @@ class VLLMGenerationServer(InboxServer):
                     break
             pending: dict[str, list] = {}
             for item in items:
-                if item is _STOP:
-                    self._generate(pending)
+                if item is _STOP:  # what was taken but not generated fails as stop() fails the rest
+                    for reqs in pending.values():
+                        for _, fut in reqs:
+                            fut.set_exception(RuntimeError(f"{type(self).__name__} stopped"))
                     return
                 kind, name, payload, fut = item
                 if not fut.set_running_or_notify_cancel():
