@@ -118,3 +118,16 @@ def test_a_run_on_the_vllm_backend_publishes_every_update(tmp_path, assets, monk
         assert all(torch.equal(a, b) for a, b in zip(engine.policy.parameters(), final.parameters()))
     logged = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert logged[0]["updates"] == 0 and logged[0]["logprob_check_max_abs"] < 1e-4
+
+
+def test_the_cli_refuses_vllm_without_it_in_one_line_before_writing(tmp_path, capsys, monkeypatch):
+    from seedrl.cli import main
+
+    monkeypatch.setattr(lm_config.importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else object())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = Path(__file__).resolve().parents[2] / "configs" / "arith_pg.yaml"
+    assert main(["run", str(config), f"out_dir={tmp_path / 'runs'}", "generation.backend=vllm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("seedrl: error:") and "\n" not in err, err
+    assert "'generation.backend' = 'vllm'" in err and "pip install 'seedrl[vllm]'" in err and "CUDA" in err
+    assert not (tmp_path / "runs").exists()
