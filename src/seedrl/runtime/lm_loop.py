@@ -52,6 +52,7 @@ from seedrl.runtime.errors import ActorsFailed, check_finite
 from seedrl.runtime.learner import make_optimizer
 from seedrl.runtime.lm_eval import EVAL_FILE, make_summary_eval
 from seedrl.runtime.lm_config import LMBondConfig, LMPGConfig, LMRunConfig, LMSamplingConfig, LMTaskConfig
+from seedrl.runtime.lm_serving import check_served_policy, make_lm_server
 from seedrl.runtime.lm_updates import Group, Request, trainable_parameters
 from seedrl.runtime.run_dir import RunDir, load_optimizer_state, optimizer_name
 from seedrl.runtime.signals import StopSignals
@@ -239,7 +240,6 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
               on_step: Callable[[dict], None] | None) -> dict[str, Any]:
     from seedrl.models.lm.policy import LMPolicy
     from seedrl.models.lm.sampler import SamplingParams
-    from seedrl.models.lm.server import GenerationServer
 
     run_dir = run.path
     checkpoint, state = run.resume_state(read_policy_state)
@@ -250,7 +250,8 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
     # eval mode (no dropout) with gradients: the learner's log-probs must be the sampler's, or the
     # importance of each sample and the KL estimates are biased by dropout noise
     learner_policy = LMPolicy.from_pretrained(start_from).eval()
-    served = LMPolicy.from_pretrained(start_from).eval()
+    vllm = cfg.generation.backend == "vllm"  # the engine loads start_from itself: no built-in copy
+    served = None if vllm else LMPolicy.from_pretrained(start_from).eval()
     task, task_reward = _task_and_reward(cfg, learner_policy.tokenizer)
     if reward_fn is None:
         reward_fn = task_reward
@@ -295,8 +296,18 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
         metrics.log({"updates": 0, "frames": 0, **evaluate(learner_policy)})
     recorder = (CompletionRecorder(cfg.record.path or run_dir / "episodes", cfg.record.rate, cfg.seed)
                 if cfg.record.rate > 0 else None)
-    server = GenerationServer({"policy": served, **({"reference": reference} if reference is not None else {}),
-                               **update.served_models()}, max_batch=s.max_batch).start()
+    server = make_lm_server(cfg, start_from, served, {**({"reference": reference} if reference is not None else {}),
+                                                      **update.served_models()}, learner_policy).start()
+    try:  # generation.check_logprobs: the served policy's log-probs are the learner's, or no update is made
+        checked = check_served_policy(cfg, server, learner_policy, task, base)
+    except BaseException:
+        server.stop()
+        metrics.close()
+        if recorder is not None:
+            recorder.close()
+        raise
+    if checked:
+        metrics.log({"updates": first_step - 1, "frames": samples, **checked})
     update.server = server
     actors = [
         threading.Thread(target=run_actor, args=(task, task_lock, server, reward_fn, requests, groups, stop, errors, recorder),
