@@ -18,7 +18,9 @@ the SFT policy's summaries as the baseline of the shrinking / copying signals:
   absent from the document: 0 = fully extractive), ``coverage`` / ``density`` (extractive
   fragments), ``shrinking`` / ``copying``: the paper's reward-hacking signals;
 * ``fact_coverage`` / ``faithfulness`` / ``f1`` of the exact checker (share of the document's
-  facts stated; share of the claims supported).
+  facts stated; share of the claims supported); ``degenerate_rate``: summaries neither entailed
+  nor hallucinating (empty, or with a sentence that is neither a fact nor the document's:
+  repetitions, broken sentences), i.e. ``1 − entail_exact − hallucination_rate``.
 
 Writes ``benchmarks/results/rlef_alpha_sweep.json`` and ``docs/images/rlef_alpha_sweep.png``.
 Runs are asynchronous (actor threads), so one seed per α cannot resolve small changes: ``--seed``
@@ -74,7 +76,11 @@ def evaluate(policy_dir: str, evaluator) -> dict[str, float]:
     out = {k.removeprefix("eval_"): v for k, v in evaluator(LMPolicy.from_pretrained(policy_dir).eval()).items()}
     texts, world = evaluator.last_texts, evaluator.world
     checks = [world.check(t, ex["document"]) for t, ex in zip(texts, evaluator.examples)]
-    out.update(fact_coverage=float(np.mean([c.coverage for c in checks])),
+    # neither entailed nor hallucinating: empty, or a sentence that is neither a fact nor the document's
+    # (repetitions, broken sentences: the degenerate text a reward model may wrongly call entailed)
+    degenerate = [not world.entails(t, ex["document"]) and not c.hallucinated
+                  for t, ex, c in zip(texts, evaluator.examples, checks)]
+    out.update(degenerate_rate=float(np.mean(degenerate)), fact_coverage=float(np.mean([c.coverage for c in checks])),
                faithfulness=float(np.mean([c.faithfulness for c in checks])), f1=float(np.mean([c.f1 for c in checks])),
                example=texts[0])
     if "nli_prob" in out:  # the RL reward: mean log P(entailment), the per-summary probabilities' logs
