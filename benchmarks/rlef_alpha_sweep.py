@@ -18,7 +18,9 @@ the SFT policy's summaries as the baseline of the shrinking / copying signals:
   absent from the document: 0 = fully extractive), ``coverage`` / ``density`` (extractive
   fragments), ``shrinking`` / ``copying``: the paper's reward-hacking signals;
 * ``fact_coverage`` / ``faithfulness`` / ``f1`` of the exact checker (share of the document's
-  facts stated; share of the claims supported).
+  facts stated; share of the claims supported); ``degenerate_rate``: summaries neither entailed
+  nor hallucinating (empty, or with a sentence that is neither a fact nor the document's:
+  repetitions, broken sentences), i.e. ``1 − entail_exact − hallucination_rate``.
 
 Writes ``benchmarks/results/rlef_alpha_sweep.json`` and ``docs/images/rlef_alpha_sweep.png``.
 Runs are asynchronous (actor threads), so one seed per α cannot resolve small changes: ``--seed``
@@ -67,16 +69,24 @@ def make_evaluator(cfg: LMRLEFConfig, num_prompts: int, seed: int):
                        max_new_tokens=cfg.sampling.max_new_tokens, temperature=1.0, seed=seed)
 
 
+def exact_metrics(world, texts: list[str], examples: list[dict]) -> dict[str, float]:
+    """The exact checker's means over summaries: ``fact_coverage``, ``faithfulness``, ``f1`` and
+    ``degenerate_rate``, the share neither entailed nor hallucinating (empty, or a sentence that is
+    neither a fact nor the document's: repetitions, broken sentences, which a reward model may call
+    entailed)."""
+    checks = [world.check(t, ex["document"]) for t, ex in zip(texts, examples)]
+    degenerate = [not world.entails(t, ex["document"]) and not c.hallucinated for t, ex, c in zip(texts, examples, checks)]
+    return {"degenerate_rate": float(np.mean(degenerate)), "fact_coverage": float(np.mean([c.coverage for c in checks])),
+            "faithfulness": float(np.mean([c.faithfulness for c in checks])), "f1": float(np.mean([c.f1 for c in checks]))}
+
+
 def evaluate(policy_dir: str, evaluator) -> dict[str, float]:
     """Summary metrics of one policy (the first policy evaluated is the baseline of the later ones)."""
     from seedrl.models.lm.policy import LMPolicy
 
     out = {k.removeprefix("eval_"): v for k, v in evaluator(LMPolicy.from_pretrained(policy_dir).eval()).items()}
-    texts, world = evaluator.last_texts, evaluator.world
-    checks = [world.check(t, ex["document"]) for t, ex in zip(texts, evaluator.examples)]
-    out.update(fact_coverage=float(np.mean([c.coverage for c in checks])),
-               faithfulness=float(np.mean([c.faithfulness for c in checks])), f1=float(np.mean([c.f1 for c in checks])),
-               example=texts[0])
+    texts = evaluator.last_texts
+    out.update(exact_metrics(evaluator.world, texts, evaluator.examples), example=texts[0])
     if "nli_prob" in out:  # the RL reward: mean log P(entailment), the per-summary probabilities' logs
         probs = np.exp(np.asarray(evaluator.nli(["" for _ in texts], texts, evaluator.examples), np.float64))
         out["nli_reward"] = float(np.mean(np.log(np.clip(probs, 1e-12, 1.0))))

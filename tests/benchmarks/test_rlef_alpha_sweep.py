@@ -47,3 +47,22 @@ def test_merge_refuses_different_sweeps(sweep):
         sweep.merge([a, result(1, [], sft_halluc=0.3)])
     with pytest.raises(ValueError, match="no results"):
         sweep.merge([])
+
+
+def test_exact_metrics_count_degenerate_summaries(sweep):
+    """degenerate = neither entailed nor hallucinating: the empty summary and repetitions count,
+    a faithful summary (also a copied filler) and a hallucinating one do not."""
+    from seedrl.envs.text import FactsWorld
+
+    world = FactsWorld(1, 3, 1)
+    doc = {"document": "the red fox eats seeds. the sky was clear. the blue owl likes the rain."}
+    texts = ["the red fox eats seeds. the blue owl likes the rain.",  # entailed
+             "the red fox eats seeds. the sky was clear.",  # entailed (a document sentence)
+             "the red fox eats seeds. the gray cat eats nuts.",  # hallucinates
+             "the red fox eats the eats the eats eats",  # degenerate: the repetition hack
+             "the red fox eats seeds. the blue owl likes",  # degenerate: cut off mid-sentence
+             ""]  # degenerate: says nothing
+    out = sweep.exact_metrics(world, texts, [doc] * len(texts))
+    assert out["degenerate_rate"] == pytest.approx(3 / 6)
+    assert out["fact_coverage"] == pytest.approx((1 + 0.5 + 0.5 + 0 + 0.5 + 0) / 6)
+    assert out["faithfulness"] == pytest.approx((1 + 0.5 + 0.5 + 0 + 0.5 + 0) / 6)  # a filler counts as said, unsupported

@@ -11,7 +11,16 @@ iff the summary says something and every claimed fact is in the document):
   colour, animal or object), ``swapped`` (the entity of one document fact with the
   relation and object of another: shares all its words with the document),
   ``well_known`` (the world's background-knowledge fact about a document entity: the
-  hallucination the world's references carry) and ``new`` (a random fact).
+  hallucination the world's references carry) and ``new`` (a random fact);
+* :data:`SILENT` negatives (claim nothing): the empty summary, a filler the document lacks;
+* :data:`GARBLED` negatives (degenerate text made of the document's own words, which RL
+  finds when the classifier never saw it): a positive with one of its sentences broken,
+  ``repeated`` (a word or phrase of the sentence repeated 2-5 times in a row: "the gray
+  mouse likes the likes the likes ...") or ``broken`` (the sentence truncated mid-way,
+  one word dropped, or its words shuffled), either replacing the sentence or added beside
+  it, and when it is the summary's last sentence sometimes without its full stop (cut off
+  mid-sentence). A broken sentence is neither a fact nor a sentence of the document, so the
+  checker calls the summary not entailed although it claims no unsupported fact.
 
 Half the pairs are positives. The model (``arch``) is a DeBERTa-v2 sequence classifier with relative-position
 attention only (default; ``bert``: BERT with absolute positions) (a few layers, 64
@@ -34,14 +43,17 @@ from typing import Any
 
 import numpy as np
 
-from seedrl.envs.text.toy import ANIMALS, COLOURS, FILLERS, RELATIONS, FactsWorld, fact_sentence, split_sentences, well_known_fact
+from seedrl.envs.text.toy import (ANIMALS, COLOURS, FILLERS, RELATIONS, FactsWorld, fact_sentence, parse_facts,
+                                  split_sentences, well_known_fact)
 
-__all__ = ["ARCHS", "LABELS", "NEGATIVES", "SILENT", "NLIConfig", "build_model", "make_pairs", "make_tokenizer", "train_toy_nli", "word_pair_tokenizer"]
+__all__ = ["ARCHS", "GARBLED", "LABELS", "NEGATIVES", "SILENT", "garble_sentence", "NLIConfig", "build_model", "make_pairs", "make_tokenizer", "train_toy_nli", "word_pair_tokenizer"]
 
 LABELS = {0: "entailment", 1: "not_entailment"}
 NEGATIVES = ("altered", "swapped", "well_known", "new")
 #: negatives that claim no fact: the empty summary and a filler sentence the document does not hold
 SILENT = ("empty", "filler")
+#: negatives made of the document's words in a broken sentence: repetitions, truncated/ungrammatical sentences
+GARBLED = ("repeated", "broken")
 EVAL_FILE = "nli_eval.json"
 #: ``bert``: absolute learned positions; ``deberta``: DeBERTa-v2 with relative-position attention only
 ARCHS = ("bert", "deberta")
@@ -97,12 +109,62 @@ def _unsupported(kind: str, facts: list, rng: np.random.Generator) -> tuple | No
     return None
 
 
-def make_pairs(world: FactsWorld, num_documents: int, seed: int, silent_rate: float = 0.04) -> list[dict]:
+def garble_sentence(kind: str, sentence: str, rng: np.random.Generator) -> str:
+    """``sentence`` (a fact sentence, without its full stop) made degenerate: ``repeated`` repeats a
+    span of 1-3 of its words 2-5 times in a row (the text after the span kept or cut off);
+    ``broken`` truncates it, drops one word or shuffles its words. May return a valid sentence
+    (e.g. the leading "the" dropped): :func:`make_pairs` checks and draws again."""
+    words = sentence.split()
+    if kind == "repeated":
+        n = int(rng.integers(1, 4))
+        start = int(rng.integers(len(words) - n + 1))
+        span = words[start:start + n]
+        rest = words[start + n:] if rng.random() < 0.5 else []
+        return " ".join(words[:start + n] + span * int(rng.integers(1, 5)) + rest)
+    if kind != "broken":
+        raise ValueError(f"kind={kind!r}: expected one of {GARBLED}")
+    how = rng.integers(3)
+    if how == 0:
+        return " ".join(words[:int(rng.integers(1, len(words)))])
+    if how == 1:
+        drop = int(rng.integers(len(words)))
+        return " ".join(words[:drop] + words[drop + 1:])
+    return " ".join(words[i] for i in rng.permutation(len(words)))
+
+
+def _garbled_summary(kind: str, keep: list, document: str, rng: np.random.Generator) -> str | None:
+    """A positive's sentences with one of them garbled (:func:`garble_sentence`), replacing it or
+    beside it; None when 20 draws gave no sentence that is both unparsed and not the document's."""
+    sentences = [fact_sentence(f).rstrip(".") for f in keep]
+    doc_sentences = set(split_sentences(document))
+    for _ in range(20):
+        i = int(rng.integers(len(sentences)))
+        bad = garble_sentence(kind, sentences[i], rng)
+        if parse_facts(bad)[0] or bad in doc_sentences:
+            continue
+        out = list(sentences)
+        if rng.random() < 0.5:
+            out[i] = bad
+        else:
+            out.insert(i + 1, bad)
+        text = ". ".join(out)
+        return text if out[-1] == bad and rng.random() < 0.5 else text + "."  # cut off mid-sentence, or not
+    return None
+
+
+def make_pairs(world: FactsWorld, num_documents: int, seed: int, silent_rate: float = 0.04,
+               garbled_rate: float = 0.08) -> list[dict]:
     """``premise``, ``hypothesis``, ``label`` (0 entailed, 1 not) and ``kind`` per pair; one per document.
 
     A ``silent_rate`` share of the pairs are :data:`SILENT` negatives (half each): a summary that
     says nothing is not entailed (:meth:`FactsWorld.entails`), and without such pairs a classifier
-    calls it entailed, a hole RL finds (docs/rlef.md)."""
+    calls it entailed, a hole RL finds (docs/rlef.md). A ``garbled_rate`` share are :data:`GARBLED`
+    negatives (half each), the repetition hole RL found next. The other pairs are positives with
+    probability ``0.5 / (1 − silent_rate − garbled_rate)``, so half of all pairs are positives."""
+    for name, rate in (("silent_rate", silent_rate), ("garbled_rate", garbled_rate)):
+        if not 0.0 <= rate <= 0.5:
+            raise ValueError(f"{name}={rate!r}: must be in [0, 0.5]")
+    positive = 0.5 / (1.0 - silent_rate - garbled_rate)
     rng = np.random.default_rng([seed, 7])
     out = []
     for ex in world.examples(num_documents, seed):
@@ -119,7 +181,16 @@ def make_pairs(world: FactsWorld, num_documents: int, seed: int, silent_rate: fl
         if rng.random() < 0.5:
             keep = [keep[i] for i in rng.permutation(len(keep))]
         kind = "positive"
-        if rng.random() < 0.5:
+        if rng.random() < garbled_rate / (1.0 - silent_rate):
+            kind = GARBLED[rng.integers(len(GARBLED))]
+            summary = _garbled_summary(kind, keep, ex["document"], rng)
+            if summary is not None:
+                if world.entails(summary, ex["document"]) or world.hallucinates(summary, ex["document"]):
+                    raise AssertionError(f"pair kind {kind} is entailed or hallucinates: {summary!r} / {ex['document']!r}")
+                out.append({"premise": ex["document"], "hypothesis": summary, "label": 1, "kind": kind})
+                continue
+            kind = "positive"
+        if rng.random() >= positive:
             kind = NEGATIVES[rng.integers(len(NEGATIVES))]
             extra = _unsupported(kind, facts, rng)
             if extra is None:
@@ -178,7 +249,7 @@ def accuracy(model, tokenizer, pairs: list[dict], batch_size: int = 256) -> dict
             enc, labels = _encode(tokenizer, pairs[i:i + batch_size])
             right += (model(**enc).logits.argmax(-1) == labels).tolist()
     out = {"accuracy": float(np.mean(right))}
-    for kind in ("positive", *NEGATIVES, *SILENT):
+    for kind in ("positive", *NEGATIVES, *SILENT, *GARBLED):
         hits = [r for r, p in zip(right, pairs) if p["kind"] == kind]
         if hits:
             out[f"accuracy_{kind}"] = float(np.mean(hits))
