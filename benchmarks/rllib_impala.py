@@ -150,6 +150,7 @@ def analyse(samples: list[dict], budget: int) -> dict:
     return {
         "frames": last["frames"], "wall_s": last["t"],
         "fps": frames / (last["t"] - first["t"]), "cpu_us_per_frame": 1e6 * (last["cpu"] - first["cpu"]) / frames,
+        "cores_busy": (last["cpu"] - first["cpu"]) / (last["t"] - first["t"]),  # = fps x CPU per frame
         "cpu_us_per_frame_by_kind": {k: v for k, v in by_kind.items() if abs(v) >= 0.05},
         "first_frames_s": next(s["t"] for s in samples if s["frames"] > 0),
         "return_at_frames": {f"{q}/4": return_at(samples, "frames", budget * q / 4) for q in (1, 2, 3, 4)},
@@ -216,12 +217,12 @@ def part_scaling(args, workdir: Path) -> dict:
             rows.append(run)
             print(f"  round {r} {n} groups {run['fps']:8.0f} frames/s {run['cpu_us_per_frame']:7.1f} us CPU/frame  "
                   f"({kinds_text(run)})  load {run['load_1min'][0]:.1f}", flush=True)
-    table = [{"groups": n, "fps": statistics.median(x["fps"] for x in rows if x["num_actors"] == n),
-              "cpu_us_per_frame": statistics.median(x["cpu_us_per_frame"] for x in rows if x["num_actors"] == n)}
-             for n in args.groups]
+    table = [{"groups": n, **{k: statistics.median(x[k] for x in rows if x["num_actors"] == n)
+                              for k in ("fps", "cpu_us_per_frame", "cores_busy")}} for n in args.groups]
     print(f"\nseedrl Ray backend, {args.envs} envs per group, median of {args.rounds} rounds:")
     for row in table:
-        print(f"  {row['groups']} groups {row['fps']:9.0f} frames/s {row['cpu_us_per_frame']:7.1f} us CPU/frame")
+        print(f"  {row['groups']} groups {row['fps']:9.0f} frames/s {row['cpu_us_per_frame']:7.1f} us CPU/frame "
+              f"{row['cores_busy']:5.2f} cores busy")
     return {"runs": rows, "median": table}
 
 

@@ -34,7 +34,7 @@ def test_analyse_measures_the_steady_part_and_the_returns(bench):
         samples.append(sample(2.0 + k, f, 1.0 + 0.002 * f, 10.0 * k, driver=1.0 + 0.001 * f, group=0.001 * f))
     out = bench.analyse(samples, budget=10_000)
     assert out["fps"] == pytest.approx(1000.0)
-    assert out["cpu_us_per_frame"] == pytest.approx(2000.0)
+    assert out["cpu_us_per_frame"] == pytest.approx(2000.0) and out["cores_busy"] == pytest.approx(2.0)
     assert out["cpu_us_per_frame_by_kind"] == pytest.approx({"driver": 1000.0, "group": 1000.0})
     assert out["first_frames_s"] == 3.0 and out["frames"] == 10_000 and out["wall_s"] == 12.0
     assert out["return_at_frames"] == {"1/4": 20.0, "2/4": 50.0, "3/4": 70.0, "4/4": 100.0}
