@@ -16,7 +16,10 @@ fresh subprocess (one process, one Ray instance):
 - ``rllib``: RLlib 2.60 IMPALA on its new API stack (``IMPALAConfig``, its
   default RLModule with ``DefaultModelConfig(fcnet_hiddens=[64, 64],
   fcnet_activation="tanh", vf_share_layers=True)``), in its own virtualenv
-  (``--setup``), driven by ``benchmarks/peers/rllib_impala_driver.py``.
+  (``--setup``), driven by ``benchmarks/peers/rllib_impala_driver.py``;
+- ``rllib-learner`` (not in the default set): RLlib's own IMPALA layout, the
+  learner a Ray actor of its own (``num_learners=1``, updates asynchronous to
+  the driver) on one more logical CPU (the same 2 physical cores).
 
 Per run, sampled about every second: frames, CPU seconds of the process tree
 (Ray's raylet, GCS and workers included; :func:`tree_cpu` of the driver
@@ -64,6 +67,7 @@ DRIVER = HERE / "peers" / "rllib_impala_driver.py"
 RESULTS = HERE / "results" / "rllib_impala.json"
 RLLIB = PeerSetup("rllib", ["ray[rllib]==2.60.0", _torch_spec()], report=["ray", "torch", "gymnasium", "numpy"])
 SYSTEMS = ("seedrl-ray", "seedrl", "rllib")
+EXTRA_SYSTEMS = ("rllib-learner",)
 SOLVED = 475.0
 
 
@@ -118,7 +122,9 @@ def run_system(system: str, spec: dict, workdir: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         spec_path, result = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec_path.write_text(json.dumps(spec))
-        if system == "rllib":
+        if system.startswith("rllib"):
+            if system == "rllib-learner":
+                spec = {**spec, "rllib_num_learners": 1, "num_cpus": spec["num_cpus"] + 1}
             argv = [str(venv_dir(workdir, "rllib") / "bin" / "python"), str(DRIVER), str(spec_path), str(result)]
             env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         else:
@@ -199,12 +205,12 @@ def part_compare(args, workdir: Path) -> dict:
         print(f"  {row['system']:10s} {row['fps']:9.0f} {row['cpu_us_per_frame']:13.1f} {row['first_frames_s']:8.1f}  "
               f"{row['return_at_budget']} / {row['return_at_common_wall']}")
     ratios = {}
-    base = next((row for row in table if row["system"] == "rllib"), None)
-    for row in table if base else []:
-        if row is not base:
+    for row in table:
+        for base in (b for b in table if b["system"].startswith("rllib") and not row["system"].startswith("rllib")):
             ratio = {"fps": row["fps"] / base["fps"], "cpu_per_frame": row["cpu_us_per_frame"] / base["cpu_us_per_frame"]}
-            ratios[row["system"] + "/rllib"] = ratio
-            print(f"  {row['system']} / rllib: {ratio['fps']:.2f}x frames/s, {ratio['cpu_per_frame']:.2f}x CPU per frame")
+            ratios[f"{row['system']}/{base['system']}"] = ratio
+            print(f"  {row['system']} / {base['system']}: {ratio['fps']:.2f}x frames/s, "
+                  f"{ratio['cpu_per_frame']:.2f}x CPU per frame")
     return {"runs": runs, "median": table, "ratios": ratios}
 
 
@@ -230,7 +236,8 @@ def main(argv=None) -> dict | None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--setup", action="store_true", help="make RLlib's virtualenv (idempotent)")
     ap.add_argument("--part", choices=["compare", "scaling", "all"], default="all")
-    ap.add_argument("--systems", type=lambda v: v.split(","), default=list(SYSTEMS), help="comma-separated: " + ",".join(SYSTEMS))
+    ap.add_argument("--systems", type=lambda v: v.split(","), default=list(SYSTEMS),
+                    help="comma-separated, of " + ",".join(SYSTEMS + EXTRA_SYSTEMS) + " (default: " + ",".join(SYSTEMS) + ")")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--frames", type=int, default=300_000, help="frame budget of every run")
     ap.add_argument("--max-s", type=float, default=300.0, help="wall-time cap of an RLlib run (seconds)")
@@ -249,14 +256,15 @@ def main(argv=None) -> dict | None:
         return None
     if args.setup:
         setup_peer(RLLIB, args.workdir)
-    unknown = set(args.systems) - set(SYSTEMS)
+    unknown = set(args.systems) - set(SYSTEMS + EXTRA_SYSTEMS)
     if unknown:
-        raise SystemExit(f"--systems: unknown {sorted(unknown)}; choose from {','.join(SYSTEMS)}")
-    if "rllib" in args.systems and not (venv_dir(args.workdir, "rllib") / ".seedrl-bench.json").exists():
+        raise SystemExit(f"--systems: unknown {sorted(unknown)}; choose from {','.join(SYSTEMS + EXTRA_SYSTEMS)}")
+    rllib = [s for s in args.systems if s.startswith("rllib")]
+    if rllib and not (venv_dir(args.workdir, "rllib") / ".seedrl-bench.json").exists():
         if not args.quick:
             raise SystemExit(f"RLlib is not set up in {venv_dir(args.workdir, 'rllib')}: run with --setup first")
         print(f"RLlib is not set up ({venv_dir(args.workdir, 'rllib')}; --setup makes it): seedrl only")
-        args.systems = [s for s in args.systems if s != "rllib"]
+        args.systems = [s for s in args.systems if s not in rllib]
     if args.quick:
         args.rounds, args.frames, args.scaling_frames, args.envs, args.groups = 1, 8_000, 8_000, 8, [1, 2]
         args.sample_every_s = 0.2
