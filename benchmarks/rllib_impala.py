@@ -49,6 +49,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -82,7 +83,10 @@ def make_spec(args, num_actors: int = 2, seed: int = 0) -> dict:
 
 # ------------------------------------------------------------------------------------ seedrl's side
 def seedrl_side(spec: dict, backend: str) -> dict:
-    """Train seedrl in this process with ``spec``; one sample per second of training (as the driver's)."""
+    """Train seedrl in this process with ``spec``; one sample per second of training (as the driver's).
+
+    Stops at the frame budget or, past ``spec["max_s"]``, by sending itself SIGTERM (the
+    run's own clean stop, as the driver's wall-time cap)."""
     from seedrl.config import load_config
     from seedrl.runtime.config import TrainConfig
     from seedrl.runtime.loop import train
@@ -103,6 +107,7 @@ def seedrl_side(spec: dict, backend: str) -> dict:
         })
         start = time.perf_counter()
         samples: list[dict] = []
+        capped: list[float] = []
 
         def on_update(row: dict, _backend) -> None:
             now = time.perf_counter() - start
@@ -111,6 +116,9 @@ def seedrl_side(spec: dict, backend: str) -> dict:
             cpu, kinds = tree_cpu(by_kind=True)
             samples.append({"t": now, "frames": int(row["frames"]), "cpu": cpu, "cpu_by_kind": kinds,
                             "return": row.get("episode_return")})
+            if now >= spec["max_s"] and not capped:
+                capped.append(now)
+                os.kill(os.getpid(), signal.SIGTERM)
 
         train(cfg, on_update=on_update)
     return {"system": "seedrl-ray" if backend == "ray" else "seedrl", "samples": samples}
@@ -240,7 +248,7 @@ def main(argv=None) -> dict | None:
                     help="comma-separated, of " + ",".join(SYSTEMS + EXTRA_SYSTEMS) + " (default: " + ",".join(SYSTEMS) + ")")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--frames", type=int, default=300_000, help="frame budget of every run")
-    ap.add_argument("--max-s", type=float, default=300.0, help="wall-time cap of an RLlib run (seconds)")
+    ap.add_argument("--max-s", type=float, default=300.0, help="wall-time cap of every run (seconds)")
     ap.add_argument("--envs", type=int, default=16, help="environments per actor group / env runner")
     ap.add_argument("--groups", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 4, 8])
     ap.add_argument("--scaling-frames", type=int, default=100_000)
