@@ -61,6 +61,7 @@ def test_tree_cpu_counts_a_busy_child_by_kind(bench):
     assert driver.tree_cpu() < total - 0.3  # an exited child is no longer counted
 
 
+@pytest.mark.slow  # a local Ray instance: ~10 s quiet, 41 s at load average 38
 def test_quick_seedrl_on_ray_end_to_end(bench, tmp_path):
     out = bench.main(["--quick", "--part", "compare", "--systems", "seedrl-ray", "--workdir", str(tmp_path)])
     (run,) = out["compare"]["runs"]
