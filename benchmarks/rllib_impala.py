@@ -141,13 +141,33 @@ def run_system(system: str, spec: dict, workdir: Path) -> dict:
             env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
-        proc = subprocess.run(argv, env={**env, "PYTHONUNBUFFERED": "1"}, cwd=ROOT, capture_output=True, text=True)
+        # its own session: on a timeout or an error here, the run and its Ray processes are stopped together
+        proc = subprocess.Popen(argv, env={**env, "PYTHONUNBUFFERED": "1"}, cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=spec["max_s"] + 600)  # start-up under load took up to 101 s
+        except BaseException:
+            stop_group(proc)
+            raise
         if proc.returncode != 0:
-            raise RuntimeError(f"{system} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+            raise RuntimeError(f"{system} failed (exit {proc.returncode}):\n{stdout[-2000:]}\n{stderr[-4000:]}")
         out = json.loads(result.read_text())
     return {**analyse(out["samples"], spec["frames"]), "system": system, "process_wall_s": time.perf_counter() - t0,
             "load_1min": [load, os.getloadavg()[0]], "num_actors": spec["num_actors"], "seed": spec["seed"],
             **({"versions": out["versions"]} if "versions" in out else {})}
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the run's process group, SIGKILL what is left after 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def analyse(samples: list[dict], budget: int) -> dict:

@@ -3,6 +3,7 @@
 import importlib.util
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,22 @@ def test_tree_cpu_counts_a_busy_child_by_kind(bench):
     finally:
         child.communicate("")
     assert driver.tree_cpu() < total - 0.3  # an exited child is no longer counted
+
+
+def test_stop_group_ends_a_run_and_the_processes_it_started(bench):
+    code = ("import subprocess, sys, time\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "print(child.pid, flush=True)\ntime.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    grandchild = int(proc.stdout.readline())
+    bench.stop_group(proc)
+    assert proc.returncode is not None
+    for _ in range(100):  # the grandchild's parent is gone: it is reaped by init, not by us
+        if not Path(f"/proc/{grandchild}").exists() or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"process {grandchild} started by the run is still alive")
 
 
 @pytest.mark.slow  # a local Ray instance: ~10 s quiet, 41 s at load average 38
