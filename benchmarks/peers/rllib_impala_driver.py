@@ -108,7 +108,7 @@ def main(spec_path: str, result_path: str) -> None:
 
     torch.set_num_threads(spec["torch_threads"])
     start = time.perf_counter()
-    ray.init(num_cpus=spec["num_cpus"], object_store_memory=200 * 2**20, include_dashboard=False,
+    ray.init(address="local", num_cpus=spec["num_cpus"], object_store_memory=200 * 2**20, include_dashboard=False,
              log_to_driver=False)
     algo = build(spec)
     samples = []
