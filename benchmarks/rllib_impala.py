@@ -130,12 +130,12 @@ def seedrl_side(spec: dict, backend: str) -> dict:
 # ------------------------------------------------------------------------------------ one run, analysed
 def run_system(system: str, spec: dict, workdir: Path) -> dict:
     """``system`` on ``spec`` in a fresh subprocess; its samples, analysed (:func:`analyse`)."""
+    if system == "rllib-learner":  # one more logical CPU for the learner actor
+        spec = {**spec, "rllib_num_learners": 1, "num_cpus": spec["num_cpus"] + 1}
     with tempfile.TemporaryDirectory() as tmp:
         spec_path, result = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec_path.write_text(json.dumps(spec))
         if system.startswith("rllib"):
-            if system == "rllib-learner":
-                spec = {**spec, "rllib_num_learners": 1, "num_cpus": spec["num_cpus"] + 1}
             argv = [str(venv_dir(workdir, "rllib") / "bin" / "python"), str(DRIVER), str(spec_path), str(result)]
             env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         else:
