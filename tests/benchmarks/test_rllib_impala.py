@@ -1,6 +1,8 @@
 """``benchmarks/rllib_impala.py``: its analysis, its CPU count, and each side run end to end (``--quick``)."""
 
+import argparse
 import importlib.util
+import json
 import subprocess
 import sys
 import time
@@ -60,6 +62,31 @@ def test_tree_cpu_counts_a_busy_child_by_kind(bench):
     finally:
         child.communicate("")
     assert driver.tree_cpu() < total - 0.3  # an exited child is no longer counted
+
+
+def test_each_system_gets_its_settings_in_the_spec_its_process_reads(bench, monkeypatch, tmp_path):
+    specs = []
+
+    class FakeRun:  # stands for the run's process: reads the spec file, writes a result
+        returncode = 0
+
+        def __init__(self, argv, **kwargs):
+            spec_path, result = argv[-2], argv[-1]
+            specs.append(json.loads(Path(spec_path).read_text()))
+            samples = [sample(1.0, 1000, 1.0, 20.0, driver=1.0), sample(2.0, 2000, 2.0, 30.0, driver=2.0)]
+            Path(result).write_text(json.dumps({"samples": samples}))
+
+        def communicate(self, timeout=None):
+            return "", ""
+
+    monkeypatch.setattr(bench.subprocess, "Popen", FakeRun)
+    args = argparse.Namespace(envs=16, frames=2000, max_s=60.0, sample_every_s=1.0)
+    for system in ("seedrl-ray", "seedrl", "rllib", "rllib-learner"):
+        run = bench.run_system(system, bench.make_spec(args, num_actors=2), tmp_path)
+        assert run["system"] == system and run["fps"] == pytest.approx(1000.0)
+    assert [s.get("rllib_num_learners", 0) for s in specs] == [0, 0, 0, 1]
+    assert [s["num_cpus"] for s in specs] == [2, 2, 2, 3]  # the learner actor's CPU on top of the two groups'
+    assert all(s["hidden"] == [64, 64] and s["batch_size"] == 32 and s["unroll_length"] == 20 for s in specs)
 
 
 def test_stop_group_ends_a_run_and_the_processes_it_started(bench):
