@@ -116,7 +116,7 @@ def test_quick_seedrl_on_ray_end_to_end(bench, tmp_path):
     assert out["compare"]["ratios"] == {}  # no RLlib run, no ratio
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # RLlib's start-up: 68 s at load average 9
 def test_quick_rllib_side_end_to_end(bench):
     venv = bench.venv_dir(Path("/tmp/seedrl-peers"), "rllib")
     if not (venv / ".seedrl-bench.json").exists():
