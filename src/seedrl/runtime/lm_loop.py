@@ -52,7 +52,7 @@ from seedrl.runtime.errors import ActorsFailed, check_finite
 from seedrl.runtime.learner import make_optimizer
 from seedrl.runtime.lm_eval import EVAL_FILE, make_summary_eval
 from seedrl.runtime.lm_config import LMBondConfig, LMPGConfig, LMRunConfig, LMSamplingConfig, LMTaskConfig
-from seedrl.runtime.lm_updates import Group, Request, trainable_parameters
+from seedrl.runtime.lm_updates import Group, Request, make_group, trainable_parameters
 from seedrl.runtime.run_dir import RunDir, load_optimizer_state, optimizer_name
 from seedrl.runtime.signals import StopSignals
 
@@ -145,29 +145,61 @@ class CompletionRecorder:
         self.writer.close()
 
 
-def run_actor(task, task_lock, server, reward_fn, requests: list[tuple[Request, Any]], out: "queue.Queue[Group]",
-              stop: threading.Event, errors: list, recorder: CompletionRecorder | None = None) -> None:
-    """One actor thread: prompt -> completions of each requested model (central inference,
-    submitted together) -> rewards (one batched call) -> learner queue. The first request
-    is the policy's; a second (BOND) is the anchor's."""
+class LocalPlay:
+    """An actor's prompt played on the run's own generation server: ``play(prompt, stop)`` -> its group,
+    or None once ``stop`` is set. Every request of the prompt is submitted before the first is waited for."""
+
+    def __init__(self, server, reward_fn, requests: list[tuple[Request, Any]]):
+        self.server, self.reward_fn, self.requests = server, reward_fn, requests
+
+    def __call__(self, prompt, stop: threading.Event) -> Group | None:
+        # a request for 0 samples (GKD at λ = 0: no student samples) generates nothing
+        futures = [self.server.submit(req.model, prompt.tokens, params) if req.n else None for req, params in self.requests]
+        while not all(f is None or f.done() for f in futures):
+            if stop.is_set():
+                return None
+            time.sleep(0.001)
+        return make_group(prompt, [[] if f is None else f.result() for f in futures], self.reward_fn)
+
+
+class ThreadRoles:
+    """The threaded run's roles: one :class:`GenerationServer` for every model; ``plays`` of the actor threads."""
+
+    def __init__(self, models, reward_fn, requests, *, num_actors: int, max_batch: int):
+        from seedrl.models.lm.server import GenerationServer
+
+        self.server = GenerationServer(models, max_batch=max_batch)
+        self.plays = [LocalPlay(self.server, reward_fn, requests)] * num_actors
+
+    def start(self) -> "ThreadRoles":
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def make_roles(cfg: LMRunConfig, models: dict, reward_fn, requests):
+    """Generation servers and actors of ``cfg.runtime.backend`` (threads, or Ray actors: :mod:`seedrl.runtime.ray_lm`), started."""
+    if cfg.runtime.backend == "ray":  # imports Ray: only here
+        from seedrl.runtime.ray_lm import RayLMRoles
+
+        return RayLMRoles(cfg.runtime, models, reward_fn, requests, max_batch=cfg.sampling.max_batch, seed=cfg.seed).start()
+    return ThreadRoles(models, reward_fn, requests, num_actors=cfg.runtime.num_actors, max_batch=cfg.sampling.max_batch).start()
+
+
+def run_actor(task, task_lock, play: Callable, out: "queue.Queue[Group]", stop: threading.Event, errors: list,
+              recorder: CompletionRecorder | None = None) -> None:
+    """One actor's loop (a thread of the run): prompt -> ``play(prompt, stop)`` (completions of each
+    requested model from central inference, their rewards: :class:`LocalPlay`, or a Ray actor's call)
+    -> recorder -> learner queue (backpressure: a full queue holds the actor)."""
     try:
         while not stop.is_set():
             with task_lock:
                 prompt = task.next_prompt()
-            # a request for 0 samples (GKD at λ = 0: no student samples) generates nothing
-            futures = [server.submit(req.model, prompt.tokens, params) if req.n else None for req, params in requests]
-            while not all(f is None or f.done() for f in futures):
-                if stop.is_set():
-                    return
-                time.sleep(0.001)
-            samples = [[] if f is None else f.result() for f in futures]
-            flat = [c for group in samples for c in group]
-            rewards = np.asarray(reward_fn([prompt.text] * len(flat), [c.text for c in flat], [prompt.example] * len(flat))
-                                 if flat else [], dtype=np.float32)
-            n0 = len(samples[0])
-            group = Group(prompt.tokens, samples[0], rewards[:n0], example=prompt.example)
-            if len(samples) > 1:
-                group.anchor_completions, group.anchor_rewards = samples[1], rewards[n0:]
+            group = play(prompt, stop)
+            if group is None:
+                return
             if recorder is not None:
                 recorder.record(prompt, group.completions, group.rewards)
             while not stop.is_set():
@@ -239,7 +271,6 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
               on_step: Callable[[dict], None] | None) -> dict[str, Any]:
     from seedrl.models.lm.policy import LMPolicy
     from seedrl.models.lm.sampler import SamplingParams
-    from seedrl.models.lm.server import GenerationServer
 
     run_dir = run.path
     checkpoint, state = run.resume_state(read_policy_state)
@@ -295,14 +326,11 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
         metrics.log({"updates": 0, "frames": 0, **evaluate(learner_policy)})
     recorder = (CompletionRecorder(cfg.record.path or run_dir / "episodes", cfg.record.rate, cfg.seed)
                 if cfg.record.rate > 0 else None)
-    server = GenerationServer({"policy": served, **({"reference": reference} if reference is not None else {}),
-                               **update.served_models()}, max_batch=s.max_batch).start()
-    update.server = server
-    actors = [
-        threading.Thread(target=run_actor, args=(task, task_lock, server, reward_fn, requests, groups, stop, errors, recorder),
-                         daemon=True)
-        for _ in range(cfg.runtime.num_actors)
-    ]
+    roles = make_roles(cfg, {"policy": served, **({"reference": reference} if reference is not None else {}),
+                             **update.served_models()}, reward_fn, requests)
+    server = update.server = roles.server
+    actors = [threading.Thread(target=run_actor, args=(task, task_lock, play, groups, stop, errors, recorder), daemon=True)
+              for play in roles.plays]
     for a in actors:
         a.start()
     row: dict[str, Any] = {}
@@ -356,7 +384,7 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
         stop.set()
         for a in actors:
             a.join(5)
-        server.stop()
+        roles.stop()
         if row and done % cfg.log.every != 0 and done != cfg.steps:
             metrics.log(row)  # the last update's row, so the metrics reach the checkpoint
         metrics.close()
