@@ -147,6 +147,46 @@ def test_bond_and_gkd_serve_their_own_models_on_ray(tmp_path, assets, cluster):
     assert all(np.isfinite(r["divergence"]) and r["on_policy"] == 1.0 for r in gkd_rows)
 
 
+def test_a_reward_runs_in_its_own_ray_actor_exactly_when_it_holds_a_model(tmp_path, assets):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from seedrl.rewards import CallableReward, CombinedReward, RewardModel
+    from seedrl.runtime.ray_lm import holds_model
+
+    rm = RewardModel(AutoModelForSequenceClassification.from_pretrained(assets.path, num_labels=1),
+                     AutoTokenizer.from_pretrained(assets.path))
+    plain = CallableReward(sevens, batched=True)
+    assert holds_model(rm) and holds_model(CombinedReward([(plain, 1.0), (rm, 0.5)]))
+    assert not holds_model(plain) and not holds_model(sevens) and not holds_model(CombinedReward([plain, plain]))
+
+
+@pytest.mark.slow
+def test_a_reward_model_scores_the_completions_from_its_ray_actor(tmp_path, assets, cluster):
+    """A run whose reward is a (random, one-output) reward model: its Ray actor's rewards are the
+    model's scores of the recorded (prompt, completion) pairs, recomputed here."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from seedrl.data import open_dataset
+    from seedrl.rewards import RewardModel
+
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(assets.path, num_labels=1).save_pretrained(tmp_path / "rm")
+    AutoTokenizer.from_pretrained(assets.path).save_pretrained(tmp_path / "rm")
+    raw = _pg(tmp_path, assets, cluster.address, steps=2, prompts_per_step=2, record={"rate": 1.0},
+              ray_cfg={"reward_cpus": 0.5, "generation_cpus": 0.25})
+    raw["task"]["reward_model"] = str(tmp_path / "rm")
+    with _connected(cluster):
+        train_lm(load_config(LMPGConfig, raw))
+        assert _free_cpus() == 3
+    steps = [ep[0] for ep in open_dataset(tmp_path / "pg" / "episodes")]
+    assert len(steps) >= 2 * 2 * 4
+    rewards = RewardModel.from_pretrained(tmp_path / "rm")([s["observation"]["prompt"] for s in steps],
+                                                            [s["action"]["completion"] for s in steps], None)
+    np.testing.assert_allclose([s["reward"] for s in steps], rewards, rtol=1e-5, atol=1e-6)
+    assert np.ptp(rewards) > 0  # a constant would not tell the pairs apart
+
+
 # ------------------------------------------------------------------ killed learners
 # The driver (the learner) in a process of its own, joined to the cluster; it prints its pid's
 # checkpoints as they appear, and the test SIGKILLs it after the first.
