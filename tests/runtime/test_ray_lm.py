@@ -187,6 +187,43 @@ def test_a_reward_model_scores_the_completions_from_its_ray_actor(tmp_path, asse
     assert np.ptp(rewards) > 0  # a constant would not tell the pairs apart
 
 
+def _players() -> list:
+    """The live processes of this machine's PromptPlayer Ray actors (Ray titles a worker by its actor class)."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = " ".join(p.info["cmdline"] or ())
+        if cmd.startswith("ray::PromptPlayer") and p.info["status"] != psutil.STATUS_ZOMBIE:
+            out.append(p)
+    return out
+
+
+@pytest.mark.serial
+@pytest.mark.slow
+def test_a_killed_actor_is_restarted_by_ray_and_the_run_goes_on(tmp_path, assets, cluster):
+    pytest.importorskip("psutil")
+    seen: dict = {}
+
+    def kill_one(row):
+        if row["updates"] == 3:
+            seen["before"] = {p.pid for p in _players()}
+            victim = min(seen["before"])
+            os.kill(victim, signal.SIGKILL)
+            seen["victim"] = victim
+
+    raw = _pg(tmp_path, assets, cluster.address, steps=12, prompts_per_step=2)
+    raw["runtime"]["num_actors"] = 2
+    with _connected(cluster):
+        result = train_lm(load_config(LMPGConfig, raw), reward_fn=sevens,
+                          on_step=lambda row: (kill_one(row), seen.setdefault("after", {p.pid for p in _players()})
+                                               if row["updates"] == 12 else None))
+        assert _free_cpus() == 3
+    assert len(seen["before"]) == 2, seen  # the two actors of the run
+    assert result["updates"] == 12 and "final" in result
+    assert seen["victim"] not in seen["after"] and len(seen["after"]) == 2, seen  # a new process took its place
+
+
 # ------------------------------------------------------------------ killed learners
 # The driver (the learner) in a process of its own, joined to the cluster; it prints its pid's
 # checkpoints as they appear, and the test SIGKILLs it after the first.
