@@ -86,6 +86,8 @@ def test_more_cpus_than_the_cluster_has_is_a_clear_error_and_leaves_nothing(tmp_
                                               r"Ray cluster has 3"):
             train_lm(cfg, reward_fn=sevens)
         assert _free_cpus() == 3
+    # refused before anything was written: the corrected config starts afresh, no --resume needed
+    assert [p.name for p in (tmp_path / "pg").iterdir()] in ([], [".lock"])
 
 
 def test_gpus_the_cluster_lacks_are_a_clear_error(tmp_path, assets, cluster):

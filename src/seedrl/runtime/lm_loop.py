@@ -15,6 +15,10 @@ Roles, as for games (docs/architecture.md):
   under its own copy of the policy (with gradient), computes the loss, steps
   the optimizer and pushes the weights into the server in place (no disk).
 
+With ``runtime.backend: ray`` the actors, one generation server per model and a reward
+that holds a model are Ray actors placed by resource requests, and the learner stays
+here (:mod:`seedrl.runtime.ray_lm`; :func:`make_roles` picks the backend).
+
 The algorithm is an *update* object (protocol: :mod:`seedrl.runtime.lm_updates`; each
 agent module owns its own): it says
 what to sample per prompt (``K`` policy samples for REINFORCE-LOO; policy and
@@ -304,35 +308,40 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
         task.load_state_dict(state["task"])
         torch.set_rng_state(state["torch_rng"])
         first_step, samples = state["step"] + 1, state["samples"]
-    run.begin(cfg, first_step - 1 if state is not None else None)
-    frontier = None
-    if getattr(cfg, "frontier_prompts", 0) and reference is not None:
-        frontier = _frontier(cfg, reference, task, reward_fn, base, run_dir)
-    evaluate = make_summary_eval(cfg, learner_policy.tokenizer, run_dir)  # None unless a summarization task
-    last_eval: dict[str, Any] = {}
-
-    def save(step: int) -> Path:
-        with task_lock:  # actors have drawn prompts ahead: resume continues after the last one drawn
-            state = {"step": step, "samples": samples, "optimizer": optimizer.state_dict(),
-                     "optimizer_class": optimizer_name(optimizer), "task": task.state_dict(),
-                     "torch_rng": torch.get_rng_state()}
-        return save_policy_checkpoint(run_dir, step, learner_policy, state, cfg.log.keep_checkpoints,
-                                      extra=update.save)
-
-    groups: queue.Queue = queue.Queue(maxsize=cfg.runtime.queue_groups)
-    stop, errors, task_lock = threading.Event(), [], threading.Lock()
-    metrics = MetricsLogger(run_dir, tensorboard=cfg.log.tensorboard)
-    if evaluate is not None and first_step == 1:  # the initial policy: the baseline of the later evaluations
-        metrics.log({"updates": 0, "frames": 0, **evaluate(learner_policy)})
-    recorder = (CompletionRecorder(cfg.record.path or run_dir / "episodes", cfg.record.rate, cfg.seed)
-                if cfg.record.rate > 0 else None)
+    # the roles start before anything is written: a cluster that cannot hold them refuses the start
     roles = make_roles(cfg, {"policy": served, **({"reference": reference} if reference is not None else {}),
                              **update.served_models()}, reward_fn, requests)
-    server = update.server = roles.server
-    actors = [threading.Thread(target=run_actor, args=(task, task_lock, play, groups, stop, errors, recorder), daemon=True)
-              for play in roles.plays]
-    for a in actors:
-        a.start()
+    try:
+        run.begin(cfg, first_step - 1 if state is not None else None)
+        frontier = None
+        if getattr(cfg, "frontier_prompts", 0) and reference is not None:
+            frontier = _frontier(cfg, reference, task, reward_fn, base, run_dir)
+        evaluate = make_summary_eval(cfg, learner_policy.tokenizer, run_dir)  # None unless a summarization task
+        last_eval: dict[str, Any] = {}
+
+        def save(step: int) -> Path:
+            with task_lock:  # actors have drawn prompts ahead: resume continues after the last one drawn
+                state = {"step": step, "samples": samples, "optimizer": optimizer.state_dict(),
+                         "optimizer_class": optimizer_name(optimizer), "task": task.state_dict(),
+                         "torch_rng": torch.get_rng_state()}
+            return save_policy_checkpoint(run_dir, step, learner_policy, state, cfg.log.keep_checkpoints,
+                                          extra=update.save)
+
+        groups: queue.Queue = queue.Queue(maxsize=cfg.runtime.queue_groups)
+        stop, errors, task_lock = threading.Event(), [], threading.Lock()
+        metrics = MetricsLogger(run_dir, tensorboard=cfg.log.tensorboard)
+        if evaluate is not None and first_step == 1:  # the initial policy: the baseline of the later evaluations
+            metrics.log({"updates": 0, "frames": 0, **evaluate(learner_policy)})
+        recorder = (CompletionRecorder(cfg.record.path or run_dir / "episodes", cfg.record.rate, cfg.seed)
+                    if cfg.record.rate > 0 else None)
+        server = update.server = roles.server
+        actors = [threading.Thread(target=run_actor, args=(task, task_lock, play, groups, stop, errors, recorder), daemon=True)
+                  for play in roles.plays]
+        for a in actors:
+            a.start()
+    except BaseException:
+        roles.stop()
+        raise
     row: dict[str, Any] = {}
     start, samples_at_start = time.perf_counter(), samples
     done = first_step - 1  # the last update applied
