@@ -232,6 +232,46 @@ def test_a_killed_actor_is_restarted_by_ray_and_the_run_goes_on(tmp_path, assets
     assert result.get("interrupted") and result["updates"] >= seen["at"] + 3
 
 
+@pytest.mark.serial
+@pytest.mark.slow
+def test_a_lost_generation_server_fails_the_run_with_a_checkpoint_and_resume_goes_on(tmp_path, assets, cluster):
+    """SIGKILL the reference's generation server at update 3 (the learner scores every batch under it;
+    the actor may see it first): the run saves its state and names the server; --resume finishes it."""
+    import psutil
+
+    from seedrl.runtime.errors import InferenceFailed
+
+    def servers() -> dict:
+        found = {}
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or ())
+            if cmd.startswith("ray::GenerationActor"):
+                found[p.pid] = p
+        return found
+
+    seen: dict = {}
+
+    def kill_reference(row):
+        if row["updates"] == 3:
+            # the reference's server was created second: the larger pid of the two
+            seen["pids"] = sorted(servers())
+            os.kill(seen["pids"][-1], signal.SIGKILL)
+
+    raw = _pg(tmp_path, assets, cluster.address, steps=3000, prompts_per_step=2, log={"progress": False, "every": 1})
+    with _connected(cluster):
+        with pytest.raises(InferenceFailed, match=r"generation server '(reference|policy)' was lost.*The learner's state "
+                                                  r"is saved in .*checkpoint-\d+.*--resume"):
+            train_lm(load_config(LMPGConfig, raw), reward_fn=sevens, on_step=kill_reference)
+        assert _free_cpus() == 3
+    assert len(seen["pids"]) == 2
+    saved = int(list_folder_checkpoints(tmp_path / "pg")[-1].name.split("-")[1])
+    assert saved >= 3
+    rows = []
+    result = train_lm(load_config(LMPGConfig, {**raw, "steps": saved + 2}), resume=True, reward_fn=sevens,
+                      on_step=rows.append)
+    assert [r["updates"] for r in rows] == [saved + 1, saved + 2] and "final" in result
+
+
 # ------------------------------------------------------------------ killed learners
 # The driver (the learner) in a process of its own, joined to the cluster; it prints its pid's
 # checkpoints as they appear, and the test SIGKILLs it after the first.

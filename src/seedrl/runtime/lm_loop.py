@@ -52,7 +52,7 @@ from seedrl.agents.rlef import RLEFUpdate
 from seedrl.report.metrics import MetricsLogger, plot_curves
 from seedrl.config import ConfigError
 from seedrl.runtime.checkpoint import list_folder_checkpoints, read_policy_state, save_final, save_policy_checkpoint
-from seedrl.runtime.errors import ActorsFailed, check_finite
+from seedrl.runtime.errors import ActorsFailed, InferenceFailed, InferenceLost, check_finite
 from seedrl.runtime.learner import make_optimizer
 from seedrl.runtime.lm_eval import EVAL_FILE, make_summary_eval
 from seedrl.runtime.lm_config import LMBondConfig, LMPGConfig, LMRunConfig, LMSamplingConfig, LMTaskConfig
@@ -388,6 +388,8 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
                 last_ckpt, saved = save(step), step
     except KeyboardInterrupt:
         signals.received = signals.received or "SIGINT"
+    except InferenceLost as err:  # a generation server of a Ray run died under the learner's request
+        errors.insert(0, err)
     finally:
         signals.in_loop = False
         stop.set()
@@ -401,6 +403,11 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
             recorder.close()
     if errors:  # an actor (its reward, say) failed; the learner's state is whole: keep it, then stop
         ckpt = last_ckpt if saved == done else save(done)
+        if isinstance(errors[0], InferenceLost):
+            lost = getattr(errors[0], "cause", None) or errors[0]  # an actor's call: Ray's task error around it
+            raise InferenceFailed(f"{lost}. The learner's state is saved in {ckpt}; "
+                                  "--resume continues the run (check the server's node: `ray status`, its logs under "
+                                  "/tmp/ray).") from None
         log.error("an actor failed", exc_info=errors[0])
         raise ActorsFailed(f"an actor failed: {errors[0]!r}. The learner's state is saved in {ckpt}; fix the cause, "
                            "then --resume.") from errors[0]

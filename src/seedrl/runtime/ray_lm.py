@@ -37,9 +37,12 @@ requests (:class:`~seedrl.runtime.lm_config.LMRayConfig`):
   completions it returns carry it: the learner's ``policy_lag`` is measured
   as before). The call is waited for, so versions arrive in order.
 
-A generation server that dies fails what waits on it: an actor's call (the
-run saves a checkpoint and raises :class:`~seedrl.runtime.errors.ActorsFailed`;
-``--resume`` continues) or the learner's own request. Every Ray actor and the
+A generation server that dies fails what waits on it, an actor's call or the
+learner's own request, with :class:`~seedrl.runtime.errors.InferenceLost`
+naming the model: the run saves a checkpoint and raises
+:class:`~seedrl.runtime.errors.InferenceFailed`; ``--resume`` starts every
+role again from it. Servers are not restarted in place (requests in flight
+and the weights version they held would be lost). Every Ray actor and the
 placement group of the run are killed at the end, failed or not. Ray is
 imported by this module only.
 """
@@ -54,11 +57,42 @@ from typing import Any, Callable, Mapping, Sequence
 import ray
 import torch
 
+from concurrent.futures import Future
+
 from seedrl.config import ConfigError
+from seedrl.runtime.errors import InferenceLost
 from seedrl.models.lm.policy import LMPolicy
 from seedrl.models.lm.server import GenerationServer
 from seedrl.runtime.lm_updates import make_group
 from seedrl.runtime.ray_backend import connect, kill_all, make_placement, placed, remove_placement
+
+
+def _lost(model: str, err: BaseException) -> InferenceLost:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return InferenceLost(f"generation server {model!r} was lost: {reason}")
+
+
+def _result(model: str, ref):
+    """``ray.get(ref)`` of a call to ``model``'s generation server; its death is :class:`InferenceLost`."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayActorError as err:
+        raise _lost(model, err) from None
+
+
+def _future(model: str, ref) -> Future:
+    """A ``concurrent.futures.Future`` of a call to ``model``'s generation server (its death: :class:`InferenceLost`)."""
+    out: Future = Future()
+
+    def done(f):
+        err = f.exception()
+        if err is None:
+            out.set_result(f.result())
+        else:
+            out.set_exception(_lost(model, err) if isinstance(err, ray.exceptions.RayActorError) else err)
+
+    ref.future().add_done_callback(done)
+    return out
 
 
 def _to_cpu(value):
@@ -147,7 +181,8 @@ class PromptPlayer:
         # every request of the prompt is in flight before the first is waited for
         refs = [self.servers[req.model].submit.remote(prompt.tokens, params) if req.n else None
                 for req, params in self.requests]
-        return make_group(prompt, [[] if r is None else ray.get(r) for r in refs], self.reward_fn)
+        samples = [[] if r is None else _result(req.model, r) for r, (req, _) in zip(refs, self.requests)]
+        return make_group(prompt, samples, self.reward_fn)
 
     def pid(self) -> int:
         import os
@@ -197,28 +232,28 @@ class RayGeneration:
         return self.handles[model]
 
     def submit(self, model: str, prompt_ids, params=None):
-        return self._handle(model).submit.remote(list(prompt_ids), params).future()
+        return _future(model, self._handle(model).submit.remote(list(prompt_ids), params))
 
     def score(self, model: str, prompt_ids, completion_ids, temperature: float = 1.0):
         if len(prompt_ids) != len(completion_ids):
             raise ValueError(f"prompt_ids has {len(prompt_ids)} rows, completion_ids {len(completion_ids)}")
-        return self._handle(model).score.remote([list(p) for p in prompt_ids], [list(c) for c in completion_ids],
-                                                float(temperature)).future()
+        return _future(model, self._handle(model).score.remote([list(p) for p in prompt_ids],
+                                                               [list(c) for c in completion_ids], float(temperature)))
 
     def distributions(self, model: str, prompt_ids, completion_ids, temperature: float = 1.0, top_k: int = 0):
         if len(prompt_ids) != len(completion_ids):
             raise ValueError(f"prompt_ids has {len(prompt_ids)} rows, completion_ids {len(completion_ids)}")
-        return self._handle(model).distributions.remote([list(p) for p in prompt_ids], [list(c) for c in completion_ids],
-                                                        float(temperature), int(top_k)).future()
+        return _future(model, self._handle(model).distributions.remote(
+            [list(p) for p in prompt_ids], [list(c) for c in completion_ids], float(temperature), int(top_k)))
 
     def update_weights(self, model: str, weights, *, wait: bool = True, timeout: float | None = None):
         """Publish ``weights`` (a policy or a state dict) to ``model``'s server: one :func:`ray.put`, one call;
         returns the model's new version (``wait``) or a future of it."""
-        future = self._handle(model).update_weights.remote(ray.put(_weights_state(weights))).future()
+        future = _future(model, self._handle(model).update_weights.remote(ray.put(_weights_state(weights))))
         return future.result(timeout) if wait else future
 
     def version(self, model: str) -> int:
-        return ray.get(self._handle(model).version.remote())
+        return _result(model, self._handle(model).version.remote())
 
     @property
     def stats(self) -> dict[str, dict]:
