@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[test,lm,minari,hf,images,dmenv,atari,envpool,tensorboard,ray]"
+	$(PIP) install -q -e ".[test,lm,minari,hf,images,dmenv,play,atari,envpool,tensorboard,ray]"
 	touch $(STAMP)
 
 # The main job: IMPALA trains CartPole-v1 to the solved level on the embedded

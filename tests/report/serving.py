@@ -34,3 +34,16 @@ def get_json(url: str) -> tuple[int, dict]:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def post_json(url: str, body, headers: dict | None = None) -> tuple[int, dict]:
+    """(status, JSON body) of a POST of ``body`` (bytes as they are, anything else as JSON), error statuses included.
+    ``headers`` add to (or replace) ``Content-Type: application/json``."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST",
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())

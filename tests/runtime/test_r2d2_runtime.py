@@ -143,6 +143,24 @@ def test_replay_role_warms_up_then_keeps_the_replay_ratio(ratio):
     assert role.metrics()["replay_size"] == len(replay) and role.metrics()["priority_mean"] == 0.5
 
 
+def test_evaluation_environments_never_enter_the_replay():
+    # 2 actors x 4 envs, the last 3 slots evaluate: actor 0 trains on all 4 columns, actor 1 on column 0 only
+    q: queue.Queue = queue.Queue()
+    for k in range(6):
+        q.put(_unroll(k % 2, k))
+    replay = SequenceReplay(1000, 5, 2, seed=0)
+    step = _Step()
+    role = ReplayRole(replay, step, q, batch_size=4, min_replay=1000, replay_ratio=1.0, new_steps=3,
+                      first_eval_slot=5, envs_per_actor=4)
+    draws = [role.next(threading.Event()) for _ in range(6)]
+    assert [d.steps for d in draws] == [3 * 4] * 6  # evaluation steps still count as frames
+    assert role.inserted == len(replay) == step.seen == 3 * 4 + 3 * 1
+    # the stored streams are actor 0's columns 0-3 and actor 1's column 0 only
+    assert sorted(replay.store.current) == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0)]
+    ids, batch, _ = replay.sample(64)
+    assert set(np.unique(batch.arrays["obs"][0, :, 0] % 2)) == {0.0, 1.0}  # both actors' training columns sampled
+
+
 def test_replay_role_returns_none_when_stopped_while_waiting():
     role = ReplayRole(SequenceReplay(100, 5, 2), _Step(), queue.Queue(), 4, 4, 1.0, 3)
     stop = threading.Event()
@@ -194,27 +212,35 @@ def test_a_killed_actor_restarts_a_new_replay_stream(tmp_path):
     replay starts a new stream (a wrongly continued one would be a ValueError from the replay)."""
     import os
     import signal
+    import time
 
     from seedrl.runtime.loop import train
 
     killed = []
+    seen = {}
 
     def kill_one(row, backend):
-        if row["updates"] == 2 and not killed:
+        if not killed and row["replay_streams"] >= 2 * 4:
+            # kill only once both actors' streams are in the replay: on a loaded machine actor 1 alone can
+            # feed the first updates, and a kill before actor 0's first unroll leaves nothing to restart from
             pid = backend.pids()[0]
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
-        elif killed and (row.get("actor_restarts", 0) < 1 or row["updates"] < 20):
-            # hold the learner back until the restart is seen and a while after: on a loaded machine the
-            # surviving actor alone could feed all the remaining updates before the new process has
-            # imported torch and sent its first unroll
-            import time
-            time.sleep(0.4)
+        elif killed and not seen:
+            if row.get("actor_restarts", 0) >= 1 and row["replay_streams"] >= 2 * 4 + 4:
+                # the restarted actor's first unroll is in the replay: stop the run as Ctrl-C would
+                seen["updates"] = row["updates"]
+                signal.raise_signal(signal.SIGTERM)
+            else:
+                # hold the learner back: on a loaded machine the surviving actor alone could feed every
+                # update before the new process has imported torch and sent its first unroll
+                time.sleep(0.1)
 
     # 2 unrolls per update; a capacity that keeps the dead actor's stream live (else nothing checks the new one)
     cfg = _cfg(tmp_path, **{"runtime.backend": "processes", "agent.replay_ratio": 0.5, "agent.replay_capacity": 4096})
-    result = train(cfg, max_updates=40, on_update=kill_one)
-    assert killed and result.updates == 40
+    result = train(cfg, max_updates=3_000, on_update=kill_one)  # the cap only bounds a hang
+    assert killed and seen, f"the restarted actor's unrolls never reached the replay ({result.updates} updates)"
+    assert result.interrupted and result.updates >= seen["updates"]
     rows = [json.loads(line) for line in open(result.run_dir / "metrics.jsonl")]
     assert rows[-1]["actor_restarts"] >= 1
     replay = SequenceReplay.load(replay_path(result.checkpoint))

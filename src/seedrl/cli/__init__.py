@@ -1,4 +1,4 @@
-"""The ``seedrl`` command: ``seedrl run | eval | data ... | demo | report``.
+"""The ``seedrl`` command: ``seedrl run | eval | data ... | demo | report | play``.
 
 Each subcommand lives in its own module and registers itself through a
 ``register(subparsers)`` function; ``main`` only dispatches.
@@ -16,7 +16,7 @@ from seedrl.runtime.errors import RunError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from seedrl.cli import data, demo, lm, report, train
+    from seedrl.cli import data, demo, lm, play, report, train
 
     parser = argparse.ArgumentParser(
         prog="seedrl",
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(sub)
     demo.register(sub)
     report.register(sub)
+    play.register(sub)
     return parser
 
 

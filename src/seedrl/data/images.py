@@ -68,11 +68,13 @@ def check_layout(path: str, encoding: str, dtype: str, shape: tuple) -> None:
         raise SpecError(f"field '{path}': jpeg holds 1 or 3 channels, got shape {shape}")
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """Lossless PNG bytes of a uint8 ``(H, W, C)`` array (C in 1..4)."""
+def encode_png(image: np.ndarray, compress_level: int = 6) -> bytes:
+    """Lossless PNG bytes of a uint8 ``(H, W, C)`` array (C in 1..4); ``compress_level`` 0..9 trades size for
+    speed (6: zlib's default; 1 encodes a 600x400 frame about 3x faster, for frames shown once)."""
     a = np.ascontiguousarray(image)
     buf = io.BytesIO()
-    _pil().fromarray(a[..., 0] if a.shape[2] == 1 else a, _MODES[a.shape[2]]).save(buf, format="PNG")
+    _pil().fromarray(a[..., 0] if a.shape[2] == 1 else a, _MODES[a.shape[2]]).save(
+        buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 

@@ -7,6 +7,7 @@ REINFORCE-LOO's settings and :class:`LMBondConfig` BOND / J-BOND's.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,8 @@ from seedrl.runtime.config import RayClusterConfig, check_ray_installed
 from seedrl.runtime.lm_eval import LMEvalConfig
 from seedrl.rewards.base import check_reward_on, load_reward_callable
 
-__all__ = ["LMBondConfig", "LMPGConfig", "LMRayConfig", "LMRunConfig", "LMRuntimeConfig", "LMSamplingConfig", "LMTaskConfig"]
+__all__ = ["LMBondConfig", "LMGenerationConfig", "LMPGConfig", "LMRayConfig", "LMRunConfig", "LMRuntimeConfig",
+           "LMSamplingConfig", "LMTaskConfig", "LMVLLMConfig"]
 
 
 @dataclass
@@ -122,6 +124,59 @@ class LMRuntimeConfig:
     ray: LMRayConfig = field(default_factory=LMRayConfig)
 
 
+@dataclass
+class LMVLLMConfig:
+    """The vLLM engine of ``generation.backend: vllm`` (:func:`~seedrl.models.lm.vllm_server.make_vllm_engine`)."""
+
+    dtype: str = field(default="auto", metadata={
+        "help": "engine weights and activations (auto: the checkpoint's; float32 agrees with the fp32 learner to "
+                "~1e-5 in log-prob, bfloat16 / float16 to ~1e-2 .. 1e-1)",
+        "choices": ["auto", "float32", "bfloat16", "float16"]})
+    gpu_memory_utilization: float = field(default=0.5, metadata={
+        "help": "share of the GPU's memory vLLM takes for weights and KV cache (the rest: the learner, other models)",
+        "min_exclusive": 0.0, "max": 1.0})
+    enforce_eager: bool = field(default=True, metadata={"help": "no CUDA graphs (faster start; graphs: faster decode)"})
+    max_model_len: int | None = field(default=None, metadata={
+        "help": "context of the engine (prompt + completion tokens); default: the model's", "min": 1})
+
+
+def vllm_missing() -> list[str]:
+    """What ``generation.backend: vllm`` lacks on this machine (empty: nothing)."""
+    import torch
+
+    missing = []
+    if importlib.util.find_spec("vllm") is None:
+        missing.append("vLLM, which is not installed (pip install 'seedrl[vllm]' on a CUDA machine)")
+    if not torch.cuda.is_available():
+        missing.append("a CUDA GPU, and torch sees none (torch.cuda.is_available() is False)")
+    return missing
+
+
+@dataclass
+class LMGenerationConfig:
+    """Which engine samples the policy, and the check that its log-probs are the learner's."""
+
+    backend: str = field(default="builtin", metadata={
+        "help": "builtin (seedrl's KV-cached continuous-batching sampler, CPU or GPU) or vllm (a vLLM engine on the "
+                "GPU samples the policy, weights loaded in place after each update; needs the vllm extra)",
+        "choices": ["builtin", "vllm"]})
+    check_logprobs: int = field(default=0, metadata={
+        "help": "at run start, sample this many prompts from the served policy and recompute the sampled tokens' "
+                "log-probs with the learner's model; the run stops when max |Δ| > logprob_tolerance (0 = off)",
+        "min": 0})
+    logprob_tolerance: float = field(default=0.05, metadata={
+        "help": "largest |Δ| allowed by check_logprobs (fp32 engines agree to ~1e-5; bf16 ones need ~0.1-0.2)",
+        "min_exclusive": 0.0})
+    vllm: LMVLLMConfig = field(default_factory=LMVLLMConfig)
+
+    def validate(self) -> None:
+        if self.backend == "vllm":
+            missing = vllm_missing()
+            if missing:
+                raise ConfigError(f"config error: 'generation.backend' = 'vllm' needs {' and '.join(missing)}; "
+                                  "on this machine use generation.backend=builtin", "generation.backend")
+
+
 def _lm_optim() -> OptimConfig:
     return OptimConfig(lr=1e-4, grad_clip=1.0, lr_decay="none")
 
@@ -148,6 +203,7 @@ class LMRunConfig(RunConfig):
     reference: str | None = field(default=None, metadata={"help": "reference model (default: the initial policy)"})
     task: LMTaskConfig = field(default_factory=LMTaskConfig)
     sampling: LMSamplingConfig = field(default_factory=LMSamplingConfig)
+    generation: LMGenerationConfig = field(default_factory=LMGenerationConfig)
     steps: int = field(default=200, metadata={"help": "learner updates", "min": 1})
     prompts_per_step: int = field(default=8, metadata={"help": "prompts (each with K completions) per update", "min": 1})
     optim: OptimConfig = field(default_factory=_lm_optim)
@@ -168,6 +224,9 @@ class LMRunConfig(RunConfig):
             raise ValueError(f"log.checkpoint_every: {self.log.checkpoint_every} is below the minimum 1 for pg/bond runs")
         check_ray_installed(self.runtime.backend)
         self.runtime.ray.check()
+        if self.runtime.backend == "ray" and self.generation.backend == "vllm":
+            raise ConfigError("config error: 'generation.backend' = 'vllm' does not run on Ray yet (runtime.backend: "
+                              "ray serves the models with the builtin sampler); use one of the two", "generation.backend")
         if not self.policy:
             raise ValueError("policy: give a model directory or hub id (e.g. from `seedrl lm setup-toy`)")
         if self.task.world is None and self.task.data_path is None:

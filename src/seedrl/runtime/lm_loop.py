@@ -56,6 +56,7 @@ from seedrl.runtime.errors import ActorsFailed, InferenceFailed, InferenceLost, 
 from seedrl.runtime.learner import make_optimizer
 from seedrl.runtime.lm_eval import EVAL_FILE, make_summary_eval
 from seedrl.runtime.lm_config import LMBondConfig, LMPGConfig, LMRunConfig, LMSamplingConfig, LMTaskConfig
+from seedrl.runtime.lm_serving import check_served_policy, make_lm_server
 from seedrl.runtime.lm_updates import Group, Request, make_group, trainable_parameters
 from seedrl.runtime.run_dir import RunDir, load_optimizer_state, optimizer_name
 from seedrl.runtime.signals import StopSignals
@@ -167,13 +168,13 @@ class LocalPlay:
 
 
 class ThreadRoles:
-    """The threaded run's roles: one :class:`GenerationServer` for every model; ``plays`` of the actor threads."""
+    """The threaded run's roles: the run's generation server (:func:`~seedrl.runtime.lm_serving.make_lm_server`:
+    the builtin one for every model, or vLLM for the policy); ``plays`` of the actor threads."""
 
-    def __init__(self, models, reward_fn, requests, *, num_actors: int, max_batch: int):
-        from seedrl.models.lm.server import GenerationServer
-
-        self.server = GenerationServer(models, max_batch=max_batch)
-        self.plays = [LocalPlay(self.server, reward_fn, requests)] * num_actors
+    def __init__(self, cfg: LMRunConfig, models: dict, reward_fn, requests, *, policy_path: str, learner_policy):
+        others = {k: m for k, m in models.items() if k != "policy"}
+        self.server = make_lm_server(cfg, policy_path, models["policy"], others, learner_policy)
+        self.plays = [LocalPlay(self.server, reward_fn, requests)] * cfg.runtime.num_actors
 
     def start(self) -> "ThreadRoles":
         self.server.start()
@@ -183,13 +184,14 @@ class ThreadRoles:
         self.server.stop()
 
 
-def make_roles(cfg: LMRunConfig, models: dict, reward_fn, requests):
-    """Generation servers and actors of ``cfg.runtime.backend`` (threads, or Ray actors: :mod:`seedrl.runtime.ray_lm`), started."""
+def make_roles(cfg: LMRunConfig, models: dict, reward_fn, requests, *, policy_path: str, learner_policy):
+    """Generation servers and actors of ``cfg.runtime.backend`` (threads, or Ray actors: :mod:`seedrl.runtime.ray_lm`),
+    started. ``models``: name -> the served copy (the policy's is None with ``generation.backend: vllm``)."""
     if cfg.runtime.backend == "ray":  # imports Ray: only here
         from seedrl.runtime.ray_lm import RayLMRoles
 
         return RayLMRoles(cfg.runtime, models, reward_fn, requests, max_batch=cfg.sampling.max_batch, seed=cfg.seed).start()
-    return ThreadRoles(models, reward_fn, requests, num_actors=cfg.runtime.num_actors, max_batch=cfg.sampling.max_batch).start()
+    return ThreadRoles(cfg, models, reward_fn, requests, policy_path=policy_path, learner_policy=learner_policy).start()
 
 
 def run_actor(task, task_lock, play: Callable, out: "queue.Queue[Group]", stop: threading.Event, errors: list,
@@ -285,7 +287,8 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
     # eval mode (no dropout) with gradients: the learner's log-probs must be the sampler's, or the
     # importance of each sample and the KL estimates are biased by dropout noise
     learner_policy = LMPolicy.from_pretrained(start_from).eval()
-    served = LMPolicy.from_pretrained(start_from).eval()
+    vllm = cfg.generation.backend == "vllm"  # the engine loads start_from itself: no built-in copy
+    served = None if vllm else LMPolicy.from_pretrained(start_from).eval()
     task, task_reward = _task_and_reward(cfg, learner_policy.tokenizer)
     if reward_fn is None:
         reward_fn = task_reward
@@ -310,7 +313,9 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
         first_step, samples = state["step"] + 1, state["samples"]
     # the roles start before anything is written: a cluster that cannot hold them refuses the start
     roles = make_roles(cfg, {"policy": served, **({"reference": reference} if reference is not None else {}),
-                             **update.served_models()}, reward_fn, requests)
+                             **update.served_models()}, reward_fn, requests, policy_path=start_from,
+                       learner_policy=learner_policy)
+    metrics = recorder = None
     try:
         run.begin(cfg, first_step - 1 if state is not None else None)
         frontier = None
@@ -334,6 +339,10 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
             metrics.log({"updates": 0, "frames": 0, **evaluate(learner_policy)})
         recorder = (CompletionRecorder(cfg.record.path or run_dir / "episodes", cfg.record.rate, cfg.seed)
                     if cfg.record.rate > 0 else None)
+        # generation.check_logprobs: the served policy's log-probs are the learner's, or no update is made
+        checked = check_served_policy(cfg, roles.server, learner_policy, task, base)
+        if checked:
+            metrics.log({"updates": first_step - 1, "frames": samples, **checked})
         server = update.server = roles.server
         actors = [threading.Thread(target=run_actor, args=(task, task_lock, play, groups, stop, errors, recorder), daemon=True)
                   for play in roles.plays]
@@ -341,6 +350,10 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
             a.start()
     except BaseException:
         roles.stop()
+        if metrics is not None:
+            metrics.close()
+        if recorder is not None:
+            recorder.close()
         raise
     row: dict[str, Any] = {}
     start, samples_at_start = time.perf_counter(), samples

@@ -222,9 +222,12 @@ def _train(
         rt.batch_size, grad_clip=cfg.optim.clip_norm, lr_schedule=lr_at,
     )
     learner.updates = counters["updates"]
+    eval_envs = getattr(cfg.agent, "eval_envs", 0)  # the last eval_envs slots evaluate (R2D2's agent.eval_envs)
+    first_eval_slot = rt.num_actors * cfg.env.num_envs - eval_envs
     if replay is not None:
         feed = ReplayRole(replay, step, unroll_queue, rt.batch_size, cfg.agent.min_replay, cfg.agent.replay_ratio,
-                          rt.unroll_length)
+                          rt.unroll_length, envs_per_actor=cfg.env.num_envs,
+                          first_eval_slot=first_eval_slot if eval_envs else None)
     else:
         feed = QueueFeed(learner, rt.unroll_length, rt.batch_size)
     record_path = str(cfg.record.path or run_dir / "episodes") if cfg.record.rate > 0 else None
@@ -268,8 +271,6 @@ def _train(
     metrics = MetricsLogger(run_dir, tensorboard=cfg.log.tensorboard)
     returns: collections.deque = collections.deque(maxlen=100)  # the solved check's: evaluation slots' when there are any
     train_returns: collections.deque = collections.deque(maxlen=100)
-    eval_envs = getattr(cfg.agent, "eval_envs", 0)  # the last eval_envs slots evaluate (R2D2's agent.eval_envs)
-    first_eval_slot = rt.num_actors * cfg.env.num_envs - eval_envs
     interrupted = solved = False
     start = time.perf_counter()
     last_log = start

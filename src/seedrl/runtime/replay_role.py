@@ -20,6 +20,13 @@ learning it takes no unroll it does not need, so a learner slower than the
 ratio holds the actors back through the bounded queue. Each batch comes
 with importance weights; after the update the sampled sequences get the
 step's new priorities.
+
+Evaluation environments (R2D2's ``agent.eval_envs``, SEED's ``num_eval_envs``)
+are the last slots of all actors' environments (slot = actor x envs_per_actor +
+column); their steps count as frames but never enter the replay, as in SEED,
+where evaluation actors do not feed the learner. Inside one actor they are the
+trailing columns, so the training columns are a prefix and keep their stream
+keys (actor, column).
 """
 
 from __future__ import annotations
@@ -75,10 +82,17 @@ class ReplayRole:
         min_replay: sequences stored before learning starts.
         replay_ratio: sequences sampled per sequence inserted.
         new_steps: environment steps each inserted sequence adds (L).
+        first_eval_slot: the first evaluation slot (``None``: no evaluation environments).
+        envs_per_actor: environments per actor (to map an unroll's columns to slots).
     """
 
     def __init__(self, replay: SequenceReplay, step, unrolls: "queue.Queue[Unroll]", batch_size: int,
-                 min_replay: int, replay_ratio: float, new_steps: int):
+                 min_replay: int, replay_ratio: float, new_steps: int, *, first_eval_slot: int | None = None,
+                 envs_per_actor: int | None = None):
+        if first_eval_slot is not None and not envs_per_actor:
+            raise ValueError("first_eval_slot needs envs_per_actor")
+        self.first_eval_slot = first_eval_slot
+        self.envs_per_actor = envs_per_actor
         self.replay = replay
         self.step = step
         self.unrolls = unrolls
@@ -107,12 +121,23 @@ class ReplayRole:
         return self.sampled - smp0 <= self.replay_ratio * (self.inserted - ins0)
 
     # ------------------------------------------------------------------ feed
+    def training_columns(self, unroll: Unroll) -> int:
+        """How many leading columns of ``unroll`` are training environments (the rest evaluate)."""
+        if self.first_eval_slot is None:
+            return unroll.num_envs
+        first_slot = unroll.actor_id * self.envs_per_actor
+        return int(min(unroll.num_envs, max(0, self.first_eval_slot - first_slot)))
+
     def insert(self, unroll: Unroll) -> int:
-        """Insert one actor unroll with the step's priorities; returns the env steps it adds."""
-        priorities = self.step.priorities(unroll)
-        self.replay.insert(unroll, priorities)
-        self._last_priorities = priorities
-        self.inserted += unroll.num_envs
+        """Insert the training columns of one actor unroll with the step's priorities; returns the
+        env steps the whole unroll adds (evaluation columns' steps are frames too)."""
+        keep = self.training_columns(unroll)
+        if keep:
+            part = unroll if keep == unroll.num_envs else unroll.slice(0, keep)
+            priorities = self.step.priorities(part)
+            self.replay.insert(part, priorities)
+            self._last_priorities = priorities
+            self.inserted += keep
         return self.new_steps * unroll.num_envs
 
     def next(self, stop: threading.Event) -> Draw | None:
@@ -140,10 +165,11 @@ class ReplayRole:
             self._last_priorities = priorities
 
     def metrics(self) -> dict[str, float]:
-        """Replay size, insert and sample rates (sequences/s since start), mean of the last priorities."""
+        """Replay size, insert and sample rates (sequences/s since start), streams started (one per
+        training environment, and one more each time an actor restarts), mean of the last priorities."""
         seconds = max(1e-9, time.perf_counter() - self._start)
         out = {"replay_size": float(len(self.replay)), "insert_rate": self.inserted / seconds,
-               "sample_rate": self.sampled / seconds}
+               "sample_rate": self.sampled / seconds, "replay_streams": float(self.replay.store.next_stream)}
         if self._last_priorities is not None:
             out["priority_mean"] = float(np.mean(self._last_priorities))
         return out

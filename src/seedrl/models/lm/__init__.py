@@ -13,6 +13,12 @@
 * :class:`GenerationServer` (``server.py``): several named models served from one thread to
   many actor threads (futures), weights updated in place between decode steps with a
   version counter on every completion.
+* ``check_served_logprobs`` / ``check_logprobs`` (``logprob_check.py``): the sampled tokens'
+  reported log-probs against the learner's recomputation (max / mean ``|Δ|``, fails above a
+  tolerance), for any backend.
+* ``VLLMGenerationServer`` (``vllm_server.py``, optional, GPU): the same server interface
+  with the policy sampled by a vLLM engine; import it from its module (it needs the
+  ``vllm`` extra only when an engine is made).
 
 Example::
 
@@ -22,6 +28,7 @@ Example::
     scores = policy.score([prompts[c.prompt_index] for c in out], [c.tokens for c in out])
 """
 
+from seedrl.models.lm.logprob_check import LogprobAgreement, LogprobMismatchError, check_logprobs, check_served_logprobs
 from seedrl.models.lm.policy import LMPolicy, LoraSettings, ModelNotFoundError, PromptTooLongError, Scores
 from seedrl.models.lm.sampler import Completion, GenerationHandle, Request, Sampler, SamplingParams
 from seedrl.models.lm.server import GenerationServer
@@ -30,6 +37,8 @@ __all__ = [
     "Completion",
     "GenerationHandle",
     "GenerationServer",
+    "LogprobAgreement",
+    "LogprobMismatchError",
     "LMPolicy",
     "LoraSettings",
     "ModelNotFoundError",
@@ -38,4 +47,6 @@ __all__ = [
     "Sampler",
     "SamplingParams",
     "Scores",
+    "check_logprobs",
+    "check_served_logprobs",
 ]

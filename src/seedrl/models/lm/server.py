@@ -26,7 +26,6 @@ model's ``version`` when its last token was sampled) and ``weights_version_start
 from __future__ import annotations
 
 import queue
-import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 
@@ -34,11 +33,11 @@ import torch
 
 from seedrl.models.lm.policy import LMPolicy, Scores
 from seedrl.models.lm.sampler import Request, Sampler, SamplingParams
+from seedrl.models.lm.serving_thread import STOP as _STOP
+from seedrl.models.lm.serving_thread import InboxServer
 
-_STOP = object()
 
-
-class GenerationServer:
+class GenerationServer(InboxServer):
     """Serve generation and scoring for named :class:`LMPolicy` models from one thread.
 
     ``max_batch`` / ``max_len`` configure every model's sampler (a mapping name -> value
@@ -54,42 +53,18 @@ class GenerationServer:
         self.samplers = {name: Sampler(m, max_batch=pick(max_batch, name) or 32, max_len=pick(max_len, name))
                          for name, m in self.models.items()}
         self.max_score_rows = max_score_rows
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._init_inbox()
         self._scores: dict[str, list] = {name: [] for name in self.models}
         self._futures: dict[str, set[Future]] = {name: set() for name in self.models}
-        self._thread: threading.Thread | None = None
-        self._running = False
         self.stats = {name: {"steps": 0, "tokens": 0, "requests": 0, "score_batches": 0, "weight_updates": 0}
                       for name in self.models}
 
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> GenerationServer:
-        if self._thread is None:
-            self._running = True
-            self._thread = threading.Thread(target=self._loop, name="seedrl-generation-server", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float | None = 30.0) -> None:
-        """Stop the serving thread; futures still pending fail with ``RuntimeError``."""
-        self._running = False  # refuse new commands first, then drain
-        if self._thread is not None:
-            self._inbox.put(_STOP)
-            self._thread.join(timeout)
-            self._thread = None
-        self._fail_all(RuntimeError("GenerationServer stopped"))
-
-    def __enter__(self) -> GenerationServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
+    # ------------------------------------------------------------------ lifecycle: InboxServer's
     def _check(self, model: str) -> None:
         if model not in self.models:
             raise KeyError(f"model={model!r} is not served (have {sorted(self.models)})")
         if not self._running:
-            raise RuntimeError("GenerationServer is not running; call start() or use it as a context manager")
+            raise self._not_running()
 
     # ------------------------------------------------------------------ client API (thread-safe)
     def submit(self, model: str, prompt_ids: Sequence[int], params: SamplingParams | None = None) -> Future:
@@ -98,17 +73,6 @@ class GenerationServer:
         fut: Future = Future()
         self._inbox.put(("generate", model, (list(prompt_ids), params or SamplingParams()), fut))
         return fut
-
-    def generate(self, model: str, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,
-                 timeout: float | None = None):
-        """Blocking convenience: completions of all prompts, prompt-major."""
-        futures = [self.submit(model, p, params) for p in prompts]
-        out = []
-        for i, f in enumerate(futures):
-            for c in f.result(timeout):
-                c.prompt_index = i
-                out.append(c)
-        return out
 
     def score(self, model: str, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
               temperature: float = 1.0) -> Future:
@@ -257,10 +221,4 @@ class GenerationServer:
                 if not fut.done():
                     fut.set_exception(exc)
             self._scores[name] = []
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            if item is not _STOP and not item[3].done():
-                item[3].set_exception(exc)
+        super()._fail_all(exc)

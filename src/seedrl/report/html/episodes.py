@@ -2,7 +2,8 @@
 
 The section's data (drawn by ``seedrl.episodes(id)`` of ``assets/episodes.js``)::
 
-    {"source": i, "path": str, "total": n, "episodes": [summary, ...], "details": {id: detail}, "live": bool}
+    {"source": i, "path": str, "total": n, "episodes": [summary, ...], "details": {id: detail}, "live": bool,
+     "annotations": {id: {"labels": [...], "rating": r, "notes": [...], "tags": {step: [...]}}}}
 
 ``episodes`` holds the summaries of the first ``limit`` episodes (default 10⁴; see
 :func:`~seedrl.report.html.episode_data.summaries`): the page sorts them by index, return or
@@ -12,6 +13,11 @@ observations; or prompt / completion / reward / log-prob heat map) of the first 
 episodes (default 8), so a page written to disk stays a few MB whatever the dataset.
 Served pages (``seedrl report --serve``, ``live``: true) load any episode's detail on demand
 from ``/api/episode/<id>?source=i`` and poll ``/api/episodes?source=i`` for new episodes.
+
+``annotations`` are the dataset's current annotations (``annotations.jsonl``, :mod:`seedrl.data.annotations`):
+the list shows them and filters by label, the detail shows them (step tags at the scrubber's step). A page on
+disk shows them read-only; a served page adds controls that save through ``POST /api/annotate``
+(:mod:`seedrl.report.html.annotate`; ``assets/annotate.js``).
 """
 
 from __future__ import annotations
@@ -56,10 +62,15 @@ def section_id(source: int) -> str:
 
 
 def episodes_section(ds, source: int, *, inline: int = DETAIL_INLINE, limit: int = MAX_EPISODES,
-                     live: bool = False, rows: list[dict] | None = None) -> Section:
-    """The browser over dataset ``ds`` (the ``source``-th of the page); ``rows``: summaries already computed."""
+                     live: bool = False, rows: list[dict] | None = None, annotations: dict | None = None) -> Section:
+    """The browser over dataset ``ds`` (the ``source``-th of the page); ``rows``: summaries already computed;
+    ``annotations``: the dataset's current annotations (:func:`~seedrl.report.html.annotate.current`; read
+    when not given)."""
+    from seedrl.report.html.annotate import current
+
     sid = section_id(source)
     rows = summaries(ds, limit) if rows is None else rows
+    annotations = current(ds) if annotations is None else annotations
     details = {}
     for i in range(min(inline, len(rows))):
         d = episode_detail(ds[i], i)
@@ -71,7 +82,7 @@ def episodes_section(ds, source: int, *, inline: int = DETAIL_INLINE, limit: int
     body = (f'<p class="note">{html.escape(path)}: {html.escape(note)}</p>'
             f'<div class="episodes" id="{sid}-browser"></div>')
     data = {"source": source, "path": path, "total": len(ds), "limit": limit, "episodes": rows, "details": details,
-            "live": live, "kinds": kinds}
+            "live": live, "kinds": kinds, "annotations": annotations}
     return Section(sid, f"Episodes: {Path(path).parent.name + '/' if Path(path).name == 'episodes' else ''}"
                    f"{Path(path).name}", body, data, script=f'seedrl.episodes("{sid}");')
 

@@ -75,7 +75,7 @@ def _default(value: Any) -> Any:
 
 def asset(name: str) -> str:
     """The text of a vendored asset (``uPlot.iife.min.js``, ``uPlot.min.css``, ``page.js``, ``episodes.js``,
-    ``page.css``)."""
+    ``annotate.js``, ``page.css``)."""
     return (ASSETS / name).read_text(encoding="utf-8")
 
 
@@ -112,6 +112,8 @@ def build_page(sections: list[Section], title: str) -> str:
         + _inline_script(asset("page.js"))
         + "\n"
         + _inline_script(asset("episodes.js"))
+        + "\n"
+        + _inline_script(asset("annotate.js"))
         + "\n"
         + scripts
         + "\n</body></html>\n"

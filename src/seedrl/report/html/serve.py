@@ -8,26 +8,29 @@ A stdlib :class:`~http.server.ThreadingHTTPServer` answers
 | ``/api/metrics?since=N`` | ``{"rows": R, "section_ids": [...]}``: R metric rows over all runs now; when R ≠ N also ``"sections": {id: data}``, the curve sections' downsampled data |
 | ``/api/episodes?source=i&since=K`` | ``{"total", "kinds", "episodes": [summary of episode K, K+1, ...]}`` of the i-th browsed dataset |
 | ``/api/episode/<id>?source=i`` | one episode's detail (frames, actions, rewards; or prompt, completion, log-probs) |
+| ``/api/annotations?source=i`` | ``{"annotations": {id: {"labels", "rating", "notes", "tags"}}}``: the dataset's current annotations |
+| ``POST /api/annotate?source=i`` | appends one annotation (:mod:`seedrl.report.html.annotate`): ``{"record", "annotations"}`` |
 
 The page polls ``/api/metrics`` (its curves are redrawn when rows arrive; a section it lacks, such
 as a run's first recorded episodes, makes it reload) and ``/api/episodes`` (new episodes join the
-list); an episode's detail is loaded when it is clicked. Work is cached: ``metrics.jsonl`` is
+list, with the dataset's current annotations); an episode's detail is loaded when it is clicked, and the page's
+annotation controls POST to ``/api/annotate`` (writes only from the served page: see
+:func:`~seedrl.report.html.annotate.write_refusal`). Work is cached: ``metrics.jsonl`` is
 followed (only the lines appended since the last look are parsed; a replaced or truncated file is read
 again), ``config.yaml`` re-read when it changed, and a dataset's summaries are computed once per
-episode (:meth:`Dataset.refresh` finds the new ones). Ctrl-C stops the server
-and returns 0.
+episode (:meth:`Dataset.refresh` finds the new ones), its annotations re-read when ``annotations.jsonl``
+changed. Ctrl-C stops the server and returns 0.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from seedrl.errors import InputFileError, UserError
+from seedrl.errors import UserError
 
 POLL_MS = 2000
 HOST = "127.0.0.1"
@@ -69,6 +72,7 @@ class ReportState:
         self._runs: dict[str, _Followed] = {}
         self._sets: dict[str, tuple[object, list]] = {}
         self._built: tuple[int, list] = (-1, [])
+        self._notes: dict[str, tuple] = {}  # dataset root -> (annotation file stamp, current annotations)
 
     # ---------------------------------------------------------------- runs
     def _load(self, path) -> object:
@@ -128,6 +132,15 @@ class ReportState:
         rows += summaries(ds, self.args.max_episodes, start=len(rows))
         return ds, rows
 
+    def annotations(self, ds) -> dict:
+        """The current annotations of dataset ``ds`` (re-read only when its ``annotations.jsonl`` changed)."""
+        from seedrl.report.html.annotate import current, stamp
+
+        key, now = str(ds.root), stamp(ds)
+        if key not in self._notes or self._notes[key][0] != now or now is None:
+            self._notes[key] = (now, current(ds) if now is not None else {})
+        return self._notes[key][1]
+
     # ----------------------------------------------------------- replies
     def page(self) -> str:
         from seedrl.cli.report import extra_sections, page_title
@@ -140,7 +153,7 @@ class ReportState:
             for i in range(len(self.sources())):
                 ds, summary = self.dataset(i)
                 episodes.append(episodes_section(ds, i, inline=0, limit=self.args.max_episodes, live=True,
-                                                 rows=summary))
+                                                 rows=summary, annotations=self.annotations(ds)))
         live = Section("live", "Live", f'<p>Served from <code>{HOST}</code>: curves redraw as rows arrive and new '
                        f'episodes join the list (checked every {POLL_MS / 1000:g} s). '
                        f'<span id="live-status" data-rows="{rows}">{rows} metric rows</span></p>',
@@ -161,7 +174,20 @@ class ReportState:
     def episodes(self, source: int, since: int) -> dict:
         with self.lock:
             ds, rows = self.dataset(source)
-            return {"total": len(ds), "kinds": sorted({r["kind"] for r in rows}), "episodes": rows[max(0, since):]}
+            return {"total": len(ds), "kinds": sorted({r["kind"] for r in rows}), "episodes": rows[max(0, since):],
+                    "annotations": self.annotations(ds)}
+
+    def source_annotations(self, source: int) -> dict:
+        with self.lock:
+            ds, _ = self.dataset(source)
+            return {"annotations": self.annotations(ds)}
+
+    def annotate(self, source: int, body: bytes) -> dict:
+        from seedrl.report.html.annotate import annotate
+
+        with self.lock:
+            ds, _ = self.dataset(source)
+            return annotate(ds, body)
 
     def episode(self, source: int, episode_id: str) -> dict:
         from seedrl.data.errors import MissingKeyError
@@ -187,30 +213,60 @@ def _int(query: dict, name: str, default: int) -> int:
 
 
 class Handler(BaseHTTPRequestHandler):
-    """GET only: the page, the three JSON endpoints, 204 for the favicon, 404 JSON otherwise."""
+    """GET: the page, the JSON endpoints, 204 for the favicon, 404 JSON otherwise; POST: ``/api/annotate``."""
 
     state: ReportState
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self._answer(self._get)
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self._answer(self._post)
+
+    def _answer(self, route) -> None:
+        """``route()`` replies; a :class:`NotFound` becomes a 404 and any other :class:`UserError` a 400."""
+        try:
+            route()
+        except NotFound as err:
+            self._json(404, {"error": str(err)})
+        except UserError as err:
+            self._json(400, {"error": str(err)})
+
+    def _get(self) -> None:
         url = urlsplit(self.path)
         q = parse_qs(url.query)
-        try:
-            if url.path in ("/", "/index.html"):
-                return self._send(200, self.state.page().encode("utf-8"), "text/html; charset=utf-8")
-            if url.path == "/favicon.ico":
-                return self._send(204, b"", "image/x-icon")
-            if url.path == "/api/metrics":
-                return self._json(200, self.state.metrics(_int(q, "since", -1)))
-            if url.path == "/api/episodes":
-                return self._json(200, self.state.episodes(_int(q, "source", 0), _int(q, "since", 0)))
-            if url.path.startswith("/api/episode/"):
-                episode_id = unquote(url.path[len("/api/episode/"):])
-                return self._json(200, self.state.episode(_int(q, "source", 0), episode_id))
-            return self._json(404, {"error": f"path: {url.path!r} is not served here"})
-        except NotFound as err:
-            return self._json(404, {"error": str(err)})
-        except UserError as err:
-            return self._json(400, {"error": str(err)})
+        if url.path in ("/", "/index.html"):
+            return self._send(200, self.state.page().encode("utf-8"), "text/html; charset=utf-8")
+        if url.path == "/favicon.ico":
+            return self._send(204, b"", "image/x-icon")
+        if url.path == "/api/metrics":
+            return self._json(200, self.state.metrics(_int(q, "since", -1)))
+        if url.path == "/api/episodes":
+            return self._json(200, self.state.episodes(_int(q, "source", 0), _int(q, "since", 0)))
+        if url.path.startswith("/api/episode/"):
+            episode_id = unquote(url.path[len("/api/episode/"):])
+            return self._json(200, self.state.episode(_int(q, "source", 0), episode_id))
+        if url.path == "/api/annotations":
+            return self._json(200, self.state.source_annotations(_int(q, "source", 0)))
+        return self._json(404, {"error": f"path: {url.path!r} is not served here"})
+
+    def _post(self) -> None:
+        from seedrl.report.html.annotate import MAX_BODY, write_refusal
+
+        url = urlsplit(self.path)
+        if self.headers.get("Content-Length") is None:
+            return self._json(411, {"error": "Content-Length: missing"})
+        size = _int({"Content-Length": [self.headers["Content-Length"]]}, "Content-Length", -1)
+        # the body is read before any reply: unread bytes would reset the connection under the reply
+        body = self.rfile.read(min(max(size, 0), 16 * MAX_BODY))
+        if not 0 <= size <= MAX_BODY:
+            return self._json(413, {"error": f"Content-Length: {size} is not within 0..{MAX_BODY} bytes"})
+        if url.path != "/api/annotate":
+            return self._json(404, {"error": f"path: {url.path!r} takes no POST (only /api/annotate does)"})
+        refusal = write_refusal(self.client_address[0], self.server.server_address[1], self.headers)
+        if refusal:
+            return self._json(403, {"error": refusal})
+        return self._json(200, self.state.annotate(_int(parse_qs(url.query), "source", 0), body))
 
     def _json(self, status: int, payload: dict) -> None:
         from seedrl.report.html.page import embed_json  # NaN/inf -> null; the escapes keep it valid JSON
@@ -219,12 +275,9 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, body, "application/json")
 
     def _send(self, status: int, body: bytes, ctype: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
+        from seedrl.localhttp import LocalHandler  # the 127.0.0.1 servers' shared reply helpers
+
+        LocalHandler.send_body(self, status, body, ctype)
 
     def log_request(self, code="-", size="-") -> None:
         """Quiet: the page polls every few seconds, so only error replies are logged (to stderr)."""
@@ -236,28 +289,15 @@ def make_server(args, port: int | None = None) -> ThreadingHTTPServer:
     """A server for ``args`` on 127.0.0.1 (``port`` 0: any free one; ``server.server_address[1]`` says which).
 
     The page is built once first, so a bad run folder or dataset is a one-line error before any port opens."""
+    from seedrl.localhttp import bind
+
     state = ReportState(args)
     state.page()
-    handler = type("ReportHandler", (Handler,), {"state": state})
-    try:
-        server = ThreadingHTTPServer((HOST, args.port if port is None else port), handler)
-    except OSError as err:
-        raise InputFileError(f"--port: {args.port if port is None else port} cannot be opened on {HOST}: "
-                             f"{err.strerror or err}") from None
-    server.daemon_threads = True
-    return server
+    return bind(type("ReportHandler", (Handler,), {"state": state}), args.port if port is None else port)
 
 
 def serve(args) -> int:
     """Serve until Ctrl-C (then close the socket and return 0)."""
-    server = make_server(args)
-    host, port = server.server_address[:2]
-    print(f"serving the report of {', '.join(map(str, args.run_dirs + args.data))} on http://{host}:{port}/ "
-          "(Ctrl-C stops)", file=sys.stderr, flush=True)
-    try:
-        server.serve_forever(poll_interval=0.25)
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-    finally:
-        server.server_close()
-    return 0
+    from seedrl.localhttp import serve_until_interrupt
+
+    return serve_until_interrupt(make_server(args), f"the report of {', '.join(map(str, args.run_dirs + args.data))}")

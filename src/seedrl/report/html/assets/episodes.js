@@ -1,7 +1,8 @@
 /* The episode browser of a seedrl report page: seedrl.episodes(sectionId) (data: seedrl.report.html.episodes).
    A list of episode summaries (sort, return range filter, text search; at most MAX_ROWS rows drawn) and the
    detail of the selected episode: game frames with a step scrubber, action / reward / observation per step,
-   or a language episode's prompt, completion, reward and per-token log-probs as a heat map. */
+   or a language episode's prompt, completion, reward and per-token log-probs as a heat map. Annotations (labels,
+   rating, notes, step tags) are shown and, on a served page, edited by annotate.js (seedrl.ann). */
 (function () {
   "use strict";
   var S = window.seedrl, el = S.el, MAX_ROWS = 500;
@@ -23,8 +24,9 @@
     var r = e["return"];
     if (!isNaN(lo) && !(r !== null && r >= lo)) return false;
     if (!isNaN(hi) && !(r !== null && r <= hi)) return false;
-    if (q && (e.id + "\n" + e.text + "\n" + JSON.stringify(e.meta)).toLowerCase().indexOf(q) < 0) return false;
-    return true;
+    if (q && (e.id + "\n" + e.text + "\n" + JSON.stringify(e.meta) + "\n" + S.ann.text(b, e.id)).toLowerCase()
+        .indexOf(q) < 0) return false;
+    return S.ann.matches(b, e.id);
   }
 
   function sorted(b, rows) {
@@ -44,13 +46,13 @@
     var lang = b.data.kinds.indexOf("language") >= 0;
     var t = el("table", {"class": "cfg ep-list", id: b.sid + "-list"});
     var head = el("tr");
-    ["#", "id", "steps", "return", lang ? "prompt / completion" : "metadata"].forEach(function (h) {
+    ["#", "id", "steps", "return", "annotations", lang ? "prompt / completion" : "metadata"].forEach(function (h) {
       head.appendChild(el("th", {}, h));
     });
     t.appendChild(head);
     rows.slice(0, MAX_ROWS).forEach(function (e) {
       var tr = el("tr", {"data-id": e.id, "class": e.id === b.selected ? "sel" : ""});
-      [e.index, e.id, e.steps, fmt(e["return"]),
+      [e.index, e.id, e.steps, fmt(e["return"]), S.ann.summary(b, e.id),
        lang ? e.text.replace(/\s+/g, " ").slice(0, 90) : Object.keys(e.meta).map(function (k) {
          return k + "=" + e.meta[k]; }).join(" ")].forEach(function (v) { tr.appendChild(el("td", {}, String(v))); });
       tr.addEventListener("click", function () { select(b, e.id); });
@@ -111,6 +113,7 @@
     Object.keys(d.action).forEach(function (p) { cells["a:" + p] = kv(table, p, p === "action" ? "action" : p); });
     cells.reward = kv(table, "reward", "reward");
     cells.ret = kv(table, "return so far", "return");
+    cells.tags = kv(table, "step tags", "tags");
     Object.keys(d.vectors).forEach(function (p) { cells["v:" + p] = kv(table, p, p); });
     var cum = [], s = 0;
     d.reward.forEach(function (r) { s += r || 0; cum.push(s); });
@@ -120,12 +123,14 @@
       Object.keys(d.action).forEach(function (p) { cells["a:" + p].textContent = fmt(d.action[p][t]); });
       cells.reward.textContent = fmt(d.reward[t]);
       cells.ret.textContent = fmt(cum[t]);
+      cells.tags.textContent = S.ann.tagsAt(b, d.id, t).join(", ");
       Object.keys(d.vectors).forEach(function (p) { cells["v:" + p].textContent = fmt(d.vectors[p][t]); });
       var k = 0;  // the frame of the last kept step <= t
       while (k + 1 < d.frame_steps.length && d.frame_steps[k + 1] <= t) k++;
       frames.forEach(function (p) { imgs[p].src = d.frames[p][k]; imgs[p].setAttribute("data-step", d.frame_steps[k]); });
       slider.value = t;
       b.step = t;
+      if (b.onStep) b.onStep(t);
     }
     slider.addEventListener("input", function () { show(+slider.value); });
     b.show = show;
@@ -185,15 +190,19 @@
     S.charts[b.sid] = [];
     b.detail.innerHTML = "";
     b.detail.setAttribute("data-id", d.id);
+    b.show = b.onStep = null;
+    b.step = 0;
     b.detail.appendChild(el("h3", {}, "episode " + d.id + " \u00b7 " + d.steps + " steps \u00b7 return " +
       fmt(d["return"])));
+    S.ann.box(b, d);
     if (d.kind === "language") drawLanguage(b, d); else drawGame(b, d);
   }
 
   function poll(b) {
-    if (b.data.episodes.length >= b.data.limit) return;
+    var posts = b.posts;  // a reply older than a save of this page does not undo it on the page
     fetch(api(b, "episodes?since=" + b.data.episodes.length)).then(function (r) { return r.json(); }).then(function (r) {
       b.data.total = r.total;
+      if (r.annotations && posts === b.posts) S.ann.update(b, r.annotations);
       if (!r.episodes.length) return;
       b.data.episodes = b.data.episodes.concat(r.episodes).slice(0, b.data.limit);
       r.kinds.forEach(function (k) { if (b.data.kinds.indexOf(k) < 0) b.data.kinds.push(k); });
@@ -204,9 +213,12 @@
 
   S.episodes = function (sid) {
     var data = S.data(sid), root = document.getElementById(sid + "-browser");
-    var b = {sid: sid, data: data, selected: null, shown: [], step: 0};
+    var b = {sid: sid, data: data, selected: null, shown: [], step: 0, posts: 0};
+    b.api = function (what) { return api(b, what); };
+    b.redraw = function () { drawList(b); };
     var bar = el("div", {"class": "controls"});
-    b.search = el("input", {type: "search", placeholder: "search id, prompt, completion, metadata", id: sid + "-search", size: 34});
+    b.search = el("input", {type: "search", placeholder: "search id, prompt, completion, metadata, notes",
+                            id: sid + "-search", size: 34});
     b.lo = el("input", {type: "number", step: "any", placeholder: "min", id: sid + "-min", "class": "num"});
     b.hi = el("input", {type: "number", step: "any", placeholder: "max", id: sid + "-max", "class": "num"});
     b.sort = el("select", {id: sid + "-sort"});
@@ -221,6 +233,7 @@
     bar.appendChild(b.hi);
     bar.appendChild(el("label", {}, " sort "));
     bar.appendChild(b.sort);
+    S.ann.filter(b, bar);
     b.count = el("span", {"class": "note", id: sid + "-count"});
     bar.appendChild(b.count);
     var split = el("div", {"class": "ep-split"});
