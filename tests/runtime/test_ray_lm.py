@@ -78,6 +78,15 @@ def test_a_wrong_ray_key_of_a_language_run_is_a_clear_error(tmp_path, assets, ke
     assert "\n" not in str(err.value)
 
 
+def test_vllm_generation_on_ray_is_a_clear_error_for_now(tmp_path, assets, monkeypatch):
+    from seedrl.runtime import lm_config
+
+    monkeypatch.setattr(lm_config, "vllm_missing", lambda: [])  # as on a CUDA machine with vLLM
+    with pytest.raises(ConfigError, match=r"'generation.backend' = 'vllm' does not run on Ray yet") as err:
+        load_config(LMPGConfig, _pg(tmp_path, assets), ["generation.backend=vllm"])
+    assert "\n" not in str(err.value)
+
+
 def test_more_cpus_than_the_cluster_has_is_a_clear_error_and_leaves_nothing(tmp_path, assets, cluster):
     cfg = load_config(LMPGConfig, _pg(tmp_path, assets, cluster.address, ray_cfg={"generation_cpus": 2.0}))
     with _connected(cluster):
