@@ -312,7 +312,7 @@ def _child(script: str, args) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, env=env)
 
 
-def _kill_after_first_checkpoint(proc: subprocess.Popen, has_checkpoint, timeout: float = 240) -> None:
+def _kill_after_first_checkpoint(proc: subprocess.Popen, has_checkpoint, timeout: float = 900) -> None:
     """SIGKILL ``proc`` (no handler runs, nothing is flushed or saved) once ``has_checkpoint()``."""
     deadline = time.monotonic() + timeout
     try:
@@ -325,7 +325,7 @@ def _kill_after_first_checkpoint(proc: subprocess.Popen, has_checkpoint, timeout
         proc.wait(30)
 
 
-def _result(proc: subprocess.Popen, timeout: float = 300) -> dict:
+def _result(proc: subprocess.Popen, timeout: float = 900) -> dict:
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out[-3000:]
     return json.loads(out.strip().splitlines()[-1].removeprefix("RESULT "))
