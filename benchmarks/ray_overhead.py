@@ -18,11 +18,23 @@ slot as one flat byte array (what the backend does) or as a dict of the
 slot's seven arrays, for CartPole-sized and Atari-sized slots: the cost of
 moving observations through Ray per step.
 
+Part ``lm``: :func:`seedrl.runtime.lm_loop.train_lm` (REINFORCE-LOO on the
+arithmetic world, a toy GPT-2 built from a config: ``--lm-width`` wide,
+``--lm-layers`` layers; 2 actors, 8 prompts x 4 samples of 6 tokens per update)
+with ``runtime.backend`` threads (embedded) and ray (a local Ray instance
+started by the run: policy and reference generation servers and the 2
+actors as Ray actors, the learner in the driver), alternated over
+``--rounds``. Per run: steady-state updates/s and samples/s (updates after
+the first fifth), CPU seconds per update of the process tree, and the time to
+the first update.
+
     .venv/bin/python benchmarks/ray_overhead.py                  # ~4 minutes (2 busy cores)
+    .venv/bin/python benchmarks/ray_overhead.py --part lm        # ~3 minutes: language run, threads vs ray
     .venv/bin/python benchmarks/ray_overhead.py --tiny           # ~1 minute: checks that it runs
     .venv/bin/python benchmarks/ray_overhead.py --part train --systems ray,ray-2servers   # one server vs two
 
-Prints tables and writes ``benchmarks/results/ray_overhead.json``.
+Prints tables and writes ``benchmarks/results/ray_overhead.json`` (the parts run
+replace theirs; the other parts' results stay).
 """
 
 from __future__ import annotations
@@ -163,27 +175,92 @@ def part_transfer(args) -> list[dict]:
     return rows
 
 
+def lm_once(backend: str, model: str, steps: int, out_dir: str, seed: int) -> dict:
+    import numpy as np
+
+    from seedrl.config import load_config
+    from seedrl.runtime.lm_loop import LMPGConfig, train_lm
+
+    cfg = load_config(LMPGConfig, {
+        "name": f"lm-{backend}-{seed}", "out_dir": out_dir, "policy": model, "seed": seed, "steps": steps,
+        "task": {"world": "arithmetic", "num_examples": 500}, "sampling": {"max_new_tokens": 6},
+        "pg": {"samples_per_prompt": 4, "kl_coef": 0.01}, "prompts_per_step": 8, "optim": {"lr": 3e-3},
+        "runtime": {"backend": backend, "num_actors": 2, "torch_threads": 1,
+                    **({"ray": {"num_cpus": 2, "generation_cpus": 0.5, "actor_cpus": 0.25}} if backend == "ray" else {})},
+        "log": {"progress": False, "every": 10, "checkpoint_every": 10**6},
+    })
+    sevens = lambda p, c, e: np.array([x.count("7") / max(1, len(x)) for x in c], np.float32)  # noqa: E731
+    samples: list[tuple[float, int, float]] = []
+    start = time.perf_counter()
+    train_lm(cfg, reward_fn=sevens, on_step=lambda row: samples.append((time.perf_counter(), row["frames"], tree_cpu_seconds())))
+    steady = samples[len(samples) // 5:]
+    (t0, f0, c0), (t1, f1, c1) = steady[0], steady[-1]
+    updates = len(steady) - 1
+    return {"backend": backend, "updates": len(samples), "updates_per_s": updates / (t1 - t0),
+            "samples_per_s": (f1 - f0) / (t1 - t0), "cpu_s_per_update": (c1 - c0) / updates,
+            "first_update_s": samples[0][0] - start}
+
+
+def part_lm(args) -> list[dict]:
+    from seedrl.envs.text import build_toy_assets
+
+    runs = []
+    with tempfile.TemporaryDirectory() as out:
+        model = str(build_toy_assets(Path(out) / "toy", world="arithmetic", seed=0, n_embd=args.lm_width,
+                                     n_layer=args.lm_layers, n_head=2).path)
+        for r in range(args.rounds):
+            for backend in ("threads", "ray"):
+                run = lm_once(backend, model, args.lm_steps, out, seed=r)
+                print(f"  round {r} {backend:8s} {run['updates_per_s']:6.2f} updates/s  {run['samples_per_s']:7.1f} samples/s  "
+                      f"{run['cpu_s_per_update']:6.3f} CPU s/update  first update after {run['first_update_s']:.1f} s", flush=True)
+                runs.append(run)
+    table = []
+    for backend in ("threads", "ray"):
+        mine = [r for r in runs if r["backend"] == backend]
+        table.append({"backend": backend, **{k: statistics.median(r[k] for r in mine)
+                                              for k in ("updates_per_s", "samples_per_s", "cpu_s_per_update", "first_update_s")}})
+    print(f"\nmedian of {args.rounds} rounds, PG on the arithmetic world, GPT-2 {args.lm_width} wide x {args.lm_layers} layers:")
+    print(f"  {'backend':8s} {'updates/s':>10s} {'samples/s':>10s} {'CPU s/update':>13s} {'start s':>8s}")
+    for row in table:
+        print(f"  {row['backend']:8s} {row['updates_per_s']:10.2f} {row['samples_per_s']:10.1f} {row['cpu_s_per_update']:13.3f} "
+              f"{row['first_update_s']:8.1f}")
+    print(f"  ray / threads: {table[1]['updates_per_s'] / table[0]['updates_per_s']:.2f}x updates/s, "
+          f"{table[1]['cpu_s_per_update'] / table[0]['cpu_s_per_update']:.2f}x CPU per update")
+    return runs + [{"median": table}]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["train", "transfer", "all"], default="all")
+    parser.add_argument("--part", choices=["train", "transfer", "lm", "all"], default="all")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frames", type=int, default=200_000)
     parser.add_argument("--envs", type=int, default=16)
     parser.add_argument("--systems", type=lambda v: v.split(","), default=list(SYSTEMS),
                         help=f"comma-separated, the first is the baseline (default: {','.join(SYSTEMS)})")
     parser.add_argument("--transfer-steps", type=int, default=500)
+    parser.add_argument("--lm-steps", type=int, default=60, help="learner updates of each language run")
+    parser.add_argument("--lm-width", type=int, default=64)
+    parser.add_argument("--lm-layers", type=int, default=2)
     parser.add_argument("--tiny", action="store_true", help="one short round per part (~1 minute): checks that the script runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.tiny:
-        args.rounds, args.frames, args.envs, args.transfer_steps = 1, 20_000, 8, 20
-    result = {"machine": platform.platform(), "python": sys.version.split()[0], "args": {k: str(v) for k, v in vars(args).items()}}
+        args.rounds, args.frames, args.envs, args.transfer_steps, args.lm_steps = 1, 20_000, 8, 20, 10
+    import os
+
+    result = json.loads(args.out.read_text()) if args.out.exists() and not args.tiny else {}
+    result.update({"machine": platform.platform(), "python": sys.version.split()[0]})
+    result[f"args_{args.part}"] = {k: str(v) for k, v in vars(args).items()}
+    result[f"loadavg_{args.part}"] = os.getloadavg()
     if args.part in ("transfer", "all"):
         print("transfer: one actor group's round trip through Ray")
         result["transfer"] = part_transfer(args)
     if args.part in ("train", "all"):
         print("train: embedded vs ray, same config")
         result["train"] = part_train(args)
+    if args.part in ("lm", "all"):
+        print("lm: a language run, threads vs ray")
+        result["lm"] = part_lm(args)
     if not args.tiny:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))

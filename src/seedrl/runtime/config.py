@@ -15,22 +15,35 @@ from seedrl.envs.checks import check_discrete_actions
 from seedrl.envs.config import EnvConfig
 from seedrl.models.config import ModelConfig
 
-__all__ = ["LogConfig", "OptimConfig", "R2D2TrainConfig", "RayConfig", "RecordConfig", "RuntimeConfig", "TrainConfig"]
+__all__ = ["LogConfig", "OptimConfig", "R2D2TrainConfig", "RayClusterConfig", "RayConfig", "RecordConfig", "RuntimeConfig", "TrainConfig"]
 
 
 @dataclass
-class RayConfig:
-    """Where the Ray backend (``runtime.backend: ray``) runs its roles and what each asks for."""
+class RayClusterConfig:
+    """The cluster a Ray run joins (or starts) and how its Ray actors are placed: what game and language runs share."""
 
     address: str | None = field(default=None, metadata={"help": "join an existing Ray cluster ('auto' or 'host:port'); absent: start a local Ray instance for the run and stop it at the end"})
-    num_cpus: float | None = field(default=None, metadata={"help": "logical CPUs of the local instance (default: what the actor groups request, at least 1); ignored with address", "min_exclusive": 0.0})
+    num_cpus: float | None = field(default=None, metadata={"help": "logical CPUs of the local instance (default: what the run's Ray actors request, at least 1); ignored with address", "min_exclusive": 0.0})
     actor_cpus: float = field(default=1.0, metadata={"help": "CPUs each actor group (one Ray actor) requests", "min_exclusive": 0.0})
     object_store_mb: int = field(default=200, metadata={"help": "object store of the local instance, MB (Ray's minimum is 75); ignored with address", "min": 75})
     scheduling: str = field(default="spread", metadata={"help": "placement of actor groups on the cluster's nodes without a placement group (placement: none): spread (one node after another) or default (Ray packs them)", "choices": ["spread", "default"]})
+
+
+@dataclass
+class RayConfig(RayClusterConfig):
+    """Where the Ray backend (``runtime.backend: ray``) runs a game run's roles and what each asks for."""
+
     inference_servers: int = field(default=1, metadata={"help": "central inference servers, each owning a shard of the actor groups: 1 = a thread of the driver (as embedded); K >= 2 = K Ray actors, the learner publishing every weight version to each", "min": 1})
     server_cpus: float = field(default=1.0, metadata={"help": "CPUs each inference server's Ray actor requests (inference_servers >= 2)", "min_exclusive": 0.0})
     server_gpus: float = field(default=0.0, metadata={"help": "GPUs each inference server's Ray actor requests (inference_servers >= 2); a reservation only: game models still run on the CPU", "min": 0.0})
     placement: str = field(default="none", metadata={"help": "a Ray placement group for the actor groups and inference servers: pack (few nodes), spread (across nodes) or none (each actor placed by scheduling)", "choices": ["none", "pack", "spread"]})
+
+
+def check_ray_installed(backend: str) -> None:
+    """``runtime.backend: ray`` without Ray installed: a one-line :class:`ConfigError` naming the extra."""
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError("config error: 'runtime.backend' = 'ray' needs Ray, which is not installed: "
+                          "pip install 'seedrl[ray]'", "runtime.backend")
 
 
 @dataclass
@@ -72,9 +85,7 @@ class TrainConfig(RunConfig):
         if self.log.checkpoint_every < 1:
             raise ConfigError(f"config error: 'log.checkpoint_every' = {self.log.checkpoint_every} is below the "
                               "minimum 1 for impala runs", "log.checkpoint_every")
-        if self.runtime.backend == "ray" and importlib.util.find_spec("ray") is None:
-            raise ConfigError("config error: 'runtime.backend' = 'ray' needs Ray, which is not installed: "
-                              "pip install 'seedrl[ray]'", "runtime.backend")
+        check_ray_installed(self.runtime.backend)
         servers, actors = self.runtime.ray.inference_servers, self.runtime.num_actors
         if self.runtime.backend == "ray" and isinstance(actors, int) and servers > actors:
             raise ConfigError(f"config error: 'runtime.ray.inference_servers' = {servers} is above the {actors} actor "

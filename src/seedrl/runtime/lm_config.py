@@ -20,11 +20,12 @@ from seedrl.agents.pg import PGConfig
 from seedrl.config import ConfigError
 from seedrl.config.sections import LogConfig, OptimConfig, RecordConfig, RunConfig
 from seedrl.errors import InputFileError, check_model_folder
+from seedrl.runtime.config import RayClusterConfig, check_ray_installed
 from seedrl.runtime.lm_eval import LMEvalConfig
 from seedrl.rewards.base import check_reward_on, load_reward_callable
 
-__all__ = ["LMBondConfig", "LMGenerationConfig", "LMPGConfig", "LMRunConfig", "LMRuntimeConfig", "LMSamplingConfig",
-           "LMTaskConfig", "LMVLLMConfig"]
+__all__ = ["LMBondConfig", "LMGenerationConfig", "LMPGConfig", "LMRayConfig", "LMRunConfig", "LMRuntimeConfig",
+           "LMSamplingConfig", "LMTaskConfig", "LMVLLMConfig"]
 
 
 @dataclass
@@ -71,15 +72,56 @@ class LMSamplingConfig:
 
 
 @dataclass
-class LMRuntimeConfig:
-    """Actor threads drawing prompts and scoring rewards around the generation server."""
+class LMRayConfig(RayClusterConfig):
+    """What each role of a language run asks of the Ray cluster (``runtime.backend: ray``).
 
-    num_actors: int = field(default=4, metadata={"help": "actor threads drawing prompts and scoring rewards", "min": 1})
+    Roles -> Ray actors: each served model (policy, reference, and an update's own: BOND's
+    anchor, GKD's teacher) is one generation server, a Ray actor requesting
+    ``generation_cpus`` / ``generation_gpus`` (a model with a ``generation`` override asks for
+    that instead); a reward that holds a model (a reward model, an NLI classifier) is one
+    Ray actor requesting ``reward_cpus`` / ``reward_gpus``; each actor (``runtime.num_actors``)
+    is a Ray actor requesting ``actor_cpus``. The learner stays in the driver."""
+
+    generation_cpus: float = field(default=1.0, metadata={"help": "CPUs each generation server (one Ray actor per served model: policy, reference, anchor, teacher) requests; also its torch threads (at least 1)", "min_exclusive": 0.0})
+    generation_gpus: float = field(default=0.0, metadata={"help": "GPUs each generation server requests; > 0 puts its model on the GPU Ray assigns", "min": 0.0})
+    generation: dict[str, dict[str, float]] = field(default_factory=dict, metadata={"help": "per served model overrides, e.g. {teacher: {gpus: 1, cpus: 2}} (keys: cpus, gpus)"})
+    reward_cpus: float = field(default=1.0, metadata={"help": "CPUs the reward's Ray actor requests when the reward holds a model (reward_model, nli_model); a plain reward runs in each actor", "min_exclusive": 0.0})
+    reward_gpus: float = field(default=0.0, metadata={"help": "GPUs the reward's Ray actor requests (a reward model on the GPU)", "min": 0.0})
+    placement: str = field(default="none", metadata={"help": "a Ray placement group for the run's Ray actors (generation servers, reward, actors): pack (few nodes), spread (across nodes) or none (each placed by scheduling)", "choices": ["none", "pack", "spread"]})
+
+    def resources(self, model: str) -> dict[str, float]:
+        """``{"cpus": c, "gpus": g}`` the generation server of ``model`` requests."""
+        over = self.generation.get(model, {})
+        return {"cpus": float(over.get("cpus", self.generation_cpus)), "gpus": float(over.get("gpus", self.generation_gpus))}
+
+    def check(self) -> None:
+        """Every ``generation`` override names cpus/gpus with a number >= 0 (cpus > 0)."""
+        for model, over in self.generation.items():
+            if not isinstance(over, dict):
+                raise ConfigError(f"config error: 'runtime.ray.generation.{model}' = {over!r}: expected a mapping "
+                                  "with cpus and/or gpus", f"runtime.ray.generation.{model}")
+            for key, value in over.items():
+                if key not in ("cpus", "gpus"):
+                    raise ConfigError(f"config error: 'runtime.ray.generation.{model}.{key}' is not a key (use cpus, gpus)",
+                                      f"runtime.ray.generation.{model}.{key}")
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (key == "cpus" and value == 0):
+                    raise ConfigError(f"config error: 'runtime.ray.generation.{model}.{key}' = {value!r}: expected a number "
+                                      f"{'> 0' if key == 'cpus' else '>= 0'}", f"runtime.ray.generation.{model}.{key}")
+
+
+@dataclass
+class LMRuntimeConfig:
+    """Actors drawing prompts and scoring rewards around the generation servers."""
+
+    backend: str = field(default="threads", metadata={"help": "threads (embedded: actors are threads of the run's process, one generation server for every model) or ray (generation servers, reward models and actors as Ray actors; needs the ray extra; see docs/scaling.md)", "choices": ["threads", "ray"]})
+    num_actors: int = field(default=4, metadata={"help": "actors drawing prompts and scoring rewards (threads, or Ray actors)", "min": 1})
     queue_groups: int = field(default=16, metadata={"help": "bound of the actor->learner queue", "min": 1})
     torch_threads: int = field(default=0, metadata={
         "help": "torch intra-op threads of the run (the generation server and the learner compute at the same time, "
                 "each with this many; 1 each is fastest for tiny models on 2 cores: OpenMP threads spin); "
                 "0 = leave torch's setting", "min": 0})
+    max_restarts: int = field(default=20, metadata={"help": "backend ray: times Ray restarts an actor's process that died (its prompt is played again on the new one)", "min": 0})
+    ray: LMRayConfig = field(default_factory=LMRayConfig)
 
 
 @dataclass
@@ -180,6 +222,11 @@ class LMRunConfig(RunConfig):
         self.refuse_unused_keys()
         if self.log.checkpoint_every < 1:
             raise ValueError(f"log.checkpoint_every: {self.log.checkpoint_every} is below the minimum 1 for pg/bond runs")
+        check_ray_installed(self.runtime.backend)
+        self.runtime.ray.check()
+        if self.runtime.backend == "ray" and self.generation.backend == "vllm":
+            raise ConfigError("config error: 'generation.backend' = 'vllm' does not run on Ray yet (runtime.backend: "
+                              "ray serves the models with the builtin sampler); use one of the two", "generation.backend")
         if not self.policy:
             raise ValueError("policy: give a model directory or hub id (e.g. from `seedrl lm setup-toy`)")
         if self.task.world is None and self.task.data_path is None:

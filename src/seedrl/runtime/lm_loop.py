@@ -15,6 +15,10 @@ Roles, as for games (docs/architecture.md):
   under its own copy of the policy (with gradient), computes the loss, steps
   the optimizer and pushes the weights into the server in place (no disk).
 
+With ``runtime.backend: ray`` the actors, one generation server per model and a reward
+that holds a model are Ray actors placed by resource requests, and the learner stays
+here (:mod:`seedrl.runtime.ray_lm`; :func:`make_roles` picks the backend).
+
 The algorithm is an *update* object (protocol: :mod:`seedrl.runtime.lm_updates`; each
 agent module owns its own): it says
 what to sample per prompt (``K`` policy samples for REINFORCE-LOO; policy and
@@ -48,12 +52,12 @@ from seedrl.agents.rlef import RLEFUpdate
 from seedrl.report.metrics import MetricsLogger, plot_curves
 from seedrl.config import ConfigError
 from seedrl.runtime.checkpoint import list_folder_checkpoints, read_policy_state, save_final, save_policy_checkpoint
-from seedrl.runtime.errors import ActorsFailed, check_finite
+from seedrl.runtime.errors import ActorsFailed, InferenceFailed, InferenceLost, check_finite
 from seedrl.runtime.learner import make_optimizer
 from seedrl.runtime.lm_eval import EVAL_FILE, make_summary_eval
 from seedrl.runtime.lm_config import LMBondConfig, LMPGConfig, LMRunConfig, LMSamplingConfig, LMTaskConfig
 from seedrl.runtime.lm_serving import check_served_policy, make_lm_server
-from seedrl.runtime.lm_updates import Group, Request, trainable_parameters
+from seedrl.runtime.lm_updates import Group, Request, make_group, trainable_parameters
 from seedrl.runtime.run_dir import RunDir, load_optimizer_state, optimizer_name
 from seedrl.runtime.signals import StopSignals
 
@@ -146,29 +150,62 @@ class CompletionRecorder:
         self.writer.close()
 
 
-def run_actor(task, task_lock, server, reward_fn, requests: list[tuple[Request, Any]], out: "queue.Queue[Group]",
-              stop: threading.Event, errors: list, recorder: CompletionRecorder | None = None) -> None:
-    """One actor thread: prompt -> completions of each requested model (central inference,
-    submitted together) -> rewards (one batched call) -> learner queue. The first request
-    is the policy's; a second (BOND) is the anchor's."""
+class LocalPlay:
+    """An actor's prompt played on the run's own generation server: ``play(prompt, stop)`` -> its group,
+    or None once ``stop`` is set. Every request of the prompt is submitted before the first is waited for."""
+
+    def __init__(self, server, reward_fn, requests: list[tuple[Request, Any]]):
+        self.server, self.reward_fn, self.requests = server, reward_fn, requests
+
+    def __call__(self, prompt, stop: threading.Event) -> Group | None:
+        # a request for 0 samples (GKD at λ = 0: no student samples) generates nothing
+        futures = [self.server.submit(req.model, prompt.tokens, params) if req.n else None for req, params in self.requests]
+        while not all(f is None or f.done() for f in futures):
+            if stop.is_set():
+                return None
+            time.sleep(0.001)
+        return make_group(prompt, [[] if f is None else f.result() for f in futures], self.reward_fn)
+
+
+class ThreadRoles:
+    """The threaded run's roles: the run's generation server (:func:`~seedrl.runtime.lm_serving.make_lm_server`:
+    the builtin one for every model, or vLLM for the policy); ``plays`` of the actor threads."""
+
+    def __init__(self, cfg: LMRunConfig, models: dict, reward_fn, requests, *, policy_path: str, learner_policy):
+        others = {k: m for k, m in models.items() if k != "policy"}
+        self.server = make_lm_server(cfg, policy_path, models["policy"], others, learner_policy)
+        self.plays = [LocalPlay(self.server, reward_fn, requests)] * cfg.runtime.num_actors
+
+    def start(self) -> "ThreadRoles":
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def make_roles(cfg: LMRunConfig, models: dict, reward_fn, requests, *, policy_path: str, learner_policy):
+    """Generation servers and actors of ``cfg.runtime.backend`` (threads, or Ray actors: :mod:`seedrl.runtime.ray_lm`),
+    started. ``models``: name -> the served copy (the policy's is None with ``generation.backend: vllm``)."""
+    if cfg.runtime.backend == "ray":  # imports Ray: only here
+        from seedrl.runtime.ray_lm import RayLMRoles
+
+        return RayLMRoles(cfg.runtime, models, reward_fn, requests, max_batch=cfg.sampling.max_batch, seed=cfg.seed).start()
+    return ThreadRoles(cfg, models, reward_fn, requests, policy_path=policy_path, learner_policy=learner_policy).start()
+
+
+def run_actor(task, task_lock, play: Callable, out: "queue.Queue[Group]", stop: threading.Event, errors: list,
+              recorder: CompletionRecorder | None = None) -> None:
+    """One actor's loop (a thread of the run): prompt -> ``play(prompt, stop)`` (completions of each
+    requested model from central inference, their rewards: :class:`LocalPlay`, or a Ray actor's call)
+    -> recorder -> learner queue (backpressure: a full queue holds the actor)."""
     try:
         while not stop.is_set():
             with task_lock:
                 prompt = task.next_prompt()
-            # a request for 0 samples (GKD at λ = 0: no student samples) generates nothing
-            futures = [server.submit(req.model, prompt.tokens, params) if req.n else None for req, params in requests]
-            while not all(f is None or f.done() for f in futures):
-                if stop.is_set():
-                    return
-                time.sleep(0.001)
-            samples = [[] if f is None else f.result() for f in futures]
-            flat = [c for group in samples for c in group]
-            rewards = np.asarray(reward_fn([prompt.text] * len(flat), [c.text for c in flat], [prompt.example] * len(flat))
-                                 if flat else [], dtype=np.float32)
-            n0 = len(samples[0])
-            group = Group(prompt.tokens, samples[0], rewards[:n0], example=prompt.example)
-            if len(samples) > 1:
-                group.anchor_completions, group.anchor_rewards = samples[1], rewards[n0:]
+            group = play(prompt, stop)
+            if group is None:
+                return
             if recorder is not None:
                 recorder.record(prompt, group.completions, group.rewards)
             while not stop.is_set():
@@ -274,48 +311,50 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
         task.load_state_dict(state["task"])
         torch.set_rng_state(state["torch_rng"])
         first_step, samples = state["step"] + 1, state["samples"]
-    run.begin(cfg, first_step - 1 if state is not None else None)
-    frontier = None
-    if getattr(cfg, "frontier_prompts", 0) and reference is not None:
-        frontier = _frontier(cfg, reference, task, reward_fn, base, run_dir)
-    evaluate = make_summary_eval(cfg, learner_policy.tokenizer, run_dir)  # None unless a summarization task
-    last_eval: dict[str, Any] = {}
+    # the roles start before anything is written: a cluster that cannot hold them refuses the start
+    roles = make_roles(cfg, {"policy": served, **({"reference": reference} if reference is not None else {}),
+                             **update.served_models()}, reward_fn, requests, policy_path=start_from,
+                       learner_policy=learner_policy)
+    metrics = recorder = None
+    try:
+        run.begin(cfg, first_step - 1 if state is not None else None)
+        frontier = None
+        if getattr(cfg, "frontier_prompts", 0) and reference is not None:
+            frontier = _frontier(cfg, reference, task, reward_fn, base, run_dir)
+        evaluate = make_summary_eval(cfg, learner_policy.tokenizer, run_dir)  # None unless a summarization task
+        last_eval: dict[str, Any] = {}
 
-    def save(step: int) -> Path:
-        with task_lock:  # actors have drawn prompts ahead: resume continues after the last one drawn
-            state = {"step": step, "samples": samples, "optimizer": optimizer.state_dict(),
-                     "optimizer_class": optimizer_name(optimizer), "task": task.state_dict(),
-                     "torch_rng": torch.get_rng_state()}
-        return save_policy_checkpoint(run_dir, step, learner_policy, state, cfg.log.keep_checkpoints,
-                                      extra=update.save)
+        def save(step: int) -> Path:
+            with task_lock:  # actors have drawn prompts ahead: resume continues after the last one drawn
+                state = {"step": step, "samples": samples, "optimizer": optimizer.state_dict(),
+                         "optimizer_class": optimizer_name(optimizer), "task": task.state_dict(),
+                         "torch_rng": torch.get_rng_state()}
+            return save_policy_checkpoint(run_dir, step, learner_policy, state, cfg.log.keep_checkpoints,
+                                          extra=update.save)
 
-    groups: queue.Queue = queue.Queue(maxsize=cfg.runtime.queue_groups)
-    stop, errors, task_lock = threading.Event(), [], threading.Lock()
-    metrics = MetricsLogger(run_dir, tensorboard=cfg.log.tensorboard)
-    if evaluate is not None and first_step == 1:  # the initial policy: the baseline of the later evaluations
-        metrics.log({"updates": 0, "frames": 0, **evaluate(learner_policy)})
-    recorder = (CompletionRecorder(cfg.record.path or run_dir / "episodes", cfg.record.rate, cfg.seed)
-                if cfg.record.rate > 0 else None)
-    server = make_lm_server(cfg, start_from, served, {**({"reference": reference} if reference is not None else {}),
-                                                      **update.served_models()}, learner_policy).start()
-    try:  # generation.check_logprobs: the served policy's log-probs are the learner's, or no update is made
-        checked = check_served_policy(cfg, server, learner_policy, task, base)
+        groups: queue.Queue = queue.Queue(maxsize=cfg.runtime.queue_groups)
+        stop, errors, task_lock = threading.Event(), [], threading.Lock()
+        metrics = MetricsLogger(run_dir, tensorboard=cfg.log.tensorboard)
+        if evaluate is not None and first_step == 1:  # the initial policy: the baseline of the later evaluations
+            metrics.log({"updates": 0, "frames": 0, **evaluate(learner_policy)})
+        recorder = (CompletionRecorder(cfg.record.path or run_dir / "episodes", cfg.record.rate, cfg.seed)
+                    if cfg.record.rate > 0 else None)
+        # generation.check_logprobs: the served policy's log-probs are the learner's, or no update is made
+        checked = check_served_policy(cfg, roles.server, learner_policy, task, base)
+        if checked:
+            metrics.log({"updates": first_step - 1, "frames": samples, **checked})
+        server = update.server = roles.server
+        actors = [threading.Thread(target=run_actor, args=(task, task_lock, play, groups, stop, errors, recorder), daemon=True)
+                  for play in roles.plays]
+        for a in actors:
+            a.start()
     except BaseException:
-        server.stop()
-        metrics.close()
+        roles.stop()
+        if metrics is not None:
+            metrics.close()
         if recorder is not None:
             recorder.close()
         raise
-    if checked:
-        metrics.log({"updates": first_step - 1, "frames": samples, **checked})
-    update.server = server
-    actors = [
-        threading.Thread(target=run_actor, args=(task, task_lock, server, reward_fn, requests, groups, stop, errors, recorder),
-                         daemon=True)
-        for _ in range(cfg.runtime.num_actors)
-    ]
-    for a in actors:
-        a.start()
     row: dict[str, Any] = {}
     start, samples_at_start = time.perf_counter(), samples
     done = first_step - 1  # the last update applied
@@ -362,12 +401,14 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
                 last_ckpt, saved = save(step), step
     except KeyboardInterrupt:
         signals.received = signals.received or "SIGINT"
+    except InferenceLost as err:  # a generation server of a Ray run died under the learner's request
+        errors.insert(0, err)
     finally:
         signals.in_loop = False
         stop.set()
         for a in actors:
             a.join(5)
-        server.stop()
+        roles.stop()
         if row and done % cfg.log.every != 0 and done != cfg.steps:
             metrics.log(row)  # the last update's row, so the metrics reach the checkpoint
         metrics.close()
@@ -375,6 +416,11 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
             recorder.close()
     if errors:  # an actor (its reward, say) failed; the learner's state is whole: keep it, then stop
         ckpt = last_ckpt if saved == done else save(done)
+        if isinstance(errors[0], InferenceLost):
+            lost = getattr(errors[0], "cause", None) or errors[0]  # an actor's call: Ray's task error around it
+            raise InferenceFailed(f"{lost}. The learner's state is saved in {ckpt}; "
+                                  "--resume continues the run (check the server's node: `ray status`, its logs under "
+                                  "/tmp/ray).") from None
         log.error("an actor failed", exc_info=errors[0])
         raise ActorsFailed(f"an actor failed: {errors[0]!r}. The learner's state is saved in {ckpt}; fix the cause, "
                            "then --resume.") from errors[0]

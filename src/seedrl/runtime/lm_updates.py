@@ -27,8 +27,8 @@ from typing import Any, Iterable, Protocol
 import numpy as np
 import torch
 
-__all__ = ["Group", "LMUpdate", "Request", "behaviour_logprobs", "behaviour_token_logprobs", "mean_entropy",
-           "trainable_parameters"]
+__all__ = ["Group", "LMUpdate", "Request", "behaviour_logprobs", "behaviour_token_logprobs", "make_group",
+           "mean_entropy", "trainable_parameters"]
 
 
 @dataclass
@@ -41,6 +41,19 @@ class Group:
     anchor_completions: list[Any] | None = None
     anchor_rewards: np.ndarray | None = None
     example: Any = None  # the task's example of the prompt (GKD's fixed outputs)
+
+
+def make_group(prompt, samples: list[list[Any]], reward_fn) -> Group:
+    """The :class:`Group` of a drawn ``prompt`` from the completions of each request (the first: the
+    policy's; a second: the anchor's or teacher's), all scored in one batched ``reward_fn`` call."""
+    flat = [c for group in samples for c in group]
+    rewards = np.asarray(reward_fn([prompt.text] * len(flat), [c.text for c in flat], [prompt.example] * len(flat))
+                         if flat else [], dtype=np.float32)
+    n0 = len(samples[0])
+    group = Group(prompt.tokens, samples[0], rewards[:n0], example=prompt.example)
+    if len(samples) > 1:
+        group.anchor_completions, group.anchor_rewards = samples[1], rewards[n0:]
+    return group
 
 
 @dataclass

@@ -138,11 +138,12 @@ class ActorGroup:
             submitted.put(_ENDED)
 
 
-def connect(cfg, cpus_needed: float) -> bool:
+def connect(cfg, cpus_needed: float, needs: str | None = None) -> bool:
     """Join ``cfg.address`` or start a local instance; True when this call connected (and the run must disconnect).
 
-    Raises :class:`ConfigError` when the cluster has fewer CPUs than the actor
-    groups request (they would wait forever)."""
+    Raises :class:`ConfigError` when the cluster has fewer CPUs than the run's Ray
+    actors request (they would wait forever); ``needs`` says what they are (default:
+    a game run's actor groups and servers)."""
     connected = False
     if not ray.is_initialized():
         # ray.init replaces SIGTERM's handler with sys.exit: keep the run's own (a checkpoint, then a clean stop)
@@ -155,9 +156,11 @@ def connect(cfg, cpus_needed: float) -> bool:
     if have < cpus_needed:
         if connected:
             ray.shutdown()
-        servers = f" + 'runtime.ray.server_cpus' x 'runtime.ray.inference_servers'" if cfg.inference_servers > 1 else ""
-        raise ConfigError(f"config error: 'runtime.ray.actor_cpus' x 'runtime.num_actors'{servers} = {cpus_needed:g} CPUs, "
-                          f"but the Ray cluster has {have:g}", "runtime.ray.actor_cpus")
+        if needs is None:
+            servers = " + 'runtime.ray.server_cpus' x 'runtime.ray.inference_servers'" if cfg.inference_servers > 1 else ""
+            needs = f"'runtime.ray.actor_cpus' x 'runtime.num_actors'{servers}"
+        raise ConfigError(f"config error: {needs} = {cpus_needed:g} CPUs, but the Ray cluster has {have:g}",
+                          "runtime.ray.actor_cpus")
     return connected
 
 
