@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from seedrl.errors import InputFileError, UserError
 
@@ -56,26 +56,30 @@ class LocalHandler(BaseHTTPRequestHandler):
             raise UserError(f"request body: not valid JSON ({err})") from None
 
     def write_refusal(self) -> str | None:
-        """Why a state-changing request may not be served (None: it may).
-
-        Only the page this server serves may write: the ``Host`` must be this server's own
-        (``127.0.0.1:P`` or ``localhost:P``; a rebound DNS name is refused) and a browser's ``Origin``,
-        sent with every cross-site POST, must be the same host (another site's page is refused).
-        Clients without ``Origin`` (curl, scripts) are not browsers and may write."""
-        port = self.server.server_address[1]
-        host = self.headers.get("Host", "")
-        allowed = (f"127.0.0.1:{port}", f"localhost:{port}")
-        if host not in allowed:
-            return f"Host: {host!r} is not one of {list(allowed)}; use the page this server serves"
-        origin = self.headers.get("Origin")
-        if origin is not None and origin != f"http://{host}":
-            return f"Origin: {origin!r} is not the served page (http://{host}); writes from other pages are refused"
-        return None
+        """Why a state-changing request may not be served (None: it may): :func:`page_refusal`."""
+        return page_refusal(self.server.server_address[1], self.headers)
 
     def log_request(self, code: Any = "-", size: Any = "-") -> None:
         """Quiet: pages poll and step many times a second, so only error replies are logged (to stderr)."""
         if str(getattr(code, "value", code)).startswith(("4", "5")):
             super().log_request(code, size)
+
+
+def page_refusal(port: int, headers: Mapping[str, str]) -> str | None:
+    """Why a state-changing request to the server on ``port`` does not come from the page it serves
+    (None: it does).
+
+    The ``Host`` must be this server's own (``127.0.0.1:P`` or ``localhost:P``; a rebound DNS name is
+    refused) and a browser's ``Origin``, sent with every cross-site POST, must be the same host (another
+    site's page is refused). Clients without ``Origin`` (curl, scripts) are not browsers and may write."""
+    host = headers.get("Host", "")
+    allowed = (f"127.0.0.1:{port}", f"localhost:{port}")
+    if host not in allowed:
+        return f"Host: {host!r} is not one of {list(allowed)}; use the page this server serves"
+    origin = headers.get("Origin")
+    if origin is not None and origin != f"http://{host}":
+        return f"Origin: {origin!r} is not the served page (http://{host}); writes from other pages are refused"
+    return None
 
 
 def bind(handler: type[BaseHTTPRequestHandler], port: int, option: str = "--port") -> ThreadingHTTPServer:

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 
 from seedrl.data.annotations import ANNOTATIONS_FILE, Annotations
 from seedrl.errors import UserError
+from seedrl.localhttp import page_refusal
 
 MAX_BODY = 64 * 1024
 FIELDS = ("episode_id", "kind", "value", "step", "op", "author")
@@ -44,13 +45,9 @@ def write_refusal(client: str, port: int, headers: Mapping[str, str]) -> str | N
     """Why a write request may not be served (``None``: it may). ``headers``: the request's headers."""
     if client not in LOOPBACK:
         return f"client: {client!r} is not this machine; annotations are written from 127.0.0.1 only"
-    host = headers.get("Host", "")
-    allowed = {f"127.0.0.1:{port}", f"localhost:{port}"}
-    if host not in allowed:
-        return f"Host: {host!r} is not one of {sorted(allowed)}; annotate from the page the server serves"
-    origin = headers.get("Origin")
-    if origin is not None and origin != f"http://{host}":
-        return f"Origin: {origin!r} is not the served page (http://{host}); writes from other pages are refused"
+    refusal = page_refusal(port, headers)
+    if refusal is not None:
+        return refusal
     ctype = headers.get("Content-Type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
         return f"Content-Type: {ctype!r} is not 'application/json'"
