@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from seedrl.errors import UserError
+from seedrl.localhttp import LocalHandler
 
 POLL_MS = 2000
 HOST = "127.0.0.1"
@@ -212,8 +213,9 @@ def _int(query: dict, name: str, default: int) -> int:
         raise UserError(f"{name}: {values[0]!r} is not a whole number") from None
 
 
-class Handler(BaseHTTPRequestHandler):
-    """GET: the page, the JSON endpoints, 204 for the favicon, 404 JSON otherwise; POST: ``/api/annotate``."""
+class Handler(LocalHandler):
+    """GET: the page, the JSON endpoints, 204 for the favicon, 404 JSON otherwise; POST: ``/api/annotate``.
+    Replies and the quiet log (error replies only) are :class:`seedrl.localhttp.LocalHandler`'s."""
 
     state: ReportState
 
@@ -236,9 +238,9 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         q = parse_qs(url.query)
         if url.path in ("/", "/index.html"):
-            return self._send(200, self.state.page().encode("utf-8"), "text/html; charset=utf-8")
+            return self.send_body(200, self.state.page().encode("utf-8"), "text/html; charset=utf-8")
         if url.path == "/favicon.ico":
-            return self._send(204, b"", "image/x-icon")
+            return self.send_body(204, b"", "image/x-icon")
         if url.path == "/api/metrics":
             return self._json(200, self.state.metrics(_int(q, "since", -1)))
         if url.path == "/api/episodes":
@@ -272,17 +274,8 @@ class Handler(BaseHTTPRequestHandler):
         from seedrl.report.html.page import embed_json  # NaN/inf -> null; the escapes keep it valid JSON
 
         body = embed_json(payload).encode("utf-8")
-        self._send(status, body, "application/json")
+        self.send_body(status, body, "application/json")
 
-    def _send(self, status: int, body: bytes, ctype: str) -> None:
-        from seedrl.localhttp import LocalHandler  # the 127.0.0.1 servers' shared reply helpers
-
-        LocalHandler.send_body(self, status, body, ctype)
-
-    def log_request(self, code="-", size="-") -> None:
-        """Quiet: the page polls every few seconds, so only error replies are logged (to stderr)."""
-        if str(getattr(code, "value", code)).startswith(("4", "5")):
-            super().log_request(code, size)
 
 
 def make_server(args, port: int | None = None) -> ThreadingHTTPServer:
