@@ -6,7 +6,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import gymnasium as gym
@@ -19,6 +18,7 @@ from seedrl.play.envs import env_config, make_play_env  # noqa: E402
 from seedrl.play.keys import default_key_map  # noqa: E402
 from seedrl.play.server import make_server  # noqa: E402
 from seedrl.play.session import PlaySession  # noqa: E402
+from tests.threaded_server import in_thread  # noqa: E402
 
 
 class FakeClock:
@@ -55,15 +55,10 @@ def replay(env_id: str, seed: int, actions) -> tuple[np.ndarray, list[float], bo
 def served(session: PlaySession):
     """``session``'s server on a free port, in a thread; yields its base URL (``http://127.0.0.1:P``).
     Leaving stops the server and closes the session."""
-    server = make_server(session, 0, "CartPole-v1")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        with in_thread(make_server(session, 0, "CartPole-v1"), poll_interval=0.05) as port:
+            yield f"http://127.0.0.1:{port}"
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
         session.close()
 
 

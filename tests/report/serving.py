@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import urllib.error
 import urllib.request
 
 from seedrl.cli import build_parser
 from seedrl.report.html.serve import make_server
+from tests.threaded_server import in_thread
 
 
 @contextlib.contextmanager
 def served(argv: list[str]):
     """The server of ``seedrl report ARGV --serve`` on a free port; yields its base URL (``http://127.0.0.1:P/``)."""
     args = build_parser().parse_args(["report", *argv, "--serve"])
-    server = make_server(args, port=0)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with in_thread(make_server(args, port=0)) as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 def get_json(url: str) -> tuple[int, dict]:
