@@ -17,6 +17,7 @@ WAIT_S = 60  # an upper bound for the page's 2 s polls on a loaded machine, not 
 
 POINTS = ("var k = arguments[0], u = (seedrl.charts.curves || []).filter(function (u) { return u.seedrlKey === k; })[0];"
           " return u ? u.data[0].length : 0;")
+CLICK = "var r = document.querySelector(arguments[0]); if (!r) return false; r.click(); return true;"
 
 
 def _append(path, start: int, stop: int):
@@ -53,7 +54,7 @@ def test_served_page_follows_appended_rows_and_episodes(chromium, tmp_path):
         assert chromium.find_element("id", "live-status").get_attribute("data-rows") == "12"
         game_dataset(run / "episodes", episodes=2, start=1)
         _wait(chromium, lambda d: _list(d) == ["g0", "g1", "g2"], "episodes g1 and g2 in the list")
-        chromium.find_element("css selector", '#episodes-0-list tr[data-id="g2"]').click()  # not inline: fetched
+        assert chromium.execute_script(CLICK, '#episodes-0-list tr[data-id="g2"]')  # not inline: fetched
         _wait(chromium, lambda d: d.find_element("id", "episodes-0-detail").get_attribute("data-id") == "g2",
               "the detail of g2")
         assert "6 steps · return -4.5" in chromium.find_element("css selector", "#episodes-0-detail h3").text
@@ -114,9 +115,9 @@ def test_served_page_updates_while_cartpole_trains(chromium, tmp_path):
             release[1].set()
             trainer.join(timeout=300)
             # the run's recorded episodes appear (a new section: the page reloads itself) or join the list
-            _wait(chromium, lambda d: d.find_elements("css selector", "#episodes-0-list tr[data-id]") and _list(d),
+            # found and clicked in one script: the list may be redrawn between a find_element and its click
+            _wait(chromium, lambda d: d.execute_script(CLICK, "#episodes-0-list tr[data-id]"),
                   "recorded CartPole episodes in the list")
-            chromium.find_element("css selector", "#episodes-0-list tr[data-id]").click()
             _wait(chromium, lambda d: d.find_elements("css selector", '#episodes-0-detail td[data-f="observation"]'),
                   "an episode's detail")
             assert console_problems(chromium) == []
