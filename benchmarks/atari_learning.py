@@ -83,7 +83,8 @@ def seedrl_launch(algo: str, game: str, seed: int, run_dir: pathlib.Path, overri
     poll = pp.metrics_poller(run_dir / "bench" / "metrics.jsonl", to_sample)
 
     settings = f"{algo.upper()}; {config}" + (f" + {' '.join(overrides)}" if overrides else "") + f"; seed {seed}"
-    return pp.Launch(f"seedrl:{algo}:s{seed}", "seedrl", pp.seedrl_version(), settings, argv, REPO,
+    name = f"seedrl:{algo}:s{seed}" + (f" [{' '.join(overrides)}]" if overrides else "")  # rows of variants stay apart
+    return pp.Launch(name, "seedrl", pp.seedrl_version(), settings, argv, REPO,
                      {**os.environ, "PYTHONUNBUFFERED": "1"}, poll=poll)
 
 
