@@ -86,7 +86,8 @@ def seedrl_overrides(spec: dict, lmbda: float, out_dir: str) -> list[str]:
             "gkd.samples_per_prompt=1", "gkd.reduction=token", "gkd.off_policy=dataset",
             f"runtime.num_actors={spec['prompts_per_step']}",  # the server batches a whole update's prompts
             f"runtime.torch_threads={seedrl_threads(spec['threads'])}",
-            "log.progress=false", f"log.every={spec['warmup'] + spec['steps']}", "log.checkpoint_every=1000000"]
+            "log.progress=false", f"log.every={spec['warmup'] + spec['steps']}", "log.checkpoint_every=1000000",
+            *spec.get("set", [])]
 
 
 def seedrl_threads(threads: int) -> int:
@@ -106,7 +107,7 @@ def make_spec(a: argparse.Namespace) -> dict:
     spec = {"student": str(Path(a.student).resolve()), "teacher": str(Path(a.teacher).resolve()), "seed": a.seed,
             "threads": a.threads, "steps": a.steps, "warmup": a.warmup, "prompts_per_step": a.prompts_per_step,
             "num_examples": a.num_examples, "max_new_tokens": a.max_new_tokens, "lr": a.lr, "grad_clip": 1.0,
-            "beta": a.beta, "temperature": 1.0}
+            "beta": a.beta, "temperature": 1.0, "set": list(a.set)}
     cfg = load_config(LMGKDConfig, str(CONFIG), seedrl_overrides(spec, 0.0, tempfile.gettempdir()))
     tok = LMPolicy.from_pretrained(spec["student"]).tokenizer
     task, _ = _task_and_reward(cfg, tok)
@@ -157,7 +158,8 @@ def seedrl_side(spec: dict, lmbda: float) -> dict:
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "settings": f"configs/arith_gkd.yaml, {cfg.runtime.num_actors} actor threads, gkd.samples_per_prompt=1, "
                         f"gkd.reduction=token, fp32, torch threads {seedrl_threads(spec['threads'])} in each of "
-                        f"its 2 computing threads (server, learner) for a budget of {spec['threads']} cores"}
+                        f"its computing threads (server, learner) for a budget of {spec['threads']} cores"
+                        + "".join(f", {kv}" for kv in spec.get("set", []))}
 
 
 def run_system(system: str, spec_path: Path, lmbda: float, workdir: Path) -> dict:
@@ -213,6 +215,8 @@ def main(argv=None) -> dict | None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 1.0])
     ap.add_argument("--systems", default="seedrl,trl", help="comma-separated subset of seedrl,trl (speed-ups need both)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra config override for seedrl's runs (e.g. generation.server_threads=per_model)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--side-seedrl", nargs=3, metavar=("SPEC", "LMBDA", "RESULT"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

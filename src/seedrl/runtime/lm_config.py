@@ -160,11 +160,6 @@ class LMGenerationConfig:
         "help": "builtin (seedrl's KV-cached continuous-batching sampler, CPU or GPU) or vllm (a vLLM engine on the "
                 "GPU samples the policy, weights loaded in place after each update; needs the vllm extra)",
         "choices": ["builtin", "vllm"]})
-    server_threads: str = field(default="one", metadata={
-        "help": "builtin backend: one serving thread for every model (policy, reference, teacher, ...), or per_model: "
-                "a thread each, so two busy models overlap on separate cores (GKD at lmbda = 1: the student samples "
-                "while the teacher scores the batch before)",
-        "choices": ["one", "per_model"]})
     check_logprobs: int = field(default=0, metadata={
         "help": "at run start, sample this many prompts from the served policy and recompute the sampled tokens' "
                 "log-probs with the learner's model; the run stops when max |Δ| > logprob_tolerance (0 = off)",

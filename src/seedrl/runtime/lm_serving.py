@@ -1,9 +1,7 @@
 """The LM run's central inference: which generation server (``generation.backend``) and its start check.
 
 * ``builtin``: one :class:`~seedrl.models.lm.server.GenerationServer` serves every model
-  (policy, reference, BOND's anchor, GKD's teacher) with seedrl's own sampler, on one thread or
-  (``generation.server_threads: per_model``) a thread per model
-  (:class:`~seedrl.models.lm.server_group.ServerGroup`);
+  (policy, reference, BOND's anchor, GKD's teacher) with seedrl's own sampler;
 * ``vllm``: a vLLM engine loaded from the policy's folder samples the policy
   (:class:`~seedrl.models.lm.vllm_server.VLLMGenerationServer`; the learner's weights are
   loaded into it in place after each update), the other models stay on the built-in server.
@@ -29,12 +27,11 @@ __all__ = ["check_served_policy", "make_lm_server"]
 def make_lm_server(cfg, policy_path: str, served, others: dict[str, Any], learner_policy):
     """The run's generation server (not started). ``served``: the built-in policy copy (``None``
     with the vllm backend, which loads ``policy_path`` itself); ``others``: the other models."""
-    from seedrl.models.lm.server_group import serve_models
+    from seedrl.models.lm.server import GenerationServer
 
     max_batch = cfg.sampling.max_batch
     if cfg.generation.backend != "vllm":
-        return serve_models({"policy": served, **others}, per_model=cfg.generation.server_threads == "per_model",
-                            max_batch=max_batch)
+        return GenerationServer({"policy": served, **others}, max_batch=max_batch)
     from seedrl.models.lm.vllm_server import VLLMGenerationServer, make_vllm_engine
 
     v = cfg.generation.vllm
