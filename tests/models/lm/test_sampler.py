@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seedrl.models.lm import Request, Sampler, SamplingParams
+from seedrl.models.lm import Request, Sampler, SamplingParams, decoders
 from seedrl.models.lm.decoders import CausalBackend, T5Backend, UncachedBackend
 from seedrl.models.lm.sampler import counter_uniform
 
@@ -61,6 +61,31 @@ def test_logprobs_equal_score_with_requests_joining_mid_flight(policies, kind):
         for c in h.result():
             c.prompt_index = i
             outs.append(c)
+    check_logprobs(p, prompts, outs, temperature=0.9)
+
+
+def test_small_projections_skip_onednn_large_ones_take_it():
+    gemm = decoders._Gemm(True)
+    if not gemm.enabled:
+        pytest.skip("this torch build has no oneDNN linear")
+    small, large = torch.nn.Linear(64, 192), torch.nn.Linear(1024, 256)  # 12,288 and 262,144 weight elements
+    assert gemm.weight(small) is None and gemm.weight(large) is large.weight
+    x = torch.randn(8, 1024)
+    torch.testing.assert_close(gemm(large, x, add=torch.ones(8, 256)), large(x) + 1, atol=1e-5, rtol=0)
+    torch.testing.assert_close(gemm(small, x[:, :64], act=torch.tanh), torch.tanh(small(x[:, :64])), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_logprobs_equal_score_with_every_projection_through_onednn(policies, kind, monkeypatch):
+    """The test models' projections are below ``ONEDNN_MIN_WEIGHT_ELEMENTS`` (module forward); force
+    oneDNN with its fused GELU / residual add and packed copies, as large models get."""
+    monkeypatch.setattr(decoders, "ONEDNN_MIN_WEIGHT_ELEMENTS", 0)
+    p = policies[kind]
+    prompts = prompts_of(p)
+    sampler = Sampler(p, max_batch=3)
+    outs = sampler.generate(prompts, SamplingParams(temperature=0.9, max_new_tokens=6, seed=5, n=2))
+    gemm = sampler.backend.gemm
+    assert gemm._packed and all(entry[4] is not None for entry in gemm._packed.values()) or not gemm.enabled
     check_logprobs(p, prompts, outs, temperature=0.9)
 
 

@@ -35,6 +35,8 @@ from transformers.activations import NewGELUActivation
 from transformers.pytorch_utils import Conv1D
 
 LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")
+#: projections with fewer weight elements run through the module's own forward, not oneDNN (see :class:`_Gemm`)
+ONEDNN_MIN_WEIGHT_ELEMENTS = 1 << 18
 PACK_AUTO_BYTES = 1 << 30  # CausalBackend(pack=None) packs the weights when their copy needs no more
 
 
@@ -115,7 +117,13 @@ class _Gemm:
     as its transposed view, no copy); LoRA-wrapped and other modules, other dtypes and
     devices take the module's own forward. ``pack=True`` keeps a oneDNN-blocked copy of
     every weight (one more copy of the model, ~25% faster GEMMs), repacked when the
-    parameter changes (in-place updates bump its version counter)."""
+    parameter changes (in-place updates bump its version counter).
+
+    Weights under :data:`ONEDNN_MIN_WEIGHT_ELEMENTS` also take the module's own forward
+    (MKL): a oneDNN call costs ~25 us before any arithmetic, more than a small product's
+    whole time (1 thread, 8 rows: ``[8, 64] x [64, 192]`` 31 us against ``F.linear``'s 8;
+    ``[16, 256] x [256, 768]`` about even; ``lm_head`` ``[16, 256] x [256, 8192]`` packed
+    990 us against 1,180)."""
 
     def __init__(self, enabled: bool, pack: bool = False, batch_hint: int = 8):
         self.enabled, self.pack = enabled and _onednn_linear_available(), pack
@@ -142,7 +150,8 @@ class _Gemm:
         params = mod._parameters
         p = params.get("weight")
         w = None
-        if t in (torch.nn.Linear, Conv1D) and p.dtype == torch.float32 and p.device.type == "cpu":
+        if (t in (torch.nn.Linear, Conv1D) and p.dtype == torch.float32 and p.device.type == "cpu"
+                and p.numel() >= ONEDNN_MIN_WEIGHT_ELEMENTS):
             w = p if t is torch.nn.Linear else p.t()
         ver = 0
         if w is not None and self.pack:
