@@ -69,7 +69,8 @@ def test_small_projections_skip_onednn_large_ones_take_it():
     if not gemm.enabled:
         pytest.skip("this torch build has no oneDNN linear")
     small, large = torch.nn.Linear(64, 192), torch.nn.Linear(1024, 256)  # 12,288 and 262,144 weight elements
-    assert gemm.weight(small) is None and gemm.weight(large) is large.weight
+    assert gemm.routed_weight(small, 8) is None and gemm.routed_weight(small, 128) is small.weight  # 98k, 1.6M MACs
+    assert gemm.routed_weight(large, 4) is large.weight
     x = torch.randn(8, 1024)
     torch.testing.assert_close(gemm(large, x, add=torch.ones(8, 256)), large(x) + 1, atol=1e-5, rtol=0)
     torch.testing.assert_close(gemm(small, x[:, :64], act=torch.tanh), torch.tanh(small(x[:, :64])), atol=1e-6, rtol=0)
@@ -77,9 +78,9 @@ def test_small_projections_skip_onednn_large_ones_take_it():
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 def test_logprobs_equal_score_with_every_projection_through_onednn(policies, kind, monkeypatch):
-    """The test models' projections are below ``ONEDNN_MIN_WEIGHT_ELEMENTS`` (module forward); force
+    """The test models' projections are below ``ONEDNN_MIN_MACS`` (module forward); force
     oneDNN with its fused GELU / residual add and packed copies, as large models get."""
-    monkeypatch.setattr(decoders, "ONEDNN_MIN_WEIGHT_ELEMENTS", 0)
+    monkeypatch.setattr(decoders, "ONEDNN_MIN_MACS", 0)
     p = policies[kind]
     prompts = prompts_of(p)
     sampler = Sampler(p, max_batch=3)

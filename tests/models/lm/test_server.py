@@ -43,7 +43,7 @@ def test_many_threads_several_models(load, policies):
 @pytest.mark.parametrize("all_onednn", [False, True], ids=["default-routing", "all-onednn-packed"])
 def test_update_weights_in_place_between_steps(tmp_path, load, monkeypatch, all_onednn):
     if all_onednn:  # every projection through oneDNN with packed copies: the copies must follow the update
-        monkeypatch.setattr(decoders, "ONEDNN_MIN_WEIGHT_ELEMENTS", 0)
+        monkeypatch.setattr(decoders, "ONEDNN_MIN_MACS", 0)
     policy, learner = load("gpt2"), LMPolicy.from_pretrained(tiny.build_model("gpt2", tmp_path / "l", seed=3))
     x = policy.tokenize_prompts(TEXTS)
     ptrs = [q.data_ptr() for q in policy.model.parameters()]

@@ -54,7 +54,9 @@ def engine_kind(request):
 def engine(engine_kind, llama_dir):
     """(engine, sampling_params_factory, log-prob tolerance): one engine per module (vLLM starts slowly)."""
     if engine_kind == "fake":
-        yield fake_engine(llama_dir), FakeSamplingParams, 1e-4
+        # fp32 on both sides, but other GEMM kernels for few decode rows than for the learner's batched
+        # forward: up to ~1.3e-4 apart after the test's large weight update (the stale weights still fail below)
+        yield fake_engine(llama_dir), FakeSamplingParams, 2e-4
         return
     from seedrl.models.lm.vllm_server import make_vllm_engine
 

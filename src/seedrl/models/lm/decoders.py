@@ -35,8 +35,8 @@ from transformers.activations import NewGELUActivation
 from transformers.pytorch_utils import Conv1D
 
 LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")
-#: projections with fewer weight elements run through the module's own forward, not oneDNN (see :class:`_Gemm`)
-ONEDNN_MIN_WEIGHT_ELEMENTS = 1 << 18
+#: products of fewer multiply-adds (rows x weight elements) run through the module's own forward, not oneDNN (:class:`_Gemm`)
+ONEDNN_MIN_MACS = 1 << 20
 PACK_AUTO_BYTES = 1 << 30  # CausalBackend(pack=None) packs the weights when their copy needs no more
 
 
@@ -119,11 +119,11 @@ class _Gemm:
     every weight (one more copy of the model, ~25% faster GEMMs), repacked when the
     parameter changes (in-place updates bump its version counter).
 
-    Weights under :data:`ONEDNN_MIN_WEIGHT_ELEMENTS` also take the module's own forward
-    (MKL): a oneDNN call costs ~25 us before any arithmetic, more than a small product's
-    whole time (1 thread, 8 rows: ``[8, 64] x [64, 192]`` 31 us against ``F.linear``'s 8;
-    ``[16, 256] x [256, 768]`` about even; ``lm_head`` ``[16, 256] x [256, 8192]`` packed
-    990 us against 1,180)."""
+    Products under :data:`ONEDNN_MIN_MACS` multiply-adds (rows x weight elements) also take
+    the module's own forward (MKL): a oneDNN call costs ~25 us before any arithmetic, more
+    than a small product's whole time (1 thread: ``[8, 64] x [64, 192]`` 31 us against
+    ``F.linear``'s 8; ``[16, 256] x [256, 768]`` about even; ``lm_head``
+    ``[16, 256] x [256, 8192]`` packed 990 us against 1,180)."""
 
     def __init__(self, enabled: bool, pack: bool = False, batch_hint: int = 8):
         self.enabled, self.pack = enabled and _onednn_linear_available(), pack
@@ -150,8 +150,7 @@ class _Gemm:
         params = mod._parameters
         p = params.get("weight")
         w = None
-        if (t in (torch.nn.Linear, Conv1D) and p.dtype == torch.float32 and p.device.type == "cpu"
-                and p.numel() >= ONEDNN_MIN_WEIGHT_ELEMENTS):
+        if t in (torch.nn.Linear, Conv1D) and p.dtype == torch.float32 and p.device.type == "cpu":
             w = p if t is torch.nn.Linear else p.t()
         ver = 0
         if w is not None and self.pack:
@@ -163,11 +162,18 @@ class _Gemm:
         self._packed[id(mod)] = (mod, params, p, ver, w)
         return w
 
+    def routed_weight(self, mod, rows: int) -> torch.Tensor | None:
+        """:meth:`weight` for a product of ``rows`` rows, ``None`` when it is too small for oneDNN."""
+        p = mod._parameters.get("weight") if self.enabled else None
+        if p is None or rows * p.numel() < ONEDNN_MIN_MACS:  # decided before any packed copy is made
+            return None
+        return self.weight(mod)
+
     def __call__(self, mod, x: torch.Tensor, *, gelu_tanh: bool = False, act=None,
                  add: torch.Tensor | None = None) -> torch.Tensor:
         """``add + act(mod(x))`` for a 2-D ``x`` (``act`` / ``add`` optional; ``gelu_tanh``:
         ``act`` is exactly tanh-GELU and may be fused)."""
-        w = self.weight(mod) if self.enabled else None
+        w = self.routed_weight(mod, x.shape[0])
         if w is None:
             y = _linear(mod, x)
             if act is not None:
