@@ -216,7 +216,7 @@ def main(argv=None) -> dict | None:
     ap.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 1.0])
     ap.add_argument("--systems", default="seedrl,trl", help="comma-separated subset of seedrl,trl (speed-ups need both)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra config override for seedrl's runs (e.g. generation.server_threads=per_model)")
+                    help="extra config override for seedrl's runs (e.g. gkd.top_k=8)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--side-seedrl", nargs=3, metavar=("SPEC", "LMBDA", "RESULT"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
