@@ -150,6 +150,15 @@ class CompletionRecorder:
         self.writer.close()
 
 
+def _settled(future, timeout: float) -> bool:
+    """Whether ``future`` has a result or an exception, waiting up to ``timeout`` seconds on its own condition."""
+    try:
+        future.exception(timeout=timeout)
+        return True
+    except TimeoutError:
+        return False
+
+
 class LocalPlay:
     """An actor's prompt played on the run's own generation server: ``play(prompt, stop)`` -> its group,
     or None once ``stop`` is set. Every request of the prompt is submitted before the first is waited for."""
@@ -160,10 +169,10 @@ class LocalPlay:
     def __call__(self, prompt, stop: threading.Event) -> Group | None:
         # a request for 0 samples (GKD at λ = 0: no student samples) generates nothing
         futures = [self.server.submit(req.model, prompt.tokens, params) if req.n else None for req, params in self.requests]
-        while not all(f is None or f.done() for f in futures):
-            if stop.is_set():
-                return None
-            time.sleep(0.001)
+        for f in futures:  # block on each future (a polling loop woke every actor thread 1,000 times a second)
+            while f is not None and not _settled(f, timeout=0.1):
+                if stop.is_set():
+                    return None
         return make_group(prompt, [[] if f is None else f.result() for f in futures], self.reward_fn)
 
 
