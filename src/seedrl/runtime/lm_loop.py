@@ -373,6 +373,10 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
         signals.in_loop = True
         prefetch = getattr(update, "prefetch", None)
         ahead: list[Group] | None = None  # the next batch, already prefetched
+        # the served policy's version, and the weight push in flight: the server copies the weights while the
+        # learner computes the next loss, which only reads them; the next optimizer step waits for the copy
+        served_version = server.version("policy") if samples_policy else None
+        push = None
         for step in tqdm(range(first_step, cfg.steps + 1), desc=cfg.name, disable=not cfg.log.progress, unit="update",
                          initial=first_step - 1, total=cfg.steps):
             batch = ahead if ahead is not None else _take_batch(groups, cfg.prompts_per_step, signals, errors)
@@ -390,9 +394,14 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_norm or float("inf"))
             check_finite(grad_norm, "gradient norm", step)
+            if push is not None:
+                push.result()  # the server holds the last update's weights: now the step may change them
             optimizer.step()
             # the served copy only samples: with no policy samples requested (GKD at λ = 0) it is not pushed
-            version = server.update_weights("policy", learner_policy) if samples_policy else step + 1
+            if samples_policy:
+                push = server.update_weights("policy", learner_policy, wait=False)
+                served_version += 1  # each push bumps the served version by one
+            version = served_version if samples_policy else step + 1
             update.after_update(step)
             samples += sum(len(g.completions) + len(g.anchor_completions or ()) for g in batch)
             done = step
@@ -408,6 +417,8 @@ def _train_lm(cfg: LMRunConfig, run: RunDir, signals: StopSignals, reward_fn: Ca
                 metrics.log({"updates": step, "frames": samples, **last_eval})
             if step % cfg.log.checkpoint_every == 0 or step == cfg.steps:
                 last_ckpt, saved = save(step), step
+        if push is not None:
+            push.result()  # the run ends with the served policy holding the final weights
     except KeyboardInterrupt:
         signals.received = signals.received or "SIGINT"
     except InferenceLost as err:  # a generation server of a Ray run died under the learner's request
