@@ -164,6 +164,13 @@ def test_stop_token_ids_and_eos(load):
     assert c.tokens == g.tokens[: first + 1] and c.finish_reason == "eos"  # EOS kept as last token
     (c,) = s.generate([x], SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True))
     assert c.tokens == g.tokens and c.finish_reason == "length"
+    # admitted together: each row keeps its own setting
+    h_ignore = s.submit(Request(x, SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True)))
+    h_stop = s.submit(Request(x, SamplingParams(temperature=0, max_new_tokens=12)))
+    s.run_until_idle()
+    (a,), (b,) = h_ignore.result(), h_stop.result()
+    assert a.tokens == g.tokens and a.finish_reason == "length"
+    assert b.tokens == g.tokens[: first + 1] and b.finish_reason == "eos"
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "t5"])
