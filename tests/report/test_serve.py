@@ -84,16 +84,25 @@ def test_bad_input_is_one_line_before_serving(tmp_path, capsys):
 
 def test_ctrl_c_stops_the_server_cleanly(tmp_path):
     run = _run_dir(tmp_path / "run", 3)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONFAULTHANDLER": "1"}
+    # a job started in the background (``cmd &`` without job control, nohup) inherits SIGINT ignored, and a
+    # Python started with SIGINT ignored keeps ignoring it: give the server the disposition a terminal gives it
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from seedrl.cli import main; sys.exit(main())", "report", str(run), "--serve", "--port", "0"],
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stderr.readline()
         assert "serving the report of" in line, line
         url = line.split(" on ", 1)[1].split()[0]
         assert get_json(url + "api/metrics?since=3")[1]["rows"] == 3
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # show where it hangs: faulthandler prints every thread's stack on SIGABRT
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(10)
+            raise AssertionError("the server ignored SIGINT for 60 s; its threads:\n" + proc.stderr.read()) from None
+        assert code == 0
         assert "stopped" in proc.stderr.read()
     finally:
         if proc.poll() is None:
