@@ -14,11 +14,11 @@ import torch
 
 pytest.importorskip("transformers")
 
+from seedrl.agents.gkd import LMGKDConfig  # noqa: E402
 from seedrl.config import load_config  # noqa: E402
 from seedrl.envs.text import build_toy_assets  # noqa: E402
 from seedrl.models.lm.policy import LMPolicy  # noqa: E402
 from seedrl.models.lm.server import GenerationServer  # noqa: E402
-from seedrl.agents.gkd import LMGKDConfig  # noqa: E402
 from seedrl.runtime.lm_loop import LocalPlay, train_lm  # noqa: E402
 from seedrl.runtime.lm_updates import Request  # noqa: E402
 

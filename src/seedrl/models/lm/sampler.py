@@ -275,20 +275,24 @@ class Sampler:
         for s in order:
             s.version_start, s.end_step = version, self._steps + s.limit
         longs = lambda xs: torch.tensor(xs, dtype=torch.long, device=dev)  # noqa: E731
-        self.cur[rows] = longs([self._start if seq2seq else s.prompt[-1] for s in order])
-        self.pos[rows] = longs([0 if seq2seq else len(s.prompt) - 1 for s in order])
-        self.gen[rows], self.limit[rows] = 0, longs([s.limit for s in order])
-        self.temp[rows] = torch.tensor([p.temperature for p in ps], dtype=self.temp.dtype, device=dev)
-        self.topk[rows] = longs([p.top_k for p in ps])
-        self.topp[rows] = torch.tensor([p.top_p for p in ps], dtype=self.topp.dtype, device=dev)
+
+        def put(buf: torch.Tensor, values: list) -> None:
+            buf[rows] = torch.tensor(values, dtype=buf.dtype, device=dev)
+
+        put(self.cur, [self._start if seq2seq else s.prompt[-1] for s in order])
+        put(self.pos, [0 if seq2seq else len(s.prompt) - 1 for s in order])
+        self.gen[rows] = 0
+        put(self.limit, [s.limit for s in order])
+        put(self.temp, [p.temperature for p in ps])
+        put(self.topk, [p.top_k for p in ps])
+        put(self.topp, [p.top_p for p in ps])
         seeds = [p.seed if p.seed is not None else int(torch.randint(0, 1 << 62, ())) for p in ps]  # torch's global RNG
         keys = longs([_signed(_mix_int(_mix_int(seed) ^ _mix_int(s.index + 1))) for seed, s in zip(seeds, order)])
         self.u[rows] = counter_uniform(keys[:, None], torch.arange(self.u.shape[1], device=dev)[None, :])
         self.eos[rows] = -1
         if eos:
-            ends = [r for r, p in enumerate(ps) if not p.ignore_eos]
-            if ends:
-                self.eos[n + longs(ends)[:, None], torch.arange(len(eos), device=dev)[None, :]] = longs(eos)
+            ends = torch.tensor([not p.ignore_eos for p in ps], device=dev)[:, None]
+            self.eos[rows, : len(eos)] = torch.where(ends, longs(eos), -1)
         self.stops[rows] = -1
         for j, p in enumerate(ps):
             if p.stop_token_ids:
