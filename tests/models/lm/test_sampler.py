@@ -43,6 +43,30 @@ def test_fast_backends_are_used(policies):
     assert isinstance(Sampler(policies["gpt2"], fast=False).backend, UncachedBackend)
 
 
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("interrupt", ["none", "copy_rows", "second_prefill"])
+def test_deferred_prefill_equals_full_forward(policies, kind, interrupt):
+    """The causal path runs a prefill inside the next decode's forward; a row copy or another
+    prefill in between runs it on its own first. Either way the logits of each prompt's last
+    token equal a full forward of the model, and the sibling row gets its prompt's cache."""
+    p = policies[kind]
+    prompts = [x for x in prompts_of(p) if len(x) > 2][:3]
+    backend = Sampler(p, max_batch=8).backend
+    backend.reserve(max(len(x) for x in prompts) + 2)
+    k = len(prompts)
+    backend.prefill(0, prompts, (torch.tensor([k]), torch.tensor([1])))  # row k: a second sample of prompt 1
+    if interrupt == "copy_rows":
+        backend.copy_rows(torch.tensor([k + 1]), torch.tensor([0]))  # needs row 0's cache written first
+    elif interrupt == "second_prefill":
+        backend.prefill(k + 1, [prompts[0]])
+    rows = [*prompts, prompts[1]] + ([prompts[0]] if interrupt != "none" else [])
+    with torch.inference_mode():
+        logits = backend.decode(len(rows), torch.tensor([x[-1] for x in rows]), torch.tensor([len(x) - 1 for x in rows]))
+        for r, x in enumerate(rows):
+            full = p.base_model(torch.tensor([x])).logits[0, -1].float()
+            assert torch.allclose(logits[r], full, atol=1e-4), (r, (logits[r] - full).abs().max())
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_logprobs_equal_score_with_requests_joining_mid_flight(policies, kind):
     p = policies[kind]

@@ -7,10 +7,13 @@ so rows of different lengths share one buffer without padding the short ones on 
 left). The sampler keeps the active rows compact in ``0..n-1`` (``copy_rows`` moves a
 surviving row into the hole a finished one left).
 
-* ``prefill(row0, prompts)``: causal models write the K/V of ``prompt[:-1]`` into rows
-  ``row0..row0+k-1`` (right-padded; pad columns hold finite values that a decode step
-  overwrites before they are ever unmasked); encoder-decoder models run the encoder once
-  and store the cross-attention K/V.
+* ``prefill(row0, prompts, siblings)``: causal models write the K/V of ``prompt[:-1]`` into
+  rows ``row0..row0+k-1`` (right-padded; pad columns hold finite values that a decode step
+  overwrites before they are ever unmasked), then copy them to the ``siblings = (dst, src)``
+  rows; encoder-decoder models run the encoder once and store the cross-attention K/V. The
+  causal fast path defers this to the next ``decode``, which runs the prompts' tokens in its
+  own forward (a tiny model's forward costs its ~90 kernel launches whatever the tokens, so
+  a step that admits prompts costs one forward, not two).
 * ``decode(n, tokens, positions)``: one forward of the current token of rows ``0..n-1``
   (row ``b``'s token at position ``positions[b]``), writing its K/V at column
   ``positions[b]`` and attending to columns ``<= positions[b]`` (additive mask
@@ -267,6 +270,7 @@ class CausalBackend:
         self.device = p.device
         self._ar = torch.arange(max(max_batch, heads), device=p.device)
         self._cols = torch.arange(0, device=p.device)
+        self._pending: _Prefill | None = None  # a prefill the next decode computes
 
     def reserve(self, length: int, source_length: int = 0) -> None:
         self.cache.reserve(length)
@@ -274,10 +278,13 @@ class CausalBackend:
             self._cols = torch.arange(self.cache.capacity, device=self.device)
 
     def copy_rows(self, dst: torch.Tensor, src: torch.Tensor) -> None:
+        self._flush()
         self.cache.copy_rows(dst, src)
 
-    def _attend(self, i: int, x: torch.Tensor, h: torch.Tensor, kv, mask: torch.Tensor, rope) -> torch.Tensor:
-        """``x`` + self-attention of ``h`` (both ``[n, L, E]`` in prefill, ``[n, E]`` in decode)."""
+    def _attend(self, i: int, x: torch.Tensor, h: torch.Tensor, attention, rope) -> torch.Tensor:
+        """``x`` + self-attention of ``h``: ``[n, L, E]`` rows (prefill layout: ``q``, ``k``, ``v`` reach
+        ``attention`` as ``[n, H, L, D]``) or ``[N, E]`` tokens (decode layout: ``[N, H, 1, D]``).
+        ``attention(i, q, k, v, scale)`` writes the cache as it needs and returns ``[tokens, H * D]``."""
         blk, lin = self.layers[i], self.gemm
         lead, E = h.shape[:-1], h.shape[-1]
         h2 = h.reshape(-1, E)
@@ -292,20 +299,19 @@ class CausalBackend:
             v = lin(a.v_proj, h2).view(*lead, self.kv_heads, self.head_dim)
             if hasattr(a, "q_norm"):
                 q, k = a.q_norm(q), a.k_norm(k)
-        if len(lead) == 1:  # decode: [n, H, D] -> [n, H, 1, D]
+        if len(lead) == 1:  # decode: [N, H, D] -> [N, H, 1, D]
             q, k, v = q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2)
         else:  # prefill: [n, L, H, D] -> [n, H, L, D]
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if not self.gpt2:
             q, k = self.rope_fn(q, k, *rope)
-        K, V = kv(i, k, v)
-        if len(lead) == 1 and mask.dim() == 3:  # decode, fp32: batched matmuls on the cache views
-            o = _decode_attention(q, K, V, mask, a.scaling)
-        else:
-            o = F.scaled_dot_product_attention(q, K, V, attn_mask=mask, scale=a.scaling, enable_gqa=self.gqa)
-            o = o.squeeze(2) if len(lead) == 1 else o.transpose(1, 2)
-            o = o.reshape(-1, self.heads * self.head_dim)
+        o = attention(i, q, k, v, a.scaling)
         return lin(a.c_proj if self.gpt2 else a.o_proj, o, add=x.reshape(-1, E)).view(x.shape)
+
+    def _rows_attention(self, q, k, v, mask: torch.Tensor, scale: float) -> torch.Tensor:
+        """Causal attention of whole rows ``[n, H, L, D]`` (prefill layout) -> ``[n * L, H * D]``."""
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=self.gqa)
+        return o.transpose(1, 2).reshape(-1, self.heads * self.head_dim)
 
     def _mlp(self, i: int, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """``x`` + MLP of ``h``."""
@@ -318,8 +324,8 @@ class CausalBackend:
             out = lin(m.down_proj, lin(m.gate_proj, h, act=act) * lin(m.up_proj, h), add=res)
         return out.view(x.shape)
 
-    def _run(self, ids: torch.Tensor, pos: torch.Tensor, kv, mask: torch.Tensor) -> torch.Tensor:
-        """The decoder stack on token ids ``[n]`` at positions ``[n]`` (decode) or ``[n, L]``."""
+    def _run(self, ids: torch.Tensor, pos: torch.Tensor, attention) -> torch.Tensor:
+        """The decoder stack on token ids ``[N]`` at positions ``[N]`` (decode layout) or ``[n, L]``."""
         if self.gpt2:
             x, rope = self.core.wte(ids) + self.core.wpe(pos), None
         else:
@@ -328,27 +334,32 @@ class CausalBackend:
             rope = (cos, sin) if pos.dim() == 2 else (cos[:, :1], sin[:, :1])
         for i in range(len(self.layers)):
             n1, n2 = self.norms[i]
-            x = self._attend(i, x, n1(x), kv, mask, rope)
+            x = self._attend(i, x, n1(x), attention, rope)
             x = self._mlp(i, x, n2(x))
         return x
 
-    def prefill(self, row0: int, prompts) -> None:
-        lengths = [len(p) - 1 for p in prompts]
-        width = max(lengths)
-        if width == 0:
+    def prefill(self, row0: int, prompts, siblings: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Rows ``row0..row0+k-1`` take these prompts; ``siblings = (dst, src)`` rows then copy their
+        cache. Deferred: the next :meth:`decode` computes the K/V of every ``prompt[:-1]`` in the
+        same forward as its decode tokens (one pass over the layers instead of two; each row's
+        last prompt token is that decode's token). A second prefill or a :meth:`copy_rows`
+        before that decode first runs this one on its own (:meth:`_flush`)."""
+        self._flush()
+        self._pending = _Prefill.of(row0, prompts, siblings, self.device)
+
+    def _flush(self) -> None:
+        """Run a deferred prefill on its own (a forward over the prompts only)."""
+        pending, self._pending = self._pending, None
+        if pending is None or pending.width == 0:
+            if pending is not None and pending.siblings is not None:
+                self.cache.copy_rows(*pending.siblings)
             return
-        k = len(prompts)
-        ids = _pad([p[:-1] for p in prompts], width, 0, self.device)
-        pos = torch.arange(width, device=self.device).expand(k, width)
-        mask = _prefill_mask(torch.tensor(lengths, device=self.device), width)
-        rows = slice(row0, row0 + k)
 
-        def kv(i, key, val):
-            self.cache.k[i][rows, :, :width] = key
-            self.cache.v[i][rows, :, :width] = val
-            return key, val
+        def attention(i, q, k, v, scale):
+            pending.write(self.cache, i, k, v)
+            return self._rows_attention(q, k, v, pending.mask, scale)
 
-        self._run(ids, pos, kv, mask)
+        self._run(pending.ids, pending.pos, attention)
 
     def completion_logits(self, prompt_ids, completion_ids) -> torch.Tensor:
         """:meth:`LMPolicy.completion_logits <seedrl.models.lm.policy.LMPolicy.completion_logits>`
@@ -365,28 +376,83 @@ class CausalBackend:
         mask = _prefill_mask(torch.tensor([len(s) for s in seqs], device=self.device), width)
         if max(C, default=0) == 0:
             return torch.zeros((B, 0, self.lm_head.weight.shape[0]), device=self.device)
-        x = self._run(ids, pos, lambda i, k, v: (k, v), mask)
+        x = self._run(ids, pos, lambda i, q, k, v, scale: self._rows_attention(q, k, v, mask, scale))
         x = x[torch.arange(B, device=self.device)[:, None], completion_positions(P, C, self.device)]
         return self.gemm(self.lm_head, self.final_norm(x).reshape(-1, x.shape[-1])).view(B, x.shape[1], -1).float()
 
     def decode(self, n: int, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Logits ``[n, V]`` of rows ``0..n-1``'s tokens; a deferred :meth:`prefill`'s prompts go
+        through the same forward: their padded ``prompt[:-1]`` tokens follow the ``n`` decode
+        tokens, every projection and MLP runs once over all of them, and only attention is
+        split (the prompts' causal attention among themselves, written to the cache first; then
+        every decode token's attention over its row's cache, new rows included)."""
+        pending, self._pending = self._pending, None
+        if pending is not None and pending.width == 0:  # one-token prompts: nothing to compute first
+            if pending.siblings is not None:
+                self.cache.copy_rows(*pending.siblings)
+            pending = None
         T = int(positions.max()) + 1
         future = (self._cols[:T][None, :] > positions[:, None])[:, None, None, :]
         mask = torch.zeros(future.shape, dtype=self.cache.dtype, device=self.device).masked_fill_(future, -torch.inf)
         kvh, D, cap = self.kv_heads, self.head_dim, self.cache.capacity
-        if self.cache.dtype == torch.float32:  # [n * kv_heads, 1, T], for _decode_attention
+        fp32 = self.cache.dtype == torch.float32
+        if fp32:  # [n * kv_heads, 1, T], for _decode_attention
             mask = mask.expand(n, kvh, 1, T).reshape(n * kvh, 1, T)
         # flat row of (row b, head h, column positions[b]) in a [rows * kv_heads * capacity, D] view
         at = ((self._ar[:n, None] * kvh + self._ar[None, :kvh]) * cap + positions[:, None]).reshape(-1)
+        ids, pos = tokens, positions
+        if pending is not None:
+            ids, pos = torch.cat([tokens, pending.ids.reshape(-1)]), torch.cat([positions, pending.pos.reshape(-1)])
 
-        def kv(i, key, val):
+        def attention(i, q, k, v, scale):
             ck, cv = self.cache.k[i], self.cache.v[i]
-            ck.view(-1, D).index_copy_(0, at, key.reshape(-1, D))
-            cv.view(-1, D).index_copy_(0, at, val.reshape(-1, D))
-            return ck[:n, :, :T], cv[:n, :, :T]
+            prompt_out = None
+            if pending is not None:  # the prompts' tokens follow the n decode tokens: [k * W, H, 1, D] -> [k, H, W, D]
+                qp, kp, vp = (t[n:].squeeze(2).unflatten(0, pending.ids.shape).transpose(1, 2) for t in (q, k, v))
+                pending.write(self.cache, i, kp, vp)
+                prompt_out = self._rows_attention(qp, kp, vp, pending.mask, scale)
+                q, k, v = q[:n], k[:n], v[:n]
+            ck.view(-1, D).index_copy_(0, at, k.reshape(-1, D))
+            cv.view(-1, D).index_copy_(0, at, v.reshape(-1, D))
+            K, V = ck[:n, :, :T], cv[:n, :, :T]
+            if fp32:  # batched matmuls on the cache views
+                o = _decode_attention(q, K, V, mask, scale)
+            else:
+                o = F.scaled_dot_product_attention(q, K, V, attn_mask=mask, scale=scale, enable_gqa=self.gqa)
+                o = o.squeeze(2).reshape(-1, self.heads * self.head_dim)
+            return o if prompt_out is None else torch.cat([o, prompt_out])
 
-        x = self.final_norm(self._run(tokens, positions, kv, mask))
+        x = self._run(ids, pos, attention)
+        x = self.final_norm(x[:n] if pending is not None else x)
         return self.gemm(self.lm_head, x).float()
+
+
+class _Prefill:
+    """A prefill of ``k`` causal prompts into rows ``row0..``: their ``prompt[:-1]`` right-padded to
+    ``width`` (``ids``, ``pos`` ``[k, width]``), the causal and length ``mask``, and the sibling
+    rows that copy their cache once it is written."""
+
+    def __init__(self, row0: int, ids: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, siblings):
+        self.rows, self.ids, self.pos, self.mask, self.siblings = slice(row0, row0 + ids.shape[0]), ids, pos, mask, siblings
+        self.width = ids.shape[1]
+
+    @classmethod
+    def of(cls, row0: int, prompts, siblings, device) -> "_Prefill":
+        lengths = [len(p) - 1 for p in prompts]
+        width = max(lengths)
+        ids = _pad([p[:-1] for p in prompts], width, 0, device)
+        pos = torch.arange(width, device=device).expand(len(prompts), width)
+        mask = _prefill_mask(torch.tensor(lengths, device=device), width) if width else None
+        return cls(row0, ids, pos, mask, siblings)
+
+    def write(self, cache: _KV, i: int, key: torch.Tensor, val: torch.Tensor) -> None:
+        """Layer ``i``'s K/V ``[k, kv_heads, width, D]`` into the rows, then into their siblings."""
+        cache.k[i][self.rows, :, : self.width] = key
+        cache.v[i][self.rows, :, : self.width] = val
+        if self.siblings is not None:
+            dst, src = self.siblings
+            cache.k[i][dst] = cache.k[i][src]
+            cache.v[i][dst] = cache.v[i][src]
 
 
 class T5Backend:
@@ -420,7 +486,8 @@ class T5Backend:
         self.cross.copy_rows(dst, src)
         self.src_len[dst] = self.src_len[src]
 
-    def prefill(self, row0: int, prompts) -> None:
+    def prefill(self, row0: int, prompts, siblings: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Encode the prompts into rows ``row0..`` (cross-attention K/V); ``siblings = (dst, src)`` copy them."""
         k, S = len(prompts), max(len(p) for p in prompts)
         ids = _pad(prompts, S, self.pad_id, self.device)
         lengths = torch.tensor([len(p) for p in prompts], device=self.device)
@@ -431,6 +498,8 @@ class T5Backend:
             self.cross.k[i][row0 : row0 + k, :, :S] = ca.k(h).view(k, S, self.heads, -1).transpose(1, 2)
             self.cross.v[i][row0 : row0 + k, :, :S] = ca.v(h).view(k, S, self.heads, -1).transpose(1, 2)
         self.src_len[row0 : row0 + k] = lengths
+        if siblings is not None:
+            self.copy_rows(*siblings)
 
     def decode(self, n: int, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         dev, neg = self.device, torch.finfo(self.dtype).min
@@ -488,10 +557,12 @@ class UncachedBackend:
         for d, (p, f) in zip(dst.tolist(), moved):
             self.prompts[d], self.fed[d] = p, f
 
-    def prefill(self, row0: int, prompts) -> None:
+    def prefill(self, row0: int, prompts, siblings: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         for j, p in enumerate(prompts):
             self.prompts[row0 + j] = list(p)
             self.fed[row0 + j] = []
+        if siblings is not None:
+            self.copy_rows(*siblings)
 
     def decode(self, n: int, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         for b, t in enumerate(tokens.tolist()):

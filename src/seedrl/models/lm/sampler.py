@@ -4,7 +4,8 @@ Scheduling: requests wait in a FIFO; a request with ``n`` samples is ``n`` seque
 Every :meth:`Sampler.step` (1) admits waiting sequences into free rows (prefill of the
 new prompts only; the ``n`` samples of one prompt admitted together share one prefill
 and copy its K/V), (2) runs ONE batched decode forward over all active rows, whatever
-their lengths (each row has its own position; see :mod:`seedrl.models.lm.decoders`),
+their lengths (each row has its own position; see :mod:`seedrl.models.lm.decoders`; on
+the causal fast path the new prompts' prefill rides in the same forward),
 (3) samples one token per row with vectorised torch ops and (4) retires finished rows,
 whose slots the next step refills. Cache buffers are preallocated and grow by doubling.
 
@@ -258,11 +259,11 @@ class Sampler:
         need = max(s.limit + (0 if seq2seq else len(s.prompt) - 1) for s in order)
         self.backend.reserve(need, max(len(s.prompt) for s in order) if seq2seq else 0)
         self._grow_history(max(s.limit for s in order))
-        self.backend.prefill(n, [s.prompt for s in uniq])
-        if sibs:
-            dst = torch.arange(n + len(uniq), n + len(order), device=self.cur.device)
-            src = torch.tensor([first[s.handle.request_id] for s in sibs], device=self.cur.device)
-            self.backend.copy_rows(dst, src)
+        siblings = None
+        if sibs:  # the n samples of one prompt: one prefill, then copies of its rows
+            siblings = (torch.arange(n + len(uniq), n + len(order), device=self.cur.device),
+                        torch.tensor([first[s.handle.request_id] for s in sibs], device=self.cur.device))
+        self.backend.prefill(n, [s.prompt for s in uniq], siblings)  # the causal fast path runs it in the decode below
         version = self.policy.version
         stop_w = max(len(s.handle.request.params.stop_token_ids) for s in order)
         if stop_w > self.stops.shape[1]:
