@@ -114,7 +114,8 @@ def seedrl_side(spec: dict, backend: str) -> dict:
 
         def on_update(row: dict, _backend) -> None:
             now = time.perf_counter() - start
-            if samples and now - samples[-1]["t"] < spec["sample_every_s"]:
+            last = int(row["frames"]) >= spec["frames"]  # the update that ends the run is always sampled
+            if samples and now - samples[-1]["t"] < spec["sample_every_s"] and not last:
                 return
             cpu, kinds = tree_cpu(by_kind=True)
             samples.append({"t": now, "frames": int(row["frames"]), "cpu": cpu, "cpu_by_kind": kinds,
