@@ -131,6 +131,24 @@ def test_stop_fails_pending_requests(policies):
     assert any(isinstance(f.exception(), RuntimeError) for f in futs)
 
 
+def test_a_dead_serving_thread_fails_every_future(policies, monkeypatch):
+    """A failure of the serving loop itself (not of one request) must not leave clients waiting forever."""
+    server = GenerationServer({"policy": policies["gpt2"]})
+
+    def broken(name):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(server, "_run_scores", broken)
+    with server:
+        gen = server.submit("policy", [5, 6, 7], SamplingParams(max_new_tokens=50, ignore_eos=True))
+        score = server.score("policy", [[5, 6]], [[7]])
+        for fut in (gen, score):
+            with pytest.raises(RuntimeError, match="serving thread died: OSError"):
+                fut.result(10)
+        with pytest.raises(RuntimeError, match="serving thread died"):
+            server.submit("policy", [5])
+
+
 @pytest.mark.parametrize("kind", ["gpt2", "llama", "qwen2", "t5"])
 def test_teacher_distributions_through_the_cached_path_equal_the_policy_forward(policies, kind):
     """The server computes a teacher's distributions with its sampler's fast kernels (oneDNN

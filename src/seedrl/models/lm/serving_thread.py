@@ -37,9 +37,22 @@ class InboxServer:
     def start(self):
         if self._thread is None:
             self._running = True
-            self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
+            self._thread = threading.Thread(target=self._serve, name=self.thread_name, daemon=True)
             self._thread.start()
         return self
+
+    def _serve(self) -> None:
+        """The serving thread: ``_loop``; if the loop itself dies (not one request: ``_handle`` answers those),
+        the server stops taking commands and every pending and later future fails with the cause, so no client
+        waits forever on a thread that is gone."""
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - reported through every future
+            self._running = False
+            err = RuntimeError(f"{type(self).__name__}'s serving thread died: {exc!r}")
+            err.__cause__ = exc
+            self.died = err
+            self._fail_all(err)
 
     def stop(self, timeout: float | None = 30.0) -> None:
         """Stop the serving thread; futures still pending fail with ``RuntimeError``."""
@@ -57,6 +70,9 @@ class InboxServer:
         self.stop()
 
     def _not_running(self) -> RuntimeError:
+        died = getattr(self, "died", None)
+        if died is not None:
+            return died
         return RuntimeError(f"{type(self).__name__} is not running; call start() or use it as a context manager")
 
     def generate(self, model: str, prompts: Sequence[Sequence[int]], params=None, timeout: float | None = None):
