@@ -345,14 +345,16 @@ class CausalBackend:
         last prompt token is that decode's token). A second prefill or a :meth:`copy_rows`
         before that decode first runs this one on its own (:meth:`_flush`)."""
         self._flush()
-        self._pending = _Prefill.of(row0, prompts, siblings, self.device)
+        pending = _Prefill.of(row0, prompts, siblings, self.device)
+        if pending.width > 0:
+            self._pending = pending
+        elif siblings is not None:  # one-token prompts: no K/V to compute, only the rows to copy
+            self.cache.copy_rows(*siblings)
 
     def _flush(self) -> None:
         """Run a deferred prefill on its own (a forward over the prompts only)."""
         pending, self._pending = self._pending, None
-        if pending is None or pending.width == 0:
-            if pending is not None and pending.siblings is not None:
-                self.cache.copy_rows(*pending.siblings)
+        if pending is None:
             return
 
         def attention(i, q, k, v, scale):
@@ -387,10 +389,6 @@ class CausalBackend:
         split (the prompts' causal attention among themselves, written to the cache first; then
         every decode token's attention over its row's cache, new rows included)."""
         pending, self._pending = self._pending, None
-        if pending is not None and pending.width == 0:  # one-token prompts: nothing to compute first
-            if pending.siblings is not None:
-                self.cache.copy_rows(*pending.siblings)
-            pending = None
         T = int(positions.max()) + 1
         future = (self._cols[:T][None, :] > positions[:, None])[:, None, None, :]
         mask = torch.zeros(future.shape, dtype=self.cache.dtype, device=self.device).masked_fill_(future, -torch.inf)
@@ -442,7 +440,7 @@ class _Prefill:
         width = max(lengths)
         ids = _pad([p[:-1] for p in prompts], width, 0, device)
         pos = torch.arange(width, device=device).expand(len(prompts), width)
-        mask = _prefill_mask(torch.tensor(lengths, device=device), width) if width else None
+        mask = _prefill_mask(torch.tensor(lengths, device=device), width) if width else None  # width 0: never run
         return cls(row0, ids, pos, mask, siblings)
 
     def write(self, cache: _KV, i: int, key: torch.Tensor, val: torch.Tensor) -> None:

@@ -27,6 +27,7 @@ class InboxServer:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._running = False
+        self.died: RuntimeError | None = None  # set when the serving loop itself failed (:meth:`_serve`)
 
     def _loop(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -70,9 +71,8 @@ class InboxServer:
         self.stop()
 
     def _not_running(self) -> RuntimeError:
-        died = getattr(self, "died", None)
-        if died is not None:
-            return died
+        if self.died is not None:
+            return self.died
         return RuntimeError(f"{type(self).__name__} is not running; call start() or use it as a context manager")
 
     def generate(self, model: str, prompts: Sequence[Sequence[int]], params=None, timeout: float | None = None):
