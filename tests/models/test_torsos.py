@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from seedrl.models import ImpalaResNet, MLPTorso, NatureCNN, conv_output_size, count_parameters
+from seedrl.models import ImpalaResNet, MLPTorso, NatureCNN, SmallCNN, conv_output_size, count_parameters
 
 
 def conv_params(c_in: int, c_out: int, k: int) -> int:
@@ -78,6 +78,24 @@ def test_nature_cnn_matches_functional_reference():
     x = F.relu(F.conv2d(x, c[4].weight, c[4].bias, stride=1))
     ref = F.relu(F.linear(x.flatten(1), torso.fc.weight, torso.fc.bias))
     torch.testing.assert_close(torso(obs), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_small_cnn_shape_params_and_functional_reference():
+    torso = SmallCNN((4, 84, 84))
+    # 84 -> (84-8)/4+1 = 20 -> (20-4)/2+1 = 9
+    assert torso.flat_dim == 32 * 9 * 9 == 2592 and torso.output_dim == 256
+    expected = conv_params(4, 16, 8) + conv_params(16, 32, 4) + linear_params(2592, 256)
+    assert count_parameters(torso) == expected == 4_112 + 8_224 + 663_808
+    torch.manual_seed(0)
+    torso = SmallCNN((2, 30, 34)).double()
+    obs = torch.randint(0, 256, (3, 2, 30, 34), dtype=torch.uint8)
+    c = torso.conv
+    x = F.relu(F.conv2d(obs.double() / 255.0, c[0].weight, c[0].bias, stride=4))
+    x = F.relu(F.conv2d(x, c[2].weight, c[2].bias, stride=2))
+    ref = F.relu(F.linear(x.flatten(1), torso.fc.weight, torso.fc.bias))
+    torch.testing.assert_close(torso(obs), ref, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="too small"):
+        SmallCNN((4, 16, 16))
 
 
 def test_image_scaling_same_for_uint8_and_float_and_input_untouched():
@@ -153,7 +171,7 @@ def _signal_ratios(torso) -> tuple[float, float]:
     return float(f.pow(2).mean() / x.pow(2).mean()), float((f - g).norm(dim=1).mean() / dx.mean())
 
 
-@pytest.mark.parametrize("cls", [NatureCNN, ImpalaResNet])
+@pytest.mark.parametrize("cls", [NatureCNN, SmallCNN, ImpalaResNet])
 def test_image_torsos_keep_the_signal_scale_at_initialisation(cls):
     # PyTorch's default init shrank the Nature CNN's signal energy 1000-fold (ratio 0.0009, patch gain 0.006):
     # Pong's policy could not tell frames apart and stayed uniform. Orthogonal ReLU-gain layers keep it O(1).

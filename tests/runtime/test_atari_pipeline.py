@@ -29,13 +29,14 @@ from seedrl.envs import PIXEL_CUE_ID, EnvConfig
 from seedrl.envs.pixel_cue import ROUND_FRAMES
 from seedrl.models.config import ModelConfig, build_model
 from seedrl.runtime.actor import ActorSpec
-from seedrl.runtime.config import TrainConfig
+from seedrl.runtime.config import AppoTrainConfig, TrainConfig
 from seedrl.runtime.inference import InferenceServer
 from seedrl.runtime.loop import train
 from seedrl.runtime.transport import SlotLayout
 from seedrl.runtime.unrolls import stack_unrolls
 
 PONG_CONFIG = Path(__file__).parents[2] / "configs" / "pong_impala.yaml"
+PONG_APPO_CONFIG = PONG_CONFIG.with_name("pong_appo.yaml")
 RIGHT, LEFT = (2, 4), (3, 5)  # indices of RIGHT, RIGHTFIRE and LEFT, LEFTFIRE in Pong's minimal action set
 
 
@@ -171,17 +172,24 @@ def test_an_update_moves_every_parameter_and_reaches_the_acting_network(cue_unro
         torch.testing.assert_close(acting.step(obs, ())[0], model.step(obs, ())[0], rtol=0, atol=0)
 
 
-def pixel_cue_config(tmp_path, **log) -> TrainConfig:
-    """configs/pong_impala.yaml (model, agent, optimizer, runtime) on PixelCue."""
-    raw = yaml.safe_load(PONG_CONFIG.read_text())
+def pixel_cue_config(tmp_path, config: Path = PONG_CONFIG, cls: type = TrainConfig, **log) -> TrainConfig:
+    """A Pong config's model, agent, optimizer and runtime (default configs/pong_impala.yaml) on PixelCue."""
+    raw = yaml.safe_load(config.read_text())
     raw["env"] = {"kind": "gym", "id": PIXEL_CUE_ID, "num_envs": raw["env"]["num_envs"]}
     raw.update(name="cue", out_dir=str(tmp_path))
     raw["log"] = {"progress": False, "tensorboard": False, "checkpoint_every": 10_000, **log}
-    return load_config(TrainConfig, raw)
+    return load_config(cls, raw)
 
 
 @pytest.mark.slow  # about 50 updates: 30-80 s on 2 shared cores
 def test_pong_config_learns_pixel_cue_through_the_whole_runtime(tmp_path):
     # Random play averages 0 (100-game means within +-1.6 at 3 sigma); reading the newest frame scores 40.
     result = train(pixel_cue_config(tmp_path, solved_return=15.0), max_updates=120)
+    assert result.solved, result
+
+
+@pytest.mark.slow
+def test_pong_appo_config_learns_pixel_cue_through_the_whole_runtime(tmp_path):
+    # configs/pong_appo.yaml: the small torso, 16 gradient steps per batch of 32 x 32 transitions
+    result = train(pixel_cue_config(tmp_path, PONG_APPO_CONFIG, AppoTrainConfig, solved_return=15.0), max_updates=40)
     assert result.solved, result

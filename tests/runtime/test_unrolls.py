@@ -116,3 +116,18 @@ def test_learner_batches_split_and_join_actor_unrolls(collect):
     assert set(got.final_obs) == set(expected)
     for key in expected:
         np.testing.assert_array_equal(got.final_obs[key], expected[key])
+
+
+def test_take_picks_environments_in_order_with_their_state_and_final_obs():
+    from seedrl.runtime.unrolls import Unroll
+
+    T, N = 3, 5
+    arrays = {"obs": np.arange((T + 1) * N).reshape(T + 1, N), "action": np.arange((T + 1) * N).reshape(T + 1, N) * 10}
+    state0 = (torch.arange(N * 2.0).reshape(N, 2), torch.arange(N * 2.0).reshape(N, 2) + 100)
+    finals = {(2, 1): np.array(-1), (3, 4): np.array(-4), (1, 0): np.array(-7)}
+    part = Unroll(arrays, state0, finals, actor_id=3).take(np.array([4, 1]))
+    np.testing.assert_array_equal(part.arrays["obs"], arrays["obs"][:, [4, 1]])
+    np.testing.assert_array_equal(part.arrays["action"], arrays["action"][:, [4, 1]])
+    assert torch.equal(part.state0[0], state0[0][[4, 1]]) and torch.equal(part.state0[1], state0[1][[4, 1]])
+    assert {k: int(v) for k, v in part.final_obs.items()} == {(3, 0): -4, (2, 1): -1}
+    assert part.actor_id == 3 and part.num_envs == 2

@@ -63,21 +63,42 @@ class ImpalaTerms(NamedTuple):
                 "entropy": -cfg.entropy_cost * self.entropy}
 
 
+class PolicyOutputs(NamedTuple):
+    """The learner's forward pass over one batch of unrolls (tensors keep their graph)."""
+
+    logits: torch.Tensor  #: [T + 1, B, A]
+    values: torch.Tensor  #: [T + 1, B]
+    log_pi: torch.Tensor  #: [T, B, A] log π(·|x_t)
+    target_logp: torch.Tensor  #: [T, B] log π(a_t|x_t)
+    behaviour_logp: torch.Tensor  #: [T, B] log μ(a_t|x_t), recorded by inference
+
+    def entropy(self) -> torch.Tensor:
+        """mean_t,b[ H(π(·|x_t)) ]."""
+        return -(self.log_pi.exp() * self.log_pi).sum(-1).mean()
+
+
+def policy_outputs(model: torch.nn.Module, batch: Unroll) -> PolicyOutputs:
+    """The model's logits and values over ``batch`` and the log-probabilities of the taken actions."""
+    a = {k: torch.from_numpy(batch.arrays[k]) for k in ("obs", "first", "prev_action", "prev_reward", "action", "logp")}
+    logits, values, _ = model.unroll(a["obs"], batch.state0, a["first"], a["prev_action"], a["prev_reward"])
+    logits, values = logits.float(), values.float()
+    log_pi = F.log_softmax(logits[:-1], dim=-1)
+    target_logp = log_pi.gather(-1, a["action"][:-1].long().unsqueeze(-1)).squeeze(-1)
+    return PolicyOutputs(logits, values, log_pi, target_logp, a["logp"][:-1].float())
+
+
 def impala_terms(model: torch.nn.Module, batch: Unroll, cfg: ImpalaConfig) -> ImpalaTerms:
     """The loss terms of one learner batch (what :func:`impala_loss` weighs and sums)."""
     a = {k: torch.from_numpy(v) for k, v in batch.arrays.items()}
-    logits, values, _ = model.unroll(a["obs"], batch.state0, a["first"], a["prev_action"], a["prev_reward"])
-    logits, values = logits.float(), values.float()
-    log_pi_all = F.log_softmax(logits[:-1], dim=-1)
-    actions = a["action"][:-1].long()
-    target_logp = log_pi_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    out = policy_outputs(model, batch)
+    values, target_logp = out.values, out.target_logp
     rewards = a["reward"][1:].float()
     if cfg.reward_clip is not None:
         rewards = rewards.clamp(-cfg.reward_clip, cfg.reward_clip)
     discounts = cfg.discount * (~a["terminated"][1:]).float()
     truncated = a["truncated"][1:]
     trunc_values = _truncation_values(model, batch, values)
-    behaviour_logp = a["logp"][:-1].float()
+    behaviour_logp = out.behaviour_logp
     targets = vtrace(
         target_log_probs=target_logp,
         behaviour_log_probs=behaviour_logp,
@@ -95,8 +116,8 @@ def impala_terms(model: torch.nn.Module, batch: Unroll, cfg: ImpalaConfig) -> Im
     return ImpalaTerms(
         pg_loss=-(target_logp * targets.pg_advantages).mean(),
         baseline_loss=0.5 * ((targets.vs - values[:-1]) ** 2).mean(),
-        entropy=-(log_pi_all.exp() * log_pi_all).sum(-1).mean(),
-        logits=logits,
+        entropy=out.entropy(),
+        logits=out.logits,
         values=values,
         target_logp=target_logp,
         behaviour_logp=behaviour_logp,

@@ -17,7 +17,7 @@ from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser("run", help="train from a YAML config: games (algo: impala or r2d2), behaviour cloning from a dataset (bc), LM SFT (sft), PG (pg), BOND (bond), GKD (gkd) or entailment-feedback RL (rlef)")
+    run = sub.add_parser("run", help="train from a YAML config: games (algo: impala, appo or r2d2), behaviour cloning from a dataset (bc), LM SFT (sft), PG (pg), BOND (bond), GKD (gkd) or entailment-feedback RL (rlef)")
     run.add_argument("config", help="YAML file")
     run.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. runtime.num_actors=4")
     run.add_argument("--resume", action="store_true", help="continue the run in <out_dir>/<name> from its last checkpoint")
@@ -143,6 +143,7 @@ class Algo:
 #: ``algo`` key of a config -> its trainer (add one line per algorithm).
 ALGOS: dict[str, Algo] = {
     "impala": Algo("seedrl.runtime.config:TrainConfig", "seedrl.runtime.loop:train", _report_impala),
+    "appo": Algo("seedrl.runtime.config:AppoTrainConfig", "seedrl.runtime.loop:train", _report_impala),
     "r2d2": Algo("seedrl.runtime.config:R2D2TrainConfig", "seedrl.runtime.loop:train", _report_impala),
     "pg": Algo("seedrl.runtime.lm_loop:LMPGConfig", "seedrl.runtime.lm_loop:train_lm_pg", _report_lm_pg),
     "sft": Algo("seedrl.agents.sft:SFTConfig", "seedrl.agents.sft:train_sft", _report_sft),

@@ -1,7 +1,7 @@
 """Actor-critic networks for games (SEED RL / IMPALA style).
 
 * Torsos: :class:`MLPTorso` (vectors), :class:`NatureCNN` (DQN, Mnih et al.
-  2015), :class:`ImpalaResNet` (IMPALA "deep", Espeholt et al. 2018); each has
+  2015), :class:`SmallCNN` (DQN, Mnih et al. 2013), :class:`ImpalaResNet` (IMPALA "deep", Espeholt et al. 2018); each has
   ``output_dim``.
 * :class:`ActorCritic`: torso, optional LSTM core, policy logits and value, with
   ``initial_state(B)``, ``step`` (central inference, ``[B, ...]``) and
@@ -23,7 +23,7 @@ from seedrl.models.actor_critic import TORSOS, ActorCritic, State
 from seedrl.models.config import ModelConfig, build_model
 from seedrl.models.distributions import entropy, log_probs, sample_actions
 from seedrl.models.q_network import QNetwork
-from seedrl.models.torsos import ImpalaResNet, MLPTorso, NatureCNN, conv_output_size, count_parameters
+from seedrl.models.torsos import ImpalaResNet, MLPTorso, NatureCNN, SmallCNN, conv_output_size, count_parameters
 
 __all__ = [
     "TORSOS",
@@ -32,6 +32,7 @@ __all__ = [
     "MLPTorso",
     "ModelConfig",
     "NatureCNN",
+    "SmallCNN",
     "QNetwork",
     "State",
     "build_model",

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from seedrl.models.torsos import ImpalaResNet, MLPTorso, NatureCNN
+from seedrl.models.torsos import ImpalaResNet, MLPTorso, NatureCNN, SmallCNN
 
 __all__ = ["RecurrentBody", "State", "TORSOS", "build_torso", "discrete_actions"]
 
@@ -29,7 +29,7 @@ __all__ = ["RecurrentBody", "State", "TORSOS", "build_torso", "discrete_actions"
 State = tuple[torch.Tensor, ...]
 
 #: Torso names accepted by :func:`build_torso` (besides ``"auto"``).
-TORSOS = ("mlp", "nature", "impala")
+TORSOS = ("mlp", "nature", "small", "impala")
 
 
 def discrete_actions(action_space, owner: str) -> int:
@@ -70,6 +70,8 @@ def build_torso(observation_space, torso: str, hidden: Sequence[int], activation
         return MLPTorso(int(torch.Size(shape).numel()), hidden, activation)
     if torso == "nature":
         return NatureCNN(shape)
+    if torso == "small":
+        return SmallCNN(shape)
     if torso == "impala":
         return ImpalaResNet(shape)
     raise ValueError(f"{owner}.from_spaces: torso must be 'auto' or one of {TORSOS}, got {torso!r}")

@@ -17,8 +17,8 @@ class ModelConfig:
         default="auto",
         metadata={
             "help": "feature extractor: auto (mlp for 1-D Box, nature for uint8 (C, H, W) images), "
-            "mlp, nature (DQN CNN), impala (IMPALA deep ResNet)",
-            "choices": ["auto", "mlp", "nature", "impala"],
+            "mlp, nature (DQN CNN), small (the 2013 DQN CNN, ~half the cost), impala (IMPALA deep ResNet)",
+            "choices": ["auto", "mlp", "nature", "small", "impala"],
         },
     )
     hidden: tuple[int, ...] = field(

@@ -71,6 +71,19 @@ def _impala_step(cfg, model):
     return LossFnStep(model, lambda m, b: impala_loss(m, b, cfg.agent))
 
 
+# ----------------------------------------------------------------------------- appo
+def _appo_config() -> type:
+    from seedrl.runtime.config import AppoTrainConfig
+
+    return AppoTrainConfig
+
+
+def _appo_step(cfg, model):
+    from seedrl.agents.appo import AppoStep
+
+    return AppoStep(model, cfg.agent, seed=cfg.seed)
+
+
 # ----------------------------------------------------------------------------- r2d2
 def _r2d2_config() -> type:
     from seedrl.runtime.config import R2D2TrainConfig
@@ -121,14 +134,17 @@ def _offline(cfg, *args):
     raise ValueError(f"algo {cfg.algo!r} learns offline from a dataset: it has no actors or learner queue")
 
 
+#: what IMPALA and APPO share: the actor-critic samples its logits (greedy evaluation takes the argmax),
+#: unrolls of ``runtime.unroll_length`` overlapping by one step
+_ACTOR_CRITIC = dict(
+    acting_head=lambda cfg, n: SamplingHead(),
+    eval_head=lambda cfg, greedy, space: GreedyHead() if greedy else SamplingHead(),
+    unroll=lambda cfg: (cfg.runtime.unroll_length, 1),
+)
+
 GAME_ALGOS: dict[str, GameAlgo] = {
-    "impala": GameAlgo(
-        "impala", _impala_config, _impala_model,
-        acting_head=lambda cfg, n: SamplingHead(),
-        eval_head=lambda cfg, greedy, space: GreedyHead() if greedy else SamplingHead(),
-        learner_step=_impala_step,
-        unroll=lambda cfg: (cfg.runtime.unroll_length, 1),
-    ),
+    "impala": GameAlgo("impala", _impala_config, _impala_model, learner_step=_impala_step, **_ACTOR_CRITIC),
+    "appo": GameAlgo("appo", _appo_config, _impala_model, learner_step=_appo_step, **_ACTOR_CRITIC),
     "r2d2": GameAlgo(
         "r2d2", _r2d2_config, _r2d2_model,
         acting_head=_r2d2_acting,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from seedrl.agents.appo import AppoConfig
 from seedrl.agents.impala import ImpalaConfig
 from seedrl.agents.r2d2 import R2D2Config
 from seedrl.config import ConfigError
@@ -15,7 +16,7 @@ from seedrl.envs.checks import check_discrete_actions
 from seedrl.envs.config import EnvConfig
 from seedrl.models.config import ModelConfig
 
-__all__ = ["LogConfig", "OptimConfig", "R2D2TrainConfig", "RayClusterConfig", "RayConfig", "RecordConfig", "RuntimeConfig", "TrainConfig"]
+__all__ = ["AppoTrainConfig", "LogConfig", "OptimConfig", "R2D2TrainConfig", "RayClusterConfig", "RayConfig", "RecordConfig", "RuntimeConfig", "TrainConfig"]
 
 
 @dataclass
@@ -93,6 +94,20 @@ class TrainConfig(RunConfig):
                               "runtime.ray.inference_servers")
         if self.env.kind == "gym":  # Atari games always have discrete actions and image observations
             check_discrete_actions(self.env, self.algo)
+
+
+@dataclass
+class AppoTrainConfig(TrainConfig):
+    """A whole APPO training job (``configs/*_appo.yaml``): the ``agent`` section is
+    :class:`~seedrl.agents.appo.AppoConfig`; each batch of ``runtime.batch_size`` environments
+    is learned from ``agent.epochs`` times in ``agent.minibatches`` gradient steps."""
+
+    algo: str = field(default="appo", metadata={"help": "appo (V-trace targets, PPO's clipped surrogate, several passes per batch)", "choices": ["appo"]})
+    agent: AppoConfig = field(default_factory=AppoConfig)
+
+    def validate(self) -> None:
+        super().validate()
+        self.agent.validate_batch(self.runtime.batch_size)
 
 
 @dataclass

@@ -2,8 +2,10 @@
 
 Agent-agnostic: it takes a learner step, an object with ``loss(batch, weights)
 -> (loss, priorities or None, logs)`` and ``after_update(updates)`` (the agent's:
-:class:`~seedrl.agents.r2d2.R2D2Step`, the runtime's ``ImpalaStep``), or a plain
-``loss_fn(model, batch) -> (loss, logs)``. ``weights`` are a replay's importance
+:class:`~seedrl.agents.r2d2.R2D2Step`, :class:`~seedrl.agents.appo.AppoStep`), or a plain
+``loss_fn(model, batch) -> (loss, logs)``. A step that learns several times from one batch
+(APPO's epochs of minibatches) also has ``passes(batch)``, an iterable of what its ``loss``
+takes: one optimizer step each, one weight publication per batch. ``weights`` are a replay's importance
 weights (None for batches straight from the actors); the priorities a step
 returns are kept in :attr:`Learner.priorities` for the replay. After
 each update the new weights are copied into the inference model in place,
@@ -137,14 +139,17 @@ class Learner:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr_schedule(frames)
         self.model.train()
-        loss, self.priorities, logs = self.step.loss(batch, weights)
-        check_finite(loss, "loss", self.updates + 1)  # nothing applied, nothing published
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip is not None:
-            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip))
-            check_finite(logs["grad_norm"], "gradient norm", self.updates + 1)
-        self.optimizer.step()
+        passes = self.step.passes(batch) if hasattr(self.step, "passes") else (batch,)
+        summed: dict[str, float] = {}
+        steps = 0
+        for part in passes:
+            logs = self._gradient_step(part, weights)
+            for k, v in logs.items():
+                summed[k] = summed.get(k, 0.0) + v
+            steps += 1
+        if steps > 1:  # the mean of each logged term over the batch's gradient steps
+            logs = {k: v / steps for k, v in summed.items()}
+            logs["gradient_steps"] = float(steps)
         self.updates += 1
         self.step.after_update(self.updates)
         versions = batch.arrays["version"]
@@ -152,6 +157,17 @@ class Learner:
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
         self.publish()
         self.train_seconds += time.perf_counter() - start
+        return logs
+
+    def _gradient_step(self, part: Any, weights: torch.Tensor | None) -> dict[str, float]:
+        loss, self.priorities, logs = self.step.loss(part, weights)
+        check_finite(loss, "loss", self.updates + 1)  # nothing applied, nothing published
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip is not None:
+            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip))
+            check_finite(logs["grad_norm"], "gradient norm", self.updates + 1)
+        self.optimizer.step()
         return logs
 
     def publish(self, version: int | None = None) -> None:

@@ -63,6 +63,16 @@ class Unroll:
         )
 
 
+    def take(self, envs: np.ndarray) -> "Unroll":
+        """Environments ``envs`` (indices, in that order) of this unroll (copies)."""
+        envs = np.asarray(envs, dtype=np.int64)
+        where = {int(n): i for i, n in enumerate(envs)}
+        finals = {(t, where[n]): o for (t, n), o in self.final_obs.items() if n in where}
+        index = torch.from_numpy(envs)
+        return Unroll({k: v[:, envs] for k, v in self.arrays.items()}, tuple(s[index] for s in self.state0),
+                      finals, self.actor_id, self.continues)
+
+
 def stack_unrolls(unrolls: list[Unroll]) -> Unroll:
     """Concatenate unrolls along the environment axis into one learner batch."""
     arrays = {k: np.concatenate([u.arrays[k] for u in unrolls], axis=1) for k in unrolls[0].arrays}
