@@ -26,7 +26,8 @@ Systems and seeds::
     .venv/bin/python benchmarks/atari_learning.py --from-run runs/pong_s0 --label seedrl:impala   # an existing run
     .venv/bin/python benchmarks/atari_learning.py --table
 
-``seedrl[:impala]`` runs ``configs/<game>_impala.yaml``, ``seedrl:r2d2`` ``configs/<game>_r2d2.yaml``
+``seedrl[:impala]`` runs ``configs/<game>_impala.yaml``, ``seedrl:appo`` ``configs/<game>_appo.yaml``,
+``seedrl:r2d2`` ``configs/<game>_r2d2.yaml``
 (``--game pong``); ``--set KEY=VALUE`` adds overrides to seedrl runs. Results go to
 ``benchmarks/results/atari_learning_<game>.json`` and ``docs/images/atari_learning_<game>.png``.
 Run it with nothing else heavy on the machine: the 1-minute load average is recorded per system.
@@ -194,7 +195,7 @@ def fmt_table(rows: list[dict], thresholds: list[float]) -> str:
     for r in rows:
         cells = []
         for th in thresholds:
-            hit = r["reached"].get(str(th))
+            hit = first_reach(r["curve"], th)  # from the curve: any threshold, not only those of its run
             cells.append(f"{hit['minutes']} / {hit['frames'] / 1e6:.1f}" if hit else "not reached")
         la = r.get("load_avg_1min", {})
         load = f"{la.get('launch', float('nan')):.2f} -> {la.get('end', float('nan')):.2f}" if la else "n/a"
@@ -208,7 +209,7 @@ def fmt_table(rows: list[dict], thresholds: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--game", default="pong")
-    parser.add_argument("--systems", default="seedrl", help="comma list: seedrl[:impala|:r2d2], cleanrl, sample-factory")
+    parser.add_argument("--systems", default="seedrl", help="comma list: seedrl[:impala|:appo|:r2d2], cleanrl, sample-factory")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the seedrl runs")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall time each system trains")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.0, 10.0, 18.0])

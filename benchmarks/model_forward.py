@@ -10,7 +10,8 @@ Measures, with ``torch.set_num_threads(2)`` by default:
   mkldnn tensors;
 * the learner call (``unroll`` + backward) at T=20, B=32, feed-forward and with
   an LSTM 256 core, contiguous and channels_last;
-* ImpalaResNet inference at batch 32 and, with ``--impala-learner``, its learner step.
+* ImpalaResNet inference at batch 32 and, with ``--impala-learner``, its learner step;
+* the small 2013 DQN torso (``torso: small``, APPO's Pong config): inference at batch 32 and its learner step.
 
 FLOPs are counted from the layer shapes (2 per multiply-add, convolutions and
 linear layers only). Prints a table and writes ``benchmarks/results/model_forward.json``.
@@ -215,8 +216,9 @@ def main() -> None:
 
     nature = ActorCritic.from_spaces(OBS, ACTIONS).eval()
     impala = ActorCritic.from_spaces(OBS, ACTIONS, torso="impala").eval()
+    small = ActorCritic.from_spaces(OBS, ACTIONS, torso="small").eval()
     one = torch.zeros(1, *OBS.shape, dtype=torch.uint8)
-    flops = {"nature": flops_per_frame(nature.torso, one), "impala": flops_per_frame(impala.torso, one)}
+    flops = {name: flops_per_frame(m.torso, one) for name, m in (("nature", nature), ("impala", impala), ("small", small))}
     report = {
         "machine": {
             "processor": platform.processor() or platform.machine(),
@@ -227,7 +229,8 @@ def main() -> None:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "mkldnn_available": torch.backends.mkldnn.is_available(),
         },
-        "params": {"nature_actor_critic": count_parameters(nature), "impala_actor_critic": count_parameters(impala)},
+        "params": {"nature_actor_critic": count_parameters(nature), "impala_actor_critic": count_parameters(impala),
+                   "small_actor_critic": count_parameters(small)},
         "flops_per_frame": flops,
         "gemm_gflops_fp32": {str(n): gemm_gflops(n, round_time) for n in (512, 1024, 2048)},
         "inference": [],
@@ -236,7 +239,7 @@ def main() -> None:
     print(f"threads={args.threads} torch={torch.__version__} capability={report['machine']['cpu_capability']} "
           f"load average={report['machine']['load_average_at_start']}")  # fmt: skip
     print(f"params: {report['params']}")
-    print(f"forward FLOPs/frame: nature {flops['nature'] / 1e6:.2f} M, impala {flops['impala'] / 1e6:.2f} M")
+    print("forward FLOPs/frame: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in flops.items()))
     print("fp32 GEMM GFLOP/s: " + ", ".join(f"n={n}: {g:.1f}" for n, g in report["gemm_gflops_fp32"].items()))
 
     def inference_rows(torso, model, batch, names=None):
@@ -260,10 +263,14 @@ def main() -> None:
     print("\ninference, ImpalaResNet actor-critic, B=32")
     print(header)
     inference_rows("impala", impala, 32, ("eager_inference_mode", "channels_last", "jit_optimize_for_inference"))
+    print("\ninference, small (2013 DQN) actor-critic, B=32")
+    print(header)
+    inference_rows("small", small, 32, ("eager_inference_mode", "channels_last"))
 
     T, B = 20, 32
     print(f"\nlearner unroll + backward, T={T}, B={B} ({T * B} frames); GFLOP/s counts backward as 2x forward")
-    cases = [("nature", None, False), ("nature", None, True), ("nature", 256, False), ("nature", 256, True)]
+    cases = [("nature", None, False), ("nature", None, True), ("nature", 256, False), ("nature", 256, True),
+             ("small", None, False), ("small", None, True)]
     if args.impala_learner:
         cases += [("impala", 256, False), ("impala", 256, True)]
     fns, meta = {}, {}
