@@ -118,10 +118,9 @@ class AppoStep:
         self.rng = np.random.default_rng(seed)
 
     def passes(self, batch: Unroll) -> Iterator[AppoMinibatch]:
-        whole = appo_targets(self.model, batch, self.cfg)
         n = batch.num_envs
-        if self.cfg.minibatches > n:
-            raise ValueError(f"agent.minibatches = {self.cfg.minibatches} is above the batch's {n} environments")
+        self.cfg.validate_batch(n)  # the config check, for batches not built by the runtime's learner
+        whole = appo_targets(self.model, batch, self.cfg)
         for _ in range(self.cfg.epochs):
             for envs in np.array_split(self.rng.permutation(n), self.cfg.minibatches):
                 index = torch.from_numpy(envs)

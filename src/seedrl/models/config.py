@@ -17,7 +17,7 @@ class ModelConfig:
         default="auto",
         metadata={
             "help": "feature extractor: auto (mlp for 1-D Box, nature for uint8 (C, H, W) images), "
-            "mlp, nature (DQN CNN), small (the 2013 DQN CNN, ~half the cost), impala (IMPALA deep ResNet)",
+            "mlp, nature (DQN CNN), small (the 2013 DQN CNN, ~40% of nature's learner cost), impala (IMPALA deep ResNet)",
             "choices": ["auto", "mlp", "nature", "small", "impala"],
         },
     )

@@ -8,7 +8,7 @@ inference server or the learner.
 
 * :class:`MLPTorso` -- fully connected layers for vector observations.
 * :class:`NatureCNN` -- the DQN network of Mnih et al. (2015).
-* :class:`SmallCNN` -- the smaller DQN network of Mnih et al. (2013): about half
+* :class:`SmallCNN` -- the smaller DQN network of Mnih et al. (2013): ~40 % of
   the learner's cost per frame of :class:`NatureCNN` on a CPU core.
 * :class:`ImpalaResNet` -- the "deep" residual network of Espeholt et al. (2018).
 
@@ -119,7 +119,39 @@ class _ScaledImageTorso(nn.Module):
         return obs.to(first_weight.dtype).mul_(self.input_scale)
 
 
-class NatureCNN(_ScaledImageTorso):
+class _ConvFCTorso(_ScaledImageTorso):
+    """Valid (unpadded) ReLU convolutions ``LAYERS`` = ``((channels, kernel, stride), ...)``, then a ReLU
+    fully connected layer of ``FC`` units: the shape of both DQN torsos. ``MIN_SIDE`` is the smallest
+    image side the convolutions accept (for the error message)."""
+
+    LAYERS: tuple[tuple[int, int, int], ...]
+    FC: int
+    MIN_SIDE: int
+
+    def __init__(self, obs_shape: Sequence[int] = (4, 84, 84), input_scale: float = 1.0 / 255.0) -> None:
+        super().__init__()
+        name = type(self).__name__
+        c, h, w = _check_image_shape(name, obs_shape)
+        layers: list[nn.Module] = []
+        for out, k, s in self.LAYERS:
+            layers += [nn.Conv2d(c, out, k, stride=s), nn.ReLU()]
+            c, h, w = out, conv_output_size(h, k, s), conv_output_size(w, k, s)
+        if h < 1 or w < 1:
+            raise ValueError(f"{name}: image {tuple(obs_shape)} is too small (needs H, W >= {self.MIN_SIDE})")
+        self.obs_shape = tuple(int(s) for s in obs_shape)
+        self.input_scale = float(input_scale)
+        self.conv = nn.Sequential(*layers)
+        self.flat_dim = c * h * w
+        self.fc = nn.Linear(self.flat_dim, self.FC)
+        self.output_dim = self.FC
+        init_relu_layers(self)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = self.conv(self._scale(obs, self.conv[0].weight))
+        return F.relu(self.fc(x.flatten(1)))
+
+
+class NatureCNN(_ConvFCTorso):
     """The DQN torso (Mnih et al., 2015): three convolutions and a 512-unit layer, all ReLU.
 
     ``conv 32 8x8 /4 -> conv 64 4x4 /2 -> conv 64 3x3 /1 -> fc 512``. On
@@ -128,59 +160,25 @@ class NatureCNN(_ScaledImageTorso):
     (default ``1/255``) inside the model, whatever their dtype.
     """
 
-    def __init__(self, obs_shape: Sequence[int] = (4, 84, 84), input_scale: float = 1.0 / 255.0) -> None:
-        super().__init__()
-        c, h, w = _check_image_shape("NatureCNN", obs_shape)
-        for k, s in ((8, 4), (4, 2), (3, 1)):
-            h, w = conv_output_size(h, k, s), conv_output_size(w, k, s)
-        if h < 1 or w < 1:
-            raise ValueError(f"NatureCNN: image {tuple(obs_shape)} is too small (needs H, W >= 36)")
-        self.obs_shape = tuple(int(s) for s in obs_shape)
-        self.input_scale = float(input_scale)
-        self.conv = nn.Sequential(
-            nn.Conv2d(c, 32, 8, stride=4), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
-        )  # fmt: skip
-        self.flat_dim = 64 * h * w
-        self.fc = nn.Linear(self.flat_dim, 512)
-        self.output_dim = 512
-        init_relu_layers(self)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = self.conv(self._scale(obs, self.conv[0].weight))
-        return F.relu(self.fc(x.flatten(1)))
+    LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+    FC = 512
+    MIN_SIDE = 36
 
 
-class SmallCNN(_ScaledImageTorso):
+class SmallCNN(_ConvFCTorso):
     """The first DQN torso (Mnih et al., 2013): two convolutions and a 256-unit layer, all ReLU.
 
     ``conv 16 8x8 /4 -> conv 32 4x4 /2 -> fc 256``. On ``[4, 84, 84]`` frames
-    the last feature map is ``32 x 9 x 9 = 2592``: ~2.9M multiply-adds per
-    frame against the Nature CNN's ~9.4M. Measured on one CPU core
-    (channels-last, batch 256): forward + backward 0.47 ms per frame against
-    0.99 ms, so a learner that passes over each batch several times (APPO)
-    keeps up with twice the frames.
+    the last feature map is ``32 x 9 x 9 = 2592``: 5.9 MFLOP per frame forward
+    against the Nature CNN's 18.7. The learner's step (unroll + backward of the
+    actor-critic over 20 x 32 frames, one thread, channels-last) takes 212 ms
+    against 538 ms (``benchmarks/model_forward.py``), so a learner that passes
+    over each batch several times (APPO) keeps up with ~2.5x the frames.
     """
 
-    def __init__(self, obs_shape: Sequence[int] = (4, 84, 84), input_scale: float = 1.0 / 255.0) -> None:
-        super().__init__()
-        c, h, w = _check_image_shape("SmallCNN", obs_shape)
-        for k, s in ((8, 4), (4, 2)):
-            h, w = conv_output_size(h, k, s), conv_output_size(w, k, s)
-        if h < 1 or w < 1:
-            raise ValueError(f"SmallCNN: image {tuple(obs_shape)} is too small (needs H, W >= 20)")
-        self.obs_shape = tuple(int(s) for s in obs_shape)
-        self.input_scale = float(input_scale)
-        self.conv = nn.Sequential(nn.Conv2d(c, 16, 8, stride=4), nn.ReLU(), nn.Conv2d(16, 32, 4, stride=2), nn.ReLU())
-        self.flat_dim = 32 * h * w
-        self.fc = nn.Linear(self.flat_dim, 256)
-        self.output_dim = 256
-        init_relu_layers(self)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = self.conv(self._scale(obs, self.conv[0].weight))
-        return F.relu(self.fc(x.flatten(1)))
+    LAYERS = ((16, 8, 4), (32, 4, 2))
+    FC = 256
+    MIN_SIDE = 20
 
 
 class _ResidualBlock(nn.Module):

@@ -62,7 +62,6 @@ class Unroll:
             self.continues,
         )
 
-
     def take(self, envs: np.ndarray) -> "Unroll":
         """Environments ``envs`` (indices, in that order) of this unroll (copies)."""
         envs = np.asarray(envs, dtype=np.int64)
