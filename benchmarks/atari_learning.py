@@ -222,9 +222,11 @@ def main() -> int:
     parser.add_argument("--merge", action="store_true", help="keep rows of the results file that this run does not redo")
     parser.add_argument("--table", action="store_true", help="print the table and redraw the plot of the results file")
     parser.add_argument("--keep-runs", action="store_true")
+    parser.add_argument("--tag", default="", help="results and plot of a separate study: atari_learning_<game>_<tag>.json")
     args = parser.parse_args()
-    out = RESULTS / f"atari_learning_{args.game}.json"
-    image = IMAGES / f"atari_learning_{args.game}.png"
+    stem = f"atari_learning_{args.game}" + (f"_{args.tag}" if args.tag else "")
+    out = RESULTS / f"{stem}.json"
+    image = IMAGES / f"{stem}.png"
     workdir = pathlib.Path(args.workdir).resolve()
 
     rows: list[dict] = []

@@ -164,3 +164,62 @@ def test_more_minibatches_than_batch_environments_is_a_config_error(tmp_path):
         load_config(AppoTrainConfig, {"name": "t", "out_dir": str(tmp_path), "agent": {"minibatches": 20},
                                       "runtime": {"batch_size": 16}})
     assert "20" in str(err.value) and "16" in str(err.value)
+
+
+def test_transition_minibatches_cover_every_step_once_per_epoch_with_targets_fixed_at_arrival():
+    batch = _wide_batch(3)  # T = 5, 3 envs: 15 transitions
+    cfg = AppoConfig(**SHARED, epochs=2, minibatches=4, shuffle="transitions")
+    model = TabularPolicy(seed=2)
+    whole = appo_targets(model, batch, cfg)
+    seen = []
+    for i, mb in enumerate(AppoStep(model, cfg, seed=0).passes(batch)):
+        t, b = mb.steps
+        torch.testing.assert_close(mb.vs, whole.vs[t, b])
+        torch.testing.assert_close(mb.advantages, whole.advantages[t, b])
+        torch.testing.assert_close(mb.anchor_logp, whole.anchor_logp[t, b])
+        seen.append(sorted(zip(t.tolist(), b.tolist())))
+        _move(model, seed=i, scale=0.3)
+    assert len(seen) == 8 and sorted(len(s) for s in seen[:4]) == [3, 4, 4, 4]
+    every = sorted((t, b) for t in range(5) for b in range(3))
+    assert sorted(sum(seen[:4], [])) == every and sorted(sum(seen[4:], [])) == every
+    assert seen[:4] != seen[4:]
+    assert any(len({b for _, b in s}) > 1 and len({t for t, _ in s}) > 1 for s in seen)  # mixed, not whole unrolls
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_one_minibatch_of_all_transitions_is_the_whole_unroll_loss(normalize):
+    # the same transitions in another order: every term is a mean, so loss and gradient are the same
+    batch = _wide_batch(4)
+    model = TabularPolicy(seed=6)
+    by_unroll = AppoConfig(**SHARED, clip_ratio=0.2, minibatches=1, normalize_advantages=normalize)
+    by_step = AppoConfig(**SHARED, clip_ratio=0.2, minibatches=1, normalize_advantages=normalize, shuffle="transitions")
+    mb_unroll = next(AppoStep(model, by_unroll).passes(batch))
+    mb_step = next(AppoStep(model, by_step).passes(batch))
+    _move(model, seed=9, scale=0.4)
+    loss_u, logs_u = appo_loss(model, mb_unroll, by_unroll)
+    loss_s, logs_s = appo_loss(model, mb_step, by_step)
+    assert loss_s.item() == pytest.approx(loss_u.item(), rel=1e-6)
+    for key in ("pg_loss", "baseline_loss", "entropy", "clip_fraction", "approx_kl", "mean_abs_log_rho"):
+        assert logs_s[key] == pytest.approx(logs_u[key], rel=1e-5, abs=1e-9), key
+    for g_s, g_u in zip(_grads(model, loss_s), _grads(model, loss_u)):
+        torch.testing.assert_close(g_s, g_u, rtol=1e-5, atol=1e-9)
+
+
+def test_transition_minibatches_refuse_a_recurrent_model():
+    batch = _batch()
+    recurrent = Unroll(batch.arrays, (torch.zeros(batch.num_envs, 4),))
+    step = AppoStep(TabularPolicy(), AppoConfig(shuffle="transitions", minibatches=2))
+    with pytest.raises(ConfigError, match="agent.shuffle"):
+        next(step.passes(recurrent))
+
+
+def test_transition_minibatches_may_outnumber_environments_but_not_transitions(tmp_path):
+    def cfg(**agent):
+        return load_config(AppoTrainConfig, {"name": "t", "out_dir": str(tmp_path), "agent": agent,
+                                             "runtime": {"batch_size": 4, "unroll_length": 8}})
+    assert cfg(minibatches=8, shuffle="transitions").agent.minibatches == 8
+    with pytest.raises(ConfigError, match="agent.minibatches") as err:
+        cfg(minibatches=33, shuffle="transitions")
+    assert "33" in str(err.value) and "32" in str(err.value)
+    with pytest.raises(ConfigError, match="agent.minibatches"):
+        cfg(minibatches=8)

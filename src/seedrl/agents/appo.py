@@ -11,8 +11,11 @@ the learner holds when the batch arrives and no gradient::
     ρ_t       = π_θ₀(a_t|x_t) / μ(a_t|x_t)                (μ: the behaviour policy at inference)
     v_t, Â_t  = vtrace(log π_θ₀, log μ, r, γ_t, V_θ₀, ...)  (Â_t = min(ρ̄_pg, ρ_t)(r_t + γ_t v_{t+1} − V_θ₀(x_t)))
 
-then ``epochs`` times, over the B environments shuffled into ``minibatches``
-groups (whole unrolls, so recurrent models keep their sequences)::
+then ``epochs`` times, over the batch shuffled into ``minibatches`` groups
+(``shuffle``: ``unrolls`` takes whole environments' unrolls, so recurrent models
+keep their sequences; ``transitions`` takes single steps (t, b) drawn without
+replacement from all T·B, PPO's and CleanRL's minibatches, for feed-forward
+models only)::
 
     r_t(θ) = π_θ(a_t|x_t) / π_θ₀(a_t|x_t)
     A_t    = (Â_t − mean Â) / (std Â + 1e-8)                  (per minibatch; optional)
@@ -37,6 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from seedrl.agents.impala import ImpalaConfig, impala_terms, policy_outputs
 from seedrl.config import ConfigError
@@ -52,22 +56,58 @@ class AppoConfig(ImpalaConfig):
     epochs: int = field(default=4, metadata={"help": "passes over each batch", "min": 1})
     minibatches: int = field(default=4, metadata={"help": "gradient steps per pass: the batch's environments split into this many groups", "min": 1})
     normalize_advantages: bool = field(default=True, metadata={"help": "standardise the advantages of each minibatch"})
+    shuffle: str = field(default="unrolls", metadata={
+        "help": "what minibatches are made of: whole environments' unrolls, or single transitions (feed-forward models)",
+        "choices": ["unrolls", "transitions"]})
 
-    def validate_batch(self, batch_size: int) -> None:
-        """A batch of ``batch_size`` environments must split into ``minibatches`` non-empty groups."""
-        if self.minibatches > batch_size:
-            raise ConfigError(f"config error: 'agent.minibatches' = {self.minibatches} is above the {batch_size} "
-                              "environments of a batch (runtime.batch_size): every minibatch needs one",
-                              "agent.minibatches")
+    def validate_batch(self, batch_size: int, unroll_length: int = 1) -> None:
+        """A batch of ``batch_size`` environments × ``unroll_length`` steps must split into
+        ``minibatches`` non-empty groups (of environments, or of transitions)."""
+        units = batch_size * unroll_length if self.shuffle == "transitions" else batch_size
+        if self.minibatches > units:
+            what = ("transitions of a batch (runtime.batch_size x runtime.unroll_length)"
+                    if self.shuffle == "transitions" else "environments of a batch (runtime.batch_size)")
+            raise ConfigError(f"config error: 'agent.minibatches' = {self.minibatches} is above the {units} "
+                              f"{what}: every minibatch needs one", "agent.minibatches")
 
 
 class AppoMinibatch(NamedTuple):
-    """What one gradient step learns from: some environments' unrolls and their fixed targets ``[T, b]``."""
+    """What one gradient step learns from, with its fixed targets.
+
+    Whole unrolls (``steps`` None): ``unroll`` holds some environments, the targets are ``[T, b]``.
+    Transitions: ``unroll`` is the whole batch, ``steps = (t, b)`` index arrays pick the
+    minibatch's ``M`` transitions and the targets are ``[M]``."""
 
     unroll: Unroll
     vs: torch.Tensor  #: V-trace value targets v_t
     advantages: torch.Tensor  #: Â_t
     anchor_logp: torch.Tensor  #: log π_θ₀(a_t|x_t)
+    steps: tuple[np.ndarray, np.ndarray] | None = None
+
+
+class _StepOutputs(NamedTuple):
+    log_pi: torch.Tensor  #: [..., A] log π_θ(·|x_t) at the minibatch's transitions
+    values: torch.Tensor  #: V_θ(x_t)
+    target_logp: torch.Tensor  #: log π_θ(a_t|x_t)
+    behaviour_logp: torch.Tensor  #: log μ(a_t|x_t)
+
+
+def _step_outputs(model: torch.nn.Module, mb: AppoMinibatch) -> _StepOutputs:
+    """The model's outputs at the minibatch's transitions (no bootstrap entry)."""
+    if mb.steps is None:
+        out = policy_outputs(model, mb.unroll)
+        return _StepOutputs(out.log_pi, out.values[:-1], out.target_logp, out.behaviour_logp)
+    t, b = mb.steps
+    arrays = mb.unroll.arrays
+
+    def pick(key: str) -> torch.Tensor:  # [1, M, ...]: one time step of M "environments"
+        return torch.from_numpy(arrays[key][t, b][None])
+
+    logits, values, _ = model.unroll(pick("obs"), mb.unroll.state0, pick("first"), pick("prev_action"),
+                                     pick("prev_reward"))
+    log_pi = F.log_softmax(logits[0].float(), dim=-1)
+    target_logp = log_pi.gather(-1, pick("action")[0].long().unsqueeze(-1)).squeeze(-1)
+    return _StepOutputs(log_pi, values[0].float(), target_logp, pick("logp")[0].float())
 
 
 def appo_targets(model: torch.nn.Module, batch: Unroll, cfg: AppoConfig) -> AppoMinibatch:
@@ -79,7 +119,7 @@ def appo_targets(model: torch.nn.Module, batch: Unroll, cfg: AppoConfig) -> Appo
 
 def appo_loss(model: torch.nn.Module, mb: AppoMinibatch, cfg: AppoConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped-surrogate loss of one minibatch, and its logged terms."""
-    out = policy_outputs(model, mb.unroll)
+    out = _step_outputs(model, mb)
     adv = mb.advantages
     if cfg.normalize_advantages and adv.numel() > 1:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
@@ -87,8 +127,8 @@ def appo_loss(model: torch.nn.Module, mb: AppoMinibatch, cfg: AppoConfig) -> tup
     ratio = log_ratio.exp()
     surrogate = torch.min(ratio * adv, ratio.clamp(1.0 - cfg.clip_ratio, 1.0 + cfg.clip_ratio) * adv)
     pg_loss = -surrogate.mean()
-    baseline_loss = 0.5 * ((mb.vs - out.values[:-1]) ** 2).mean()
-    entropy = out.entropy()
+    baseline_loss = 0.5 * ((mb.vs - out.values) ** 2).mean()
+    entropy = -(out.log_pi.exp() * out.log_pi).sum(-1).mean()
     loss = pg_loss + cfg.baseline_cost * baseline_loss - cfg.entropy_cost * entropy
     with torch.no_grad():
         lag = out.target_logp - out.behaviour_logp
@@ -119,13 +159,29 @@ class AppoStep:
 
     def passes(self, batch: Unroll) -> Iterator[AppoMinibatch]:
         n = batch.num_envs
-        self.cfg.validate_batch(n)  # the config check, for batches not built by the runtime's learner
+        self.cfg.validate_batch(n, batch.length)  # the config check, for batches not built by the runtime's learner
+        if self.cfg.shuffle == "transitions":
+            yield from self._transition_passes(batch)
+            return
         whole = appo_targets(self.model, batch, self.cfg)
         for _ in range(self.cfg.epochs):
             for envs in np.array_split(self.rng.permutation(n), self.cfg.minibatches):
                 index = torch.from_numpy(envs)
                 yield AppoMinibatch(batch.take(envs), whole.vs[:, index], whole.advantages[:, index],
                                     whole.anchor_logp[:, index])
+
+    def _transition_passes(self, batch: Unroll) -> Iterator[AppoMinibatch]:
+        if batch.state0:
+            raise ConfigError("config error: 'agent.shuffle' = 'transitions' needs a feed-forward model; this "
+                              "model is recurrent (its unrolls carry a state): use 'unrolls'", "agent.shuffle")
+        whole = appo_targets(self.model, batch, self.cfg)
+        T, n = whole.vs.shape
+        for _ in range(self.cfg.epochs):
+            for flat in np.array_split(self.rng.permutation(T * n), self.cfg.minibatches):
+                t, b = np.divmod(flat, n)
+                ti, bi = torch.from_numpy(t), torch.from_numpy(b)
+                yield AppoMinibatch(batch, whole.vs[ti, bi], whole.advantages[ti, bi], whole.anchor_logp[ti, bi],
+                                    (t, b))
 
     def loss(self, mb: AppoMinibatch, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, None, dict]:
         loss, logs = appo_loss(self.model, mb, self.cfg)

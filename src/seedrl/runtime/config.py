@@ -107,7 +107,7 @@ class AppoTrainConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        self.agent.validate_batch(self.runtime.batch_size)
+        self.agent.validate_batch(self.runtime.batch_size, self.runtime.unroll_length)
 
 
 @dataclass

@@ -51,6 +51,11 @@ class Unroll:
     def num_envs(self) -> int:
         return self.arrays["obs"].shape[1]
 
+    @property
+    def length(self) -> int:
+        """T: the transitions per environment (the arrays hold T + 1 entries)."""
+        return self.arrays["obs"].shape[0] - 1
+
     def slice(self, start: int, stop: int) -> "Unroll":
         """Environments ``start:stop`` of this unroll (views, no copy)."""
         finals = {(t, n - start): o for (t, n), o in self.final_obs.items() if start <= n < stop}
