@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seedrl.agents.impala import ImpalaConfig, impala_terms, policy_outputs
+from seedrl.agents.impala import ImpalaConfig, impala_terms, mean_entropy, policy_outputs
 from seedrl.config import ConfigError
 from seedrl.runtime.unrolls import Unroll
 
@@ -128,7 +128,7 @@ def appo_loss(model: torch.nn.Module, mb: AppoMinibatch, cfg: AppoConfig) -> tup
     surrogate = torch.min(ratio * adv, ratio.clamp(1.0 - cfg.clip_ratio, 1.0 + cfg.clip_ratio) * adv)
     pg_loss = -surrogate.mean()
     baseline_loss = 0.5 * ((mb.vs - out.values) ** 2).mean()
-    entropy = -(out.log_pi.exp() * out.log_pi).sum(-1).mean()
+    entropy = mean_entropy(out.log_pi)
     loss = pg_loss + cfg.baseline_cost * baseline_loss - cfg.entropy_cost * entropy
     with torch.no_grad():
         lag = out.target_logp - out.behaviour_logp

@@ -74,7 +74,12 @@ class PolicyOutputs(NamedTuple):
 
     def entropy(self) -> torch.Tensor:
         """mean_t,b[ H(π(·|x_t)) ]."""
-        return -(self.log_pi.exp() * self.log_pi).sum(-1).mean()
+        return mean_entropy(self.log_pi)
+
+
+def mean_entropy(log_pi: torch.Tensor) -> torch.Tensor:
+    """mean over all leading axes of H(π) = −Σ_a π(a) log π(a), from ``log_pi [..., A]``."""
+    return -(log_pi.exp() * log_pi).sum(-1).mean()
 
 
 def policy_outputs(model: torch.nn.Module, batch: Unroll) -> PolicyOutputs:
