@@ -62,7 +62,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -244,15 +244,21 @@ class RuntimeGroup:
 
     def _serve(self) -> threading.Event:
         stop = threading.Event()
-        self._thread = threading.Thread(target=self.inference.serve, args=(self.backend, stop), daemon=True)
+        self._thread = threading.Thread(target=self._serving, args=(stop,), daemon=True)
         self._thread.start()
         return stop
+
+    def _serving(self, stop: threading.Event) -> None:
+        self.inference.serve(self.backend, stop)
+
+    def _started(self) -> bool:
+        return self.inference.batches >= 20 and self.backend.live_actors() == self.num_actors
 
     def wait_ready(self, timeout: float) -> None:
         stop = self._serve()
         deadline = time.perf_counter() + timeout
         try:
-            while self.inference.batches < 20 or self.backend.live_actors() < self.num_actors:
+            while not self._started():
                 if time.perf_counter() > deadline:
                     raise TimeoutError(f"{self.name}: actors did not start")
                 time.sleep(0.05)
@@ -291,9 +297,69 @@ class RuntimeGroup:
         self._drain.join(2)
 
 
+class ActorsGroup(RuntimeGroup):
+    """Actor processes that run the policy themselves (``runtime.inference: actors``, as ``loop.train``
+    wires them: :class:`~seedrl.runtime.actor_inference.ActorInference`), no learner: a thread moves
+    their unrolls to the queue and another discards them. Paused between windows (no one reads
+    the actors' pipes, so they block on their next unroll)."""
+
+    kind = "runtime"
+
+    def __init__(self, cfg, num_actors: int, spaces, unroll_length: int = 20, queue_unrolls: int = 8):
+        from seedrl.runtime.actor import ActorSpec
+        from seedrl.runtime.actor_inference import ActorInference, LocalPolicy
+        from seedrl.runtime.algorithms import game_algo
+        from seedrl.runtime.policies import SamplingHead
+        from seedrl.runtime.weights import SharedWeights
+
+        env = self.env = cfg.env
+        self.num_actors, self.unroll_length = num_actors, unroll_length
+        self.name = f"runtime {num_actors} actor x {env_label(env)}, actors inference ({cfg.model.torso} net)"
+        self.total_envs = num_actors * env.num_envs
+        self.weights = SharedWeights(game_algo(cfg.algo).build_model(cfg, *spaces))
+        self.unrolls: queue.Queue = queue.Queue(maxsize=queue_unrolls)
+        policy = LocalPolicy(cfg.algo, cfg, *spaces, self.weights, SamplingHead(), unroll_length, 1)
+        self.backend = ActorInference(slot_layout(env, spaces[0]), num_actors,
+                                      lambda a, r: ActorSpec(a, env, env.num_envs, 2000 + 100 * a + r),
+                                      policy=policy, unrolls=self.unrolls)
+        self.backend.start()
+        self._closed = threading.Event()
+        self.discarded = 0
+        self._drain = threading.Thread(target=self._drain_loop, daemon=True)
+        self._drain.start()
+
+    def _serving(self, stop: threading.Event) -> None:
+        self.backend.serve(stop)
+
+    def _started(self) -> bool:
+        return self.backend.unrolls_received >= 4 * self.num_actors
+
+    def measure(self, seconds: float, warm: float) -> dict:
+        stop = self._serve()
+        time.sleep(warm)
+        pids = self.backend.pids()
+        u0, t0 = self.backend.unrolls_received, time.perf_counter()
+        c_actors0, c_main0 = sum(proc_cpu_seconds(p) for p in pids), time.process_time()
+        time.sleep(seconds)
+        u1, t1 = self.backend.unrolls_received, time.perf_counter()
+        c_actors = sum(proc_cpu_seconds(p) for p in pids) - c_actors0
+        c_main = time.process_time() - c_main0
+        stop.set()
+        self._thread.join()
+        steps = max(1, (u1 - u0) * self.unroll_length * self.env.num_envs)
+        return {"steps_per_s": steps / (t1 - t0), "cpu_s_per_kstep": 1000 * (c_actors + c_main) / steps,
+                "actor_cpu_s_per_kstep": 1000 * c_actors / steps, "inference_cpu_s_per_kstep": 1000 * c_main / steps,
+                "mean_batch": float(self.env.num_envs)}
+
+    def close(self) -> None:
+        super().close()
+        self.weights.close()
+
+
 def run_case(title: str, env: EnvConfig, raw: list[tuple[dict, int]], runtime: list[tuple[dict, int, float]],
-             args, ctx) -> dict:
-    """Start every configuration of a case, then measure them round-robin; medians per configuration."""
+             args, ctx, more: list[Callable[[tuple], Any]] = ()) -> dict:
+    """Start every configuration of a case, then measure them round-robin; medians per configuration.
+    ``more``: further runtime groups, each built by ``factory(spaces)``."""
     print(f"\n== {title} (load average {os.getloadavg()[0]:.1f})", flush=True)
     fs = frames_per_step(env)
     spaces = probe(env)
@@ -303,6 +369,8 @@ def run_case(title: str, env: EnvConfig, raw: list[tuple[dict, int]], runtime: l
             groups.append(RawGroup(dataclasses.replace(env, **over), procs, ctx))
         for over, actors, timeout_ms in runtime:
             groups.append(RuntimeGroup(dataclasses.replace(env, **over), actors, timeout_ms, spaces))
+        for factory in more:
+            groups.append(factory(spaces))
         for g in groups:
             g.wait_ready(180)
         samples: dict[str, list[dict]] = {g.name: [] for g in groups}
@@ -419,8 +487,22 @@ def part_layout(args, ctx) -> list[dict]:
     print(describe(record), flush=True)
     env, rt = cfg.env, auto.runtime
     raw = [(dict(num_envs=16), 2), (dict(num_envs=256), 1), (dict(num_envs=128), 2), (dict(num_envs=1024), 1)]
+    # central inference with a negligible policy at the old fixed layout and at the automatic one (upper bounds of
+    # central inference), then the automatic layout as a run has it: the config's own network, where the rule puts it
     runtime = [(dict(num_envs=32), 2, 0.0), (dict(num_envs=auto.env.num_envs), rt.num_actors, rt.batch_timeout_ms)]
-    case = run_case("CartPole-v1, shipped config: before (2 x 32) and the automatic layout", env, raw, runtime, args, ctx)
+    envs_auto = dataclasses.replace(env, num_envs=auto.env.num_envs)
+
+    def with_network(spaces):
+        from seedrl.runtime.algorithms import game_algo
+
+        group = RuntimeGroup(envs_auto, rt.num_actors, rt.batch_timeout_ms, spaces,
+                             policy=game_algo(cfg.algo).build_model(cfg, *spaces).eval())
+        group.name += f", central inference ({cfg.model.torso} net)"
+        return group
+
+    more = [with_network, lambda spaces: ActorsGroup(auto, rt.num_actors, spaces)]
+    case = run_case("CartPole-v1, shipped config: before (2 x 32) and the automatic layout", env, raw, runtime, args,
+                    ctx, more)
     case["layout"] = record
     return [case]
 

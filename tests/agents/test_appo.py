@@ -213,6 +213,19 @@ def test_transition_minibatches_refuse_a_recurrent_model():
         next(step.passes(recurrent))
 
 
+def test_transition_minibatches_refuse_a_recurrent_network_at_start_up():
+    import gymnasium as gym
+
+    from seedrl.models.config import ModelConfig, build_model
+
+    spaces = (gym.spaces.Box(-1.0, 1.0, (4,), np.float32), gym.spaces.Discrete(2))
+    cfg = AppoConfig(shuffle="transitions", minibatches=2)
+    AppoStep(build_model(ModelConfig(), *spaces), cfg)  # feed-forward: accepted
+    with pytest.raises(ConfigError, match="agent.shuffle"):
+        AppoStep(build_model(ModelConfig(lstm_size=8), *spaces), cfg)
+    AppoStep(build_model(ModelConfig(lstm_size=8), *spaces), AppoConfig())  # whole unrolls keep the sequences
+
+
 def test_transition_minibatches_may_outnumber_environments_but_not_transitions(tmp_path):
     def cfg(**agent):
         return load_config(AppoTrainConfig, {"name": "t", "out_dir": str(tmp_path), "agent": agent,

@@ -22,17 +22,18 @@ FIXED_NET = Costs(cores=4, env_fixed_s=0.0, env_step_s=5 * US, forward_fixed_s=3
 
 
 @pytest.mark.parametrize("costs, expected", [
-    # cheap env + tiny net -> few actors (one per core) with many envs each, no waiting
-    (CHEAP, Layout(num_actors=2, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0, queue_unrolls=2)),
+    # cheap env + tiny net -> few actors (one per core) with many envs each, each running the policy itself
+    (CHEAP, Layout(num_actors=2, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0, queue_unrolls=2, inference="actors")),
     # same on 8 cores: one core left to learner + inference
     (Costs(8, *[getattr(CHEAP, f) for f in ("env_fixed_s", "env_step_s", "forward_fixed_s", "forward_step_s")]),
-     Layout(num_actors=7, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0, queue_unrolls=2)),
+     Layout(num_actors=7, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0, queue_unrolls=2, inference="actors")),
     # inference-bound (forward row >= env step): 2 actors even on 16 cores, tens of envs, no wait
     (PONG, Layout(num_actors=2, num_envs=8, batch_timeout_ms=0.0, queue_unrolls=32)),
     # large fixed forward cost: batching across actors (wait half an actor step: 256 x 5 us / 2)
     (FIXED_NET, Layout(num_actors=2, num_envs=L.MAX_ENVS, batch_timeout_ms=0.64, queue_unrolls=2)),
-    # one core: one actor, which never waits for others
-    (Costs(1, 0.0, 100 * US, 3000 * US, 20 * US), Layout(num_actors=1, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0, queue_unrolls=2)),
+    # one core: one actor, which never waits for others (and, its net cheaper per row than its env, acts itself)
+    (Costs(1, 0.0, 100 * US, 3000 * US, 20 * US),
+     Layout(num_actors=1, num_envs=L.MAX_ENVS, batch_timeout_ms=0.0, queue_unrolls=2, inference="actors")),
 ])
 def test_rule_table(costs, expected):
     assert choose_layout(costs) == expected
@@ -52,8 +53,19 @@ def test_envs_per_actor_is_the_smallest_power_of_two_under_the_overhead_bound():
     assert choose_layout(Costs(2, 0.0, 50 * US, 100 * US, 0.0)).num_envs < choose_layout(Costs(2, 0.0, 5 * US, 100 * US, 0.0)).num_envs
 
 
+def test_policy_runs_on_the_actors_only_when_cheaper_than_the_env_and_allowed():
+    for forward_us, env_us in ((0.7, 2.0), (1.9, 2.0), (2.0, 2.0), (400.0, 350.0)):
+        costs = Costs(2, 100 * US, env_us * US, 100 * US, forward_us * US)
+        assert choose_layout(costs).inference == ("actors" if forward_us < env_us else "central")
+        assert choose_layout(costs, actors_can_act=False).inference == "central"  # threads/ray backend, r2d2
+    assert choose_layout(CHEAP, inference="central").inference == "central"  # the config's value wins
+    assert choose_layout(PONG, inference="actors").inference == "actors"
+    # central inference with a large fixed cost waits to merge actors' batches; actors acting themselves never wait
+    assert choose_layout(FIXED_NET, inference="actors").batch_timeout_ms == 0.0
+
+
 def test_given_values_win_and_shape_the_rest():
-    assert choose_layout(CHEAP, num_actors=5, num_envs=3, batch_timeout_ms=1.5, queue_unrolls=1) == Layout(5, 3, 1.5, 1)
+    assert choose_layout(CHEAP, num_actors=5, num_envs=3, batch_timeout_ms=1.5, queue_unrolls=1, inference="central") == Layout(5, 3, 1.5, 1)
     # the timeout rule uses the given envs per actor: a 4-env actor step is short, so the fixed-cost net waits
     assert choose_layout(FIXED_NET, num_envs=4).batch_timeout_ms == pytest.approx(0.01)
     assert choose_layout(FIXED_NET, num_actors=1).batch_timeout_ms == 0.0
@@ -77,7 +89,7 @@ def _cartpole(tmp_path, *over):
 def test_shipped_cartpole_config_leaves_the_layout_to_the_runtime(tmp_path):
     cfg = _cartpole(tmp_path)
     rt = cfg.runtime
-    assert (cfg.env.num_envs, rt.num_actors, rt.batch_timeout_ms, rt.queue_unrolls) == ("auto",) * 4
+    assert (cfg.env.num_envs, rt.num_actors, rt.batch_timeout_ms, rt.queue_unrolls, rt.inference) == ("auto",) * 5
     with pytest.raises(ConfigError, match="runtime.num_actors"):
         _cartpole(tmp_path, "runtime.num_actors=many")
 
@@ -99,12 +111,15 @@ def test_resolve_fills_only_auto_keys_and_records_the_choice(tmp_path):
     assert calls == [cfg.seed]
     assert (resolved.runtime.num_actors, resolved.env.num_envs, resolved.runtime.batch_timeout_ms) == (3, L.MAX_ENVS, 0.0)
     assert resolved.runtime.queue_unrolls == 2  # 8 updates x 32 envs / 256 envs per unroll, at least 2
-    assert record["auto"] == ["env.num_envs", "runtime.batch_timeout_ms", "runtime.queue_unrolls"]
+    assert record["auto"] == ["env.num_envs", "runtime.batch_timeout_ms", "runtime.queue_unrolls", "runtime.inference"]
+    assert resolved.runtime.inference == record["inference"] == "actors"  # an MLP cheaper per row than CartPole's step
+    threads, _ = L.resolve_layout(_cartpole(tmp_path, "runtime.backend=threads"), *spaces, probe=_fake_probe([]))
+    assert threads.runtime.inference == "central"  # no actor processes to run it in
     assert record["costs"]["forward_fixed_s"] == CHEAP.forward_fixed_s
     assert cfg.runtime.num_actors == 3 and cfg.env.num_envs == "auto"  # the input config is not altered
     # nothing auto: no probe, the config comes back as it is
     fixed = _cartpole(tmp_path, "runtime.num_actors=2", "env.num_envs=4", "runtime.batch_timeout_ms=0",
-                      "runtime.queue_unrolls=8")
+                      "runtime.queue_unrolls=8", "runtime.inference=central")
     assert L.resolve_layout(fixed, *spaces, probe=_fake_probe(calls)) == (fixed, None) and len(calls) == 1
 
 
@@ -130,7 +145,8 @@ def test_run_records_the_chosen_layout(tmp_path, monkeypatch, capsys):
     saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
     assert saved["env"]["num_envs"] == 4 and saved["runtime"]["num_actors"] == 1
     assert saved["runtime"]["batch_timeout_ms"] == 0.0 and saved["runtime"]["queue_unrolls"] == 64  # 8 x 32 / 4
-    assert "layout: 1 actors x 4 envs, batch timeout 0 ms, learner queue 64 unrolls (auto: env.num_envs" in capsys.readouterr().out
+    assert saved["runtime"]["inference"] == "central"  # the threads backend has no actor processes
+    assert "layout: 1 actors x 4 envs, central inference, batch timeout 0 ms, learner queue 64 unrolls (auto: env.num_envs" in capsys.readouterr().out
 
 
 def test_make_env_batch_refuses_an_unresolved_auto(tmp_path):

@@ -14,7 +14,7 @@ from seedrl.models.config import ModelConfig, build_model
 from seedrl.runtime.inference import InferenceServer
 from seedrl.runtime.learner import Learner
 from seedrl.runtime.transport import ActorSlot, SlotLayout
-from seedrl.runtime.weights import WeightsMailbox
+from seedrl.runtime.weights import SharedWeights, WeightsMailbox
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 
@@ -161,5 +161,77 @@ def test_central_inference_acts_with_and_stamps_the_posted_version():
 def test_a_snapshot_of_another_network_is_refused_by_name():
     mailbox = WeightsMailbox()
     mailbox.post(torch.nn.Linear(2, 2), 1)
-    with pytest.raises(ValueError, match="2 tensors, the inference model has 4"):
+    with pytest.raises(ValueError, match="2 tensors, the network has 4"):
         mailbox.apply(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)))
+
+
+# ---------------------------------------------------------------- SharedWeights (actor-side inference)
+
+def _shared_child(weights, conn) -> None:  # a spawned process: attach by pickle, apply, report
+    net = Net()
+    net.fill(-1.0)
+    version = weights.apply(net)
+    conn.send((version, sorted(_values(net)), weights.apply(net)))
+    weights.close()
+
+
+def test_shared_weights_reach_another_process_whole_and_once():
+    import multiprocessing as mp
+
+    net = Net()
+    net.fill(2.5)
+    weights = SharedWeights(net, version=11)
+    try:
+        parent, child = mp.get_context("spawn").Pipe()
+        proc = mp.get_context("spawn").Process(target=_shared_child, args=(weights, child))
+        proc.start()
+        version, values, again = parent.recv()
+        proc.join(30)
+        assert (version, values, again) == (11, [2.5], None)  # every tensor, the posted version; nothing new after
+    finally:
+        weights.close()
+
+
+def test_shared_weights_apply_only_whole_new_versions():
+    source, acting = Net(), Net()
+    weights = SharedWeights(source, version=0)
+    try:
+        assert weights.apply(acting) == 0
+        assert weights.apply(acting) is None  # nothing new
+        source.fill(3.0)
+        weights.post(source, 4)
+        assert weights.apply(acting) == 4 and _values(acting) == {3.0}
+        # a write in progress (odd sequence number) is never read: the acting network keeps version 4
+        source.fill(5.0)
+        weights._header[0] += 1
+        for dst, src in zip(weights._views, [*source.parameters(), *source.buffers()]):
+            dst.copy_(src.detach())
+        assert weights.apply(acting) is None and _values(acting) == {3.0}
+        weights._header[1] = 5
+        weights._header[0] += 1
+        assert weights.apply(acting) == 5 and _values(acting) == {5.0}
+    finally:
+        weights.close()
+
+
+def test_shared_weights_drop_a_copy_a_write_overlapped(monkeypatch):
+    source, acting = Net(), Net()
+    acting.fill(1.0)
+    source.fill(7.0)
+    weights = SharedWeights(source, version=2)
+    try:
+        header = weights._header
+
+        class Racing(list):  # the learner starts a write while the reader copies the block
+            def __iter__(self):
+                header[0] += 1
+                return super().__iter__()
+
+        views = weights._views
+        weights._views = Racing(views)
+        assert weights.apply(acting) is None and _values(acting) == {1.0}  # the torn copy was dropped
+        header[0] += 1  # the write ends
+        weights._views = views
+        assert weights.apply(acting) == 2 and _values(acting) == {7.0}
+    finally:
+        weights.close()

@@ -40,9 +40,8 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from seedrl.agents.impala import ImpalaConfig, impala_terms, mean_entropy, policy_outputs
+from seedrl.agents.impala import ImpalaConfig, impala_terms, mean_entropy, policy_outputs, taken_log_probs
 from seedrl.config import ConfigError
 from seedrl.runtime.unrolls import Unroll
 
@@ -105,8 +104,7 @@ def _step_outputs(model: torch.nn.Module, mb: AppoMinibatch) -> _StepOutputs:
 
     logits, values, _ = model.unroll(pick("obs"), mb.unroll.state0, pick("first"), pick("prev_action"),
                                      pick("prev_reward"))
-    log_pi = F.log_softmax(logits[0].float(), dim=-1)
-    target_logp = log_pi.gather(-1, pick("action")[0].long().unsqueeze(-1)).squeeze(-1)
+    log_pi, target_logp = taken_log_probs(logits[0].float(), pick("action")[0])
     return _StepOutputs(log_pi, values[0].float(), target_logp, pick("logp")[0].float())
 
 
@@ -156,6 +154,14 @@ class AppoStep:
         self.model = model
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
+        if cfg.shuffle == "transitions" and hasattr(model, "initial_state"):
+            self._check_feed_forward(model.initial_state(1))  # at start-up, not at the first batch
+
+    @staticmethod
+    def _check_feed_forward(state: tuple) -> None:
+        if state:
+            raise ConfigError("config error: 'agent.shuffle' = 'transitions' needs a feed-forward model; this "
+                              "model is recurrent (its unrolls carry a state): use 'unrolls'", "agent.shuffle")
 
     def passes(self, batch: Unroll) -> Iterator[AppoMinibatch]:
         n = batch.num_envs
@@ -171,9 +177,7 @@ class AppoStep:
                                     whole.anchor_logp[:, index])
 
     def _transition_passes(self, batch: Unroll) -> Iterator[AppoMinibatch]:
-        if batch.state0:
-            raise ConfigError("config error: 'agent.shuffle' = 'transitions' needs a feed-forward model; this "
-                              "model is recurrent (its unrolls carry a state): use 'unrolls'", "agent.shuffle")
+        self._check_feed_forward(batch.state0)
         whole = appo_targets(self.model, batch, self.cfg)
         T, n = whole.vs.shape
         for _ in range(self.cfg.epochs):

@@ -82,13 +82,18 @@ def mean_entropy(log_pi: torch.Tensor) -> torch.Tensor:
     return -(log_pi.exp() * log_pi).sum(-1).mean()
 
 
+def taken_log_probs(logits: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log π(·|x) [..., A], log π(a|x) [...])`` from ``logits [..., A]`` and the taken actions ``action [...]``."""
+    log_pi = F.log_softmax(logits, dim=-1)
+    return log_pi, log_pi.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+
+
 def policy_outputs(model: torch.nn.Module, batch: Unroll) -> PolicyOutputs:
     """The model's logits and values over ``batch`` and the log-probabilities of the taken actions."""
     a = {k: torch.from_numpy(batch.arrays[k]) for k in ("obs", "first", "prev_action", "prev_reward", "action", "logp")}
     logits, values, _ = model.unroll(a["obs"], batch.state0, a["first"], a["prev_action"], a["prev_reward"])
     logits, values = logits.float(), values.float()
-    log_pi = F.log_softmax(logits[:-1], dim=-1)
-    target_logp = log_pi.gather(-1, a["action"][:-1].long().unsqueeze(-1)).squeeze(-1)
+    log_pi, target_logp = taken_log_probs(logits[:-1], a["action"][:-1])
     return PolicyOutputs(logits, values, log_pi, target_logp, a["logp"][:-1].float())
 
 

@@ -57,6 +57,7 @@ class RuntimeConfig:
     batch_size: int = field(default=16, metadata={"help": "environments' unrolls per learner batch (actor unrolls are split or joined to make it)", "min": 1})
     batch_timeout_ms: float | Literal["auto"] = field(default=0.0, metadata={"help": "how long an inference batch waits for more actors; auto = chosen at start (seedrl.runtime.layout)", "min": 0.0})
     queue_unrolls: int | Literal["auto"] = field(default=8, metadata={"help": "bound of the inference->learner queue, in actor unrolls; auto = about 8 learner updates of data (seedrl.runtime.layout)", "min": 1})
+    inference: str = field(default="central", metadata={"help": "where the policy acts: central (one batched inference thread in the learner process, SEED RL) or actors (each actor process runs its own copy on its environments: for policies cheaper than the environment, processes backend, impala/appo); auto = chosen at start (seedrl.runtime.layout)", "choices": ["central", "actors", "auto"]})
     torch_threads: int = field(default=1, metadata={"help": "torch intra-op threads of the learner process (1 is fastest on a small shared machine: OpenMP threads spin)", "min": 1})
     max_restarts: int = field(default=20, metadata={"help": "actor crashes tolerated before the run fails", "min": 0})
     ray: RayConfig = field(default_factory=RayConfig)
@@ -92,6 +93,10 @@ class TrainConfig(RunConfig):
             raise ConfigError(f"config error: 'runtime.ray.inference_servers' = {servers} is above the {actors} actor "
                               "groups (runtime.num_actors): each server owns at least one group",
                               "runtime.ray.inference_servers")
+        if self.runtime.inference == "actors" and self.runtime.backend != "processes":
+            raise ConfigError(f"config error: 'runtime.inference' = 'actors' runs the policy in actor processes; "
+                              f"'runtime.backend' = {self.runtime.backend!r} does not have them: use 'processes' or "
+                              "runtime.inference: central", "runtime.inference")
         if self.env.kind == "gym":  # Atari games always have discrete actions and image observations
             check_discrete_actions(self.env, self.algo)
 
@@ -125,6 +130,9 @@ class R2D2TrainConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         self.agent.validate()
+        if self.runtime.inference == "actors":  # its per-environment epsilons and evaluation slots live in central inference
+            raise ConfigError("config error: 'runtime.inference' = 'actors' is for impala and appo; r2d2 acts "
+                              "with central inference (runtime.inference: central)", "runtime.inference")
         actors, per_actor = self.runtime.num_actors, self.env.num_envs
         envs = actors * per_actor if isinstance(actors, int) and isinstance(per_actor, int) else 0  # 'auto': checked once chosen
         if envs and self.agent.eval_envs >= envs:

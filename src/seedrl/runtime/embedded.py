@@ -40,6 +40,9 @@ class EmbeddedBackend:
         max_restarts: total restarts allowed before the run fails.
     """
 
+    #: the actors exchange observations and actions with central inference through shared slots
+    uses_slots = True
+
     def __init__(
         self,
         layout: SlotLayout,
@@ -55,8 +58,8 @@ class EmbeddedBackend:
         self.on_restart = on_restart
         self.max_restarts = max_restarts
         self._ctx = mp.get_context("spawn")
-        self._shared = SharedSlots(layout, num_actors)
-        self.slots: Sequence[ActorSlot] = self._shared.slots
+        self._shared = SharedSlots(layout, num_actors) if self.uses_slots else None
+        self.slots: Sequence[ActorSlot] = self._shared.slots if self._shared else []
         self._conns: dict[int, object] = {}
         self._procs: dict[int, mp.Process] = {}
         self._restarts = collections.Counter()
@@ -73,16 +76,16 @@ class EmbeddedBackend:
     def _spawn(self, actor_id: int) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
         spec = self.actor_spec(actor_id, self._restarts[actor_id])
-        proc = self._ctx.Process(
-            target=actor_process_main,
-            args=(spec, self._shared.name, self.layout, self.num_actors, child),
-            name=f"seedrl-actor-{actor_id}",
-            daemon=True,
-        )
+        target, args = self._process(spec, child)
+        proc = self._ctx.Process(target=target, args=args, name=f"seedrl-actor-{actor_id}", daemon=True)
         proc.start()
         child.close()
         self._conns[actor_id] = parent
         self._procs[actor_id] = proc
+
+    def _process(self, spec: ActorSpec, conn) -> tuple[Callable, tuple]:
+        """The actor process's entry point and arguments (a subclass runs another actor loop)."""
+        return actor_process_main, (spec, self._shared.name, self.layout, self.num_actors, conn)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop every actor and free the shared memory. Idempotent."""
@@ -102,7 +105,8 @@ class EmbeddedBackend:
         for conn in self._conns.values():
             conn.close()
         self.slots = []
-        self._shared.close()
+        if self._shared is not None:
+            self._shared.close()
 
     def kill_actor(self, actor_id: int) -> None:
         """Kill an actor process (for tests of crash recovery)."""
@@ -125,11 +129,14 @@ class EmbeddedBackend:
             except Exception:  # EOF, or a message cut short by the kill: the actor is gone
                 self._handle_crash(actor_id)
                 continue
-            if payload:
-                for env_index, ret, length in payload:
-                    self.episodes.append((actor_id, env_index, float(ret), int(length)))
+            self._receive(actor_id, payload)
             ready.append(actor_id)
         return ready
+
+    def _receive(self, actor_id: int, payload) -> None:
+        """What an actor sent with its submission: the episodes it finished since (or None)."""
+        for env_index, ret, length in payload or ():
+            self.episodes.append((actor_id, env_index, float(ret), int(length)))
 
     def reply(self, actor_ids: Sequence[int]) -> None:
         for a in actor_ids:

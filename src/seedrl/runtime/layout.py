@@ -36,6 +36,15 @@ The rule, with ``c`` usable cores:
   made of when the learner is the bottleneck (8 unrolls of 256 envs at batch 32 held 64
   updates: CartPole solved in 2.85M frames at a lag of ~85 updates, against ~1.5M before).
 
+- ``inference`` (where the policy runs): ``actors`` when the policy costs less per row than
+  the environment per step (``b < e1``) and the algorithm acts by sampling its policy
+  (IMPALA, APPO); else ``central``. A policy that cheap makes the round trip to central
+  inference (``R`` plus the actors waiting on one forward thread) the largest cost of a
+  step; run in each actor process (:mod:`seedrl.runtime.actor_inference`) it costs the
+  actor ``a / n + b`` a step and no transport. A costly policy (an Atari CNN) stays central:
+  one copy, one batched forward pass, the actors free to step (SEED RL's layout). Only
+  the processes backend has actor processes; the others always stay central.
+
 ``R`` is not probed (it needs the actor processes): :data:`ROUND_TRIP_S`, the measured wake-up
 cost of a round trip (docs/benchmarks.md, "Where the overhead is").
 """
@@ -89,13 +98,19 @@ class Layout:
     num_envs: int
     batch_timeout_ms: float
     queue_unrolls: int
+    inference: str = "central"
 
 
 def choose_layout(costs: Costs, *, num_actors: int | None = None, num_envs: int | None = None,
-                  batch_timeout_ms: float | None = None, queue_unrolls: int | None = None, batch_size: int = 32,
-                  round_trip_s: float = ROUND_TRIP_S) -> Layout:
-    """The layout of the module docstring's rule; a value given here (the config's, not ``auto``) is kept."""
+                  batch_timeout_ms: float | None = None, queue_unrolls: int | None = None, inference: str | None = None,
+                  batch_size: int = 32, round_trip_s: float = ROUND_TRIP_S, actors_can_act: bool = True) -> Layout:
+    """The layout of the module docstring's rule; a value given here (the config's, not ``auto``) is kept.
+
+    ``actors_can_act``: the run may put the policy in the actor processes (processes backend,
+    an algorithm that samples its policy)."""
     c = costs
+    if inference is None:
+        inference = "actors" if actors_can_act and c.forward_step_s < c.env_step_s else "central"
     fixed = round_trip_s + c.forward_fixed_s + c.env_fixed_s
     per_env = max(c.env_step_s + c.forward_step_s, 1e-9)
     if num_envs is None:
@@ -107,11 +122,11 @@ def choose_layout(costs: Costs, *, num_actors: int | None = None, num_envs: int 
             num_actors = min(num_actors, 2)
     if batch_timeout_ms is None:
         half_step = (c.env_fixed_s + num_envs * c.env_step_s) / 2
-        wait = num_actors > 1 and c.forward_fixed_s >= half_step
+        wait = inference == "central" and num_actors > 1 and c.forward_fixed_s >= half_step
         batch_timeout_ms = round(min(MAX_TIMEOUT_MS, 1e3 * half_step), 3) if wait else 0.0
     if queue_unrolls is None:
         queue_unrolls = max(2, math.ceil(QUEUE_UPDATES * batch_size / num_envs))
-    return Layout(int(num_actors), int(num_envs), float(batch_timeout_ms), int(queue_unrolls))
+    return Layout(int(num_actors), int(num_envs), float(batch_timeout_ms), int(queue_unrolls), inference)
 
 
 def fit_line(sizes: Sequence[int], seconds: Sequence[float]) -> tuple[float, float]:
@@ -184,7 +199,15 @@ def auto_keys(cfg) -> dict[str, bool]:
     """Which layout keys of a ``TrainConfig`` are ``auto``."""
     return {"env.num_envs": cfg.env.num_envs == AUTO, "runtime.num_actors": cfg.runtime.num_actors == AUTO,
             "runtime.batch_timeout_ms": cfg.runtime.batch_timeout_ms == AUTO,
-            "runtime.queue_unrolls": cfg.runtime.queue_unrolls == AUTO}
+            "runtime.queue_unrolls": cfg.runtime.queue_unrolls == AUTO, "runtime.inference": cfg.runtime.inference == AUTO}
+
+
+def _samples_its_policy(cfg) -> bool:
+    """The run's algorithm acts by sampling its policy (what actor-side inference runs), not with a per-slot head."""
+    from seedrl.runtime.algorithms import game_algo
+    from seedrl.runtime.policies import SamplingHead
+
+    return isinstance(game_algo(cfg.algo).acting_head(cfg, 1), SamplingHead)
 
 
 def resolve_layout(cfg, observation_space, action_space, *, probe: Callable[..., Costs] | None = None):
@@ -206,12 +229,14 @@ def resolve_layout(cfg, observation_space, action_space, *, probe: Callable[...,
         num_envs=None if auto["env.num_envs"] else cfg.env.num_envs,
         batch_timeout_ms=None if auto["runtime.batch_timeout_ms"] else rt.batch_timeout_ms,
         queue_unrolls=None if auto["runtime.queue_unrolls"] else rt.queue_unrolls,
+        inference=None if auto["runtime.inference"] else rt.inference,
         batch_size=rt.batch_size,
+        actors_can_act=rt.backend == "processes" and _samples_its_policy(cfg),
     )
     cfg = dataclasses.replace(
         cfg, env=dataclasses.replace(cfg.env, num_envs=chosen.num_envs),
         runtime=dataclasses.replace(rt, num_actors=chosen.num_actors, batch_timeout_ms=chosen.batch_timeout_ms,
-                                    queue_unrolls=chosen.queue_unrolls))
+                                    queue_unrolls=chosen.queue_unrolls, inference=chosen.inference))
     record = {**dataclasses.asdict(chosen), "auto": [k for k, v in auto.items() if v], "costs": dataclasses.asdict(costs),
               "round_trip_s": ROUND_TRIP_S}
     return cfg, record
@@ -220,7 +245,7 @@ def resolve_layout(cfg, observation_space, action_space, *, probe: Callable[...,
 def describe(record: dict) -> str:
     """One line: the chosen layout, what was chosen and the measured costs behind it."""
     c = record["costs"]
-    return (f"layout: {record['num_actors']} actors x {record['num_envs']} envs, batch timeout "
+    return (f"layout: {record['num_actors']} actors x {record['num_envs']} envs, {record['inference']} inference, batch timeout "
             f"{record['batch_timeout_ms']:g} ms, learner queue {record['queue_unrolls']} unrolls (auto: {', '.join(record['auto'])}; env {1e6 * c['env_fixed_s']:.0f} us + "
             f"{1e6 * c['env_step_s']:.2f} us/env, forward {1e6 * c['forward_fixed_s']:.0f} us + "
             f"{1e6 * c['forward_step_s']:.2f} us/row, {c['cores']} cores)")

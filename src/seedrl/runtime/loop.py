@@ -45,6 +45,7 @@ from seedrl.config import config_to_dict
 from seedrl.envs import make_env_batch
 from seedrl.report.metrics import MetricsLogger, plot_curves
 from seedrl.runtime.actor import ActorSpec
+from seedrl.runtime.actor_inference import ActorInference, LocalPolicy
 from seedrl.runtime.algorithms import game_algo
 from seedrl.runtime.checkpoint import (list_checkpoints, read_game_checkpoint, replay_path, rng_state, save_checkpoint,
                                        set_rng_state)
@@ -61,7 +62,7 @@ from seedrl.runtime.run_dir import RunDir, load_model_state, load_optimizer_stat
 from seedrl.runtime.signals import StopSignals
 from seedrl.runtime.threaded import ThreadedBackend
 from seedrl.runtime.transport import SlotLayout
-from seedrl.runtime.weights import WeightsMailbox
+from seedrl.runtime.weights import SharedWeights, WeightsMailbox
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +218,10 @@ def _train(
             return cfg.optim.lr * max(0.0, 1.0 - frames / total)
         return cfg.optim.lr
 
+    # the learner publishes where the policy acts: the central inference thread's mailbox, or the actors' block
+    acting_weights = SharedWeights(model, version=counters["updates"]) if rt.inference == "actors" else None
     learner = Learner(
-        model, weights, optimizer, step, unroll_queue,
+        model, acting_weights or weights, optimizer, step, unroll_queue,
         rt.batch_size, grad_clip=cfg.optim.clip_norm, lr_schedule=lr_at,
     )
     learner.updates = counters["updates"]
@@ -249,6 +252,10 @@ def _train(
             unroll_length=buffer_length, overlap=overlap, queue_unrolls=rt.queue_unrolls,
             batch_timeout_s=rt.batch_timeout_ms / 1000, seed=sampler_seed, max_restarts=rt.max_restarts)
         learner.on_publish = lambda version: backend.publish(version, model)  # the learner's weights, in its thread
+    elif rt.inference == "actors":
+        policy = LocalPolicy(cfg.algo, cfg, obs_space, act_space, acting_weights, inference.policy, buffer_length, overlap)
+        backend = serving = ActorInference(layout, rt.num_actors, actor_spec, policy=policy, unrolls=unroll_queue,
+                                           max_restarts=rt.max_restarts)
     elif rt.backend == "ray":
         from seedrl.runtime.ray_backend import RayBackend
 
@@ -359,6 +366,8 @@ def _train(
         stop.set()
         thread.join(timeout=10)
         backend.stop()
+        if acting_weights is not None:
+            acting_weights.close()
         progress.close()
         if row:
             metrics.log({**row, **counters, "episode_return": float(np.mean(returns)) if returns else None})

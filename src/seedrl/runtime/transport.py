@@ -113,12 +113,17 @@ class SharedSlots:
             for field, _, _ in self.layout.fields():
                 setattr(slot, field, None)
         self.slots = []
+        release_shared_memory(self.shm, self._owner)
+
+
+def release_shared_memory(shm: shared_memory.SharedMemory, owner: bool) -> None:
+    """Detach ``shm`` and, in the process that created it (``owner``), free it; views must be dropped first."""
+    try:
+        shm.close()
+    except BufferError:  # a view is still alive somewhere; the OS frees it at exit
+        return
+    if owner:
         try:
-            self.shm.close()
-        except BufferError:  # a view is still alive somewhere; the OS frees it at exit
-            return
-        if self._owner:
-            try:
-                self.shm.unlink()
-            except FileNotFoundError:
-                pass
+            shm.unlink()
+        except FileNotFoundError:
+            pass

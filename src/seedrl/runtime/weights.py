@@ -22,11 +22,13 @@ Snapshots inference never took are dropped (it only needs the latest).
 
 from __future__ import annotations
 
+import math
 import threading
 
+import numpy as np
 import torch
 
-__all__ = ["WeightsMailbox"]
+__all__ = ["SharedWeights", "WeightsMailbox"]
 
 
 def _tensors(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -60,8 +62,109 @@ class WeightsMailbox:
             return None
         version, snapshot = latest
         targets = _tensors(model)
-        if len(targets) != len(snapshot):
-            raise ValueError(f"published weights hold {len(snapshot)} tensors, the inference model has {len(targets)}")
+        _check_count(len(snapshot), len(targets))
         for dst, src in zip(targets, snapshot):
             dst.copy_(src)
         return version
+
+
+class SharedWeights:
+    """The latest published weights in one shared-memory block, for policies that run in the actor processes.
+
+    Same contract as :class:`WeightsMailbox` (``post`` by the learner, ``apply`` by whoever
+    acts), across processes: the block holds every parameter and buffer of the network in
+    its own dtype, behind a header of two int64s, a sequence number and the version. The
+    learner is the only writer (a seqlock): it makes the sequence number odd, copies the
+    tensors in, writes the version and makes the sequence number even again. A reader
+    copies the block into a staging copy only when the sequence number is even and new,
+    and keeps the copy only if the number did not change meanwhile; then it copies the
+    staging copy into its network. A forward pass therefore never sees a mix of two
+    versions; a read that overlaps a write is retried at the next ``apply``. Word-sized
+    aligned stores are atomic and keep their order on x86-64 and ARM64 with the stores
+    in between being plain copies, which the header's two reads bracket.
+
+    Pickling sends the block's name and tensor shapes, so an actor process attaches to the
+    same memory. Only the creating process frees it (:meth:`close`).
+    """
+
+    def __init__(self, model: torch.nn.Module | None = None, *, version: int = 0, _attach: tuple | None = None):
+        from multiprocessing import shared_memory
+
+        if _attach is None:
+            specs = [(tuple(t.shape), t.dtype) for t in _tensors(model)]
+            size = 64 + sum(_padded(_nbytes(shape, dtype)) for shape, dtype in specs)
+            self._shm = shared_memory.SharedMemory(create=True, size=size)
+            self._owner = True
+        else:
+            name, specs = _attach
+            self._shm = shared_memory.SharedMemory(name=name)
+            self._owner = False
+        self._specs = specs
+        self._header = np.ndarray((2,), np.int64, buffer=self._shm.buf)  # [sequence, version]
+        self._views: list[torch.Tensor] = []
+        offset = 64
+        for shape, dtype in specs:
+            count = math.prod(shape)
+            view = torch.frombuffer(self._shm.buf, dtype=dtype, count=count, offset=offset) if count else torch.empty(0, dtype=dtype)
+            self._views.append(view.view(shape))
+            offset += _padded(_nbytes(shape, dtype))
+        if _attach is None:
+            self._header[:] = (0, -1)
+            self.post(model, version)
+        self._seen = -1  # the sequence number last applied
+
+    def __reduce__(self):
+        return (_attach_shared_weights, (self._shm.name, self._specs))
+
+    @torch.no_grad()
+    def post(self, model: torch.nn.Module, version: int) -> None:
+        """Copy ``model``'s parameters and buffers into the block as ``version`` (the only writer: the learner)."""
+        tensors = _tensors(model)
+        _check_count(len(tensors), len(self._views))
+        sequence = int(self._header[0])
+        self._header[0] = sequence + 1  # odd: a write is in progress
+        for dst, src in zip(self._views, tensors):
+            dst.copy_(src.detach())
+        self._header[1] = int(version)
+        self._header[0] = sequence + 2
+
+    @torch.no_grad()
+    def apply(self, model: torch.nn.Module) -> int | None:
+        """Copy the latest whole version into ``model`` if one was posted since the last call; its version, else None."""
+        sequence = int(self._header[0])
+        if sequence == self._seen or sequence % 2:
+            return None
+        staging = [v.clone() for v in self._views]
+        version = int(self._header[1])
+        if int(self._header[0]) != sequence:  # a write overlapped the copy: try again at the next call
+            return None
+        targets = _tensors(model)
+        _check_count(len(staging), len(targets))
+        for dst, src in zip(targets, staging):
+            dst.copy_(src)
+        self._seen = sequence
+        return version
+
+    def close(self) -> None:
+        """Detach (and, in the creating process, free) the block."""
+        from seedrl.runtime.transport import release_shared_memory
+
+        self._views, self._header = [], None
+        release_shared_memory(self._shm, self._owner)
+
+
+def _attach_shared_weights(name: str, specs: list) -> SharedWeights:
+    return SharedWeights(_attach=(name, specs))
+
+
+def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    return math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+
+
+def _padded(n: int, to: int = 64) -> int:
+    return (n + to - 1) // to * to
+
+
+def _check_count(published: int, model: int) -> None:
+    if published != model:
+        raise ValueError(f"published weights hold {published} tensors, the network has {model}")
