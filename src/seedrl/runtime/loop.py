@@ -290,6 +290,8 @@ def _train(
     except BaseException:  # the backend has stopped what it started
         progress.close()
         metrics.close()
+        if acting_weights is not None:
+            acting_weights.close()
         raise
     thread = threading.Thread(target=serve, name="seedrl-inference", daemon=True)
     thread.start()
