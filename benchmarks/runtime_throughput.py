@@ -229,6 +229,9 @@ class RuntimeGroup:
             on_restart=self.inference.reset_actor,
         )
         self.backend.start()
+        self._start_drain()
+
+    def _start_drain(self) -> None:
         self._closed = threading.Event()
         self.discarded = 0
         self._drain = threading.Thread(target=self._drain_loop, daemon=True)
@@ -323,10 +326,7 @@ class ActorsGroup(RuntimeGroup):
                                       lambda a, r: ActorSpec(a, env, env.num_envs, 2000 + 100 * a + r),
                                       policy=policy, unrolls=self.unrolls)
         self.backend.start()
-        self._closed = threading.Event()
-        self.discarded = 0
-        self._drain = threading.Thread(target=self._drain_loop, daemon=True)
-        self._drain.start()
+        self._start_drain()
 
     def _serving(self, stop: threading.Event) -> None:
         self.backend.serve(stop)

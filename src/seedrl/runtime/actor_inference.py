@@ -35,9 +35,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from seedrl.runtime.actor import STOP, ActorSpec, run_actor
+from seedrl.runtime.algorithms import game_algo
 from seedrl.runtime.embedded import EmbeddedBackend
+from seedrl.runtime.inference import InferenceServer
 from seedrl.runtime.transport import ActorSlot, SlotLayout
 
 __all__ = ["ActorInference", "LocalPolicy"]
@@ -106,11 +109,6 @@ class _Outbox:
 
 def local_actor_main(spec: ActorSpec, layout: SlotLayout, policy: LocalPolicy, conn) -> None:
     """Entry point of an actor process that acts itself (see the module docstring)."""
-    import torch
-
-    from seedrl.runtime.algorithms import game_algo
-    from seedrl.runtime.inference import InferenceServer
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the learner process handles Ctrl-C and stops us
     torch.set_num_threads(1)
     model = game_algo(policy.algo).build_model(policy.cfg, policy.observation_space, policy.action_space).eval()
@@ -167,8 +165,6 @@ class ActorInference(EmbeddedBackend):
         return local_actor_main, (spec, self.layout, self.policy, conn)
 
     def _receive(self, actor_id: int, payload) -> None:
-        import torch
-
         episodes, unroll = payload
         super()._receive(actor_id, episodes)
         unroll.state0 = tuple(torch.from_numpy(np.asarray(s)) for s in unroll.state0)

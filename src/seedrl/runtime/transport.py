@@ -59,10 +59,11 @@ class SlotLayout:
         ]
 
     def nbytes(self) -> int:
-        return sum(_aligned(math.prod(shape) * dtype.itemsize) for _, shape, dtype in self.fields())
+        return sum(aligned(math.prod(shape) * dtype.itemsize) for _, shape, dtype in self.fields())
 
 
-def _aligned(n: int, to: int = 64) -> int:
+def aligned(n: int, to: int = 64) -> int:
+    """``n`` rounded up to a multiple of ``to`` (the offsets and sizes of shared-memory fields)."""
     return (n + to - 1) // to * to
 
 
@@ -75,7 +76,7 @@ class ActorSlot:
         for name, shape, dtype in layout.fields():
             size = math.prod(shape) * dtype.itemsize
             setattr(self, name, np.ndarray(shape, dtype=dtype, buffer=buffer, offset=offset))
-            offset += _aligned(size)
+            offset += aligned(size)
 
     obs: np.ndarray
     final_obs: np.ndarray
@@ -92,7 +93,7 @@ class SharedSlots:
     def __init__(self, layout: SlotLayout, num_actors: int, name: str | None = None):
         self.layout = layout
         self.num_actors = num_actors
-        self._stride = _aligned(layout.nbytes(), 4096)
+        self._stride = aligned(layout.nbytes(), 4096)
         if name is None:
             self.shm = shared_memory.SharedMemory(create=True, size=self._stride * num_actors)
             self._owner = True

@@ -28,6 +28,8 @@ import threading
 import numpy as np
 import torch
 
+from seedrl.runtime.transport import aligned, release_shared_memory
+
 __all__ = ["SharedWeights", "WeightsMailbox"]
 
 
@@ -92,7 +94,7 @@ class SharedWeights:
 
         if _attach is None:
             specs = [(tuple(t.shape), t.dtype) for t in _tensors(model)]
-            size = 64 + sum(_padded(_nbytes(shape, dtype)) for shape, dtype in specs)
+            size = 64 + sum(aligned(math.prod(shape) * dtype.itemsize) for shape, dtype in specs)
             self._shm = shared_memory.SharedMemory(create=True, size=size)
             self._owner = True
         else:
@@ -107,7 +109,7 @@ class SharedWeights:
             count = math.prod(shape)
             view = torch.frombuffer(self._shm.buf, dtype=dtype, count=count, offset=offset) if count else torch.empty(0, dtype=dtype)
             self._views.append(view.view(shape))
-            offset += _padded(_nbytes(shape, dtype))
+            offset += aligned(count * dtype.itemsize)
         if _attach is None:
             self._header[:] = (0, -1)
             self.post(model, version)
@@ -147,22 +149,12 @@ class SharedWeights:
 
     def close(self) -> None:
         """Detach (and, in the creating process, free) the block."""
-        from seedrl.runtime.transport import release_shared_memory
-
         self._views, self._header = [], None
         release_shared_memory(self._shm, self._owner)
 
 
 def _attach_shared_weights(name: str, specs: list) -> SharedWeights:
     return SharedWeights(_attach=(name, specs))
-
-
-def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
-    return math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-
-
-def _padded(n: int, to: int = 64) -> int:
-    return (n + to - 1) // to * to
 
 
 def _check_count(published: int, model: int) -> None:
