@@ -12,7 +12,10 @@ not algorithms. What an algorithm decides is gathered in one :class:`GameAlgo`:
   (:mod:`seedrl.runtime.replay_role`) between the actors' unrolls and the learner;
 * ``unroll(cfg) -> (T, overlap)``: the unroll buffer's length and overlap. IMPALA:
   ``(unroll_length, 1)``. R2D2: ``(burn_in + L, burn_in + 1)`` with L = ``runtime.unroll_length``,
-  so each emitted sequence has ``burn_in + L + 1`` entries and L new steps.
+  so each emitted sequence has ``burn_in + L + 1`` entries and L new steps;
+* ``acts_on_actors``: its acting needs the weights and nothing per slot (it samples its policy), so
+  ``runtime.inference: actors`` may run it in the actor processes (R2D2's per-slot epsilons and
+  evaluation slots live in central inference).
 
 Adding a game algorithm is one entry in :data:`GAME_ALGOS` (and its line in the CLI's table).
 """
@@ -49,6 +52,7 @@ class GameAlgo:
     eval_head: Callable[[Any, bool, Any], Callable]
     learner_step: Callable[[Any, torch.nn.Module], Any]
     unroll: Callable[[Any], tuple[int, int]]
+    acts_on_actors: bool = False
 
 
 # ----------------------------------------------------------------------------- impala
@@ -140,6 +144,7 @@ _ACTOR_CRITIC = dict(
     acting_head=lambda cfg, n: SamplingHead(),
     eval_head=lambda cfg, greedy, space: GreedyHead() if greedy else SamplingHead(),
     unroll=lambda cfg: (cfg.runtime.unroll_length, 1),
+    acts_on_actors=True,
 )
 
 GAME_ALGOS: dict[str, GameAlgo] = {

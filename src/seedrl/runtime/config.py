@@ -93,12 +93,22 @@ class TrainConfig(RunConfig):
             raise ConfigError(f"config error: 'runtime.ray.inference_servers' = {servers} is above the {actors} actor "
                               "groups (runtime.num_actors): each server owns at least one group",
                               "runtime.ray.inference_servers")
+        if self.runtime.inference == "actors" and not _acts_on_actors(self.algo):
+            raise ConfigError(f"config error: 'runtime.inference' = 'actors' runs a policy that samples its actions in "
+                              f"the actor processes; algo {self.algo!r} acts with central inference "
+                              "(runtime.inference: central)", "runtime.inference")
         if self.runtime.inference == "actors" and self.runtime.backend != "processes":
             raise ConfigError(f"config error: 'runtime.inference' = 'actors' runs the policy in actor processes; "
                               f"'runtime.backend' = {self.runtime.backend!r} does not have them: use 'processes' or "
                               "runtime.inference: central", "runtime.inference")
         if self.env.kind == "gym":  # Atari games always have discrete actions and image observations
             check_discrete_actions(self.env, self.algo)
+
+
+def _acts_on_actors(algo: str) -> bool:
+    from seedrl.runtime.algorithms import game_algo  # it imports this module's config classes lazily too
+
+    return game_algo(algo).acts_on_actors
 
 
 @dataclass
@@ -130,9 +140,6 @@ class R2D2TrainConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         self.agent.validate()
-        if self.runtime.inference == "actors":  # its per-environment epsilons and evaluation slots live in central inference
-            raise ConfigError("config error: 'runtime.inference' = 'actors' is for impala and appo; r2d2 acts "
-                              "with central inference (runtime.inference: central)", "runtime.inference")
         actors, per_actor = self.runtime.num_actors, self.env.num_envs
         envs = actors * per_actor if isinstance(actors, int) and isinstance(per_actor, int) else 0  # 'auto': checked once chosen
         if envs and self.agent.eval_envs >= envs:

@@ -202,14 +202,6 @@ def auto_keys(cfg) -> dict[str, bool]:
             "runtime.queue_unrolls": cfg.runtime.queue_unrolls == AUTO, "runtime.inference": cfg.runtime.inference == AUTO}
 
 
-def _samples_its_policy(cfg) -> bool:
-    """The run's algorithm acts by sampling its policy (what actor-side inference runs), not with a per-slot head."""
-    from seedrl.runtime.algorithms import game_algo
-    from seedrl.runtime.policies import SamplingHead
-
-    return isinstance(game_algo(cfg.algo).acting_head(cfg, 1), SamplingHead)
-
-
 def resolve_layout(cfg, observation_space, action_space, *, probe: Callable[..., Costs] | None = None):
     """``(cfg with the auto keys filled in, record or None)``; nothing is probed when no key is ``auto``.
 
@@ -219,6 +211,7 @@ def resolve_layout(cfg, observation_space, action_space, *, probe: Callable[...,
     if not any(auto.values()):
         return cfg, None
     from seedrl.models.config import build_model
+    from seedrl.runtime.algorithms import game_algo
 
     model = build_model(cfg.model, observation_space, action_space).eval()
     costs = (probe or probe_costs)(cfg.env, model, seed=cfg.seed)
@@ -231,7 +224,7 @@ def resolve_layout(cfg, observation_space, action_space, *, probe: Callable[...,
         queue_unrolls=None if auto["runtime.queue_unrolls"] else rt.queue_unrolls,
         inference=None if auto["runtime.inference"] else rt.inference,
         batch_size=rt.batch_size,
-        actors_can_act=rt.backend == "processes" and _samples_its_policy(cfg),
+        actors_can_act=rt.backend == "processes" and game_algo(cfg.algo).acts_on_actors,
     )
     cfg = dataclasses.replace(
         cfg, env=dataclasses.replace(cfg.env, num_envs=chosen.num_envs),

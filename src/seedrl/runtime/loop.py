@@ -285,13 +285,21 @@ def _train(
     window_frames = counters["frames"]
     progress = tqdm(total=total, initial=counters["frames"], unit="frame", unit_scale=True, disable=not cfg.log.progress,
                     desc=cfg.name, dynamic_ncols=True)
+
+    def close_outputs(last_row: dict[str, Any] | None) -> None:
+        """Release what the run opened beside the backend (the actors' weights block, the progress bar, the
+        metrics files), logging ``last_row`` first."""
+        if acting_weights is not None:
+            acting_weights.close()
+        progress.close()
+        if last_row:
+            metrics.log(last_row)
+        metrics.close()
+
     try:
         backend.start()
     except BaseException:  # the backend has stopped what it started
-        progress.close()
-        metrics.close()
-        if acting_weights is not None:
-            acting_weights.close()
+        close_outputs(None)
         raise
     thread = threading.Thread(target=serve, name="seedrl-inference", daemon=True)
     thread.start()
@@ -368,12 +376,7 @@ def _train(
         stop.set()
         thread.join(timeout=10)
         backend.stop()
-        if acting_weights is not None:
-            acting_weights.close()
-        progress.close()
-        if row:
-            metrics.log({**row, **counters, "episode_return": float(np.mean(returns)) if returns else None})
-        metrics.close()
+        close_outputs({**row, **counters, "episode_return": float(np.mean(returns)) if returns else None} if row else None)
     if errors:
         if isinstance(errors[0], ActorCrashLoop):  # the learner's state is whole: keep it, then stop
             ckpt = checkpoint()
