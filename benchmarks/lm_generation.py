@@ -12,7 +12,10 @@ Ours: ``Sampler(policy, max_batch=B).generate(prompts, SamplingParams(temperatur
 max_new_tokens=64, ignore_eos=True))`` (decoded text and both log-prob lists included);
 ``seedrl`` is the default sampler (fp32 weights packed into oneDNN's blocked layout, one
 extra copy of the projection weights, counted in its peak memory), ``seedrl-nopack`` the
-same with ``pack_weights=False`` (no weight copy). Every system runs in every round.
+same with ``pack_weights=False`` (no weight copy), ``seedrl-auto`` the default sampler with
+``threads="auto"`` (each decode step's intra-op threads measured and chosen by the sampler,
+:mod:`seedrl.models.lm.threads`; its JSON rounds record the count chosen). Every system runs
+in every round.
 
 The run also measures the machine's streaming read bandwidth (``x.sum()`` over a 512 MiB
 fp32 tensor with the same threads, best of 5) and reports the weight bytes each decode
@@ -105,7 +108,8 @@ def child(system: str, model_dir: str, batch: int, threads: int) -> dict:
         from seedrl.models.lm.sampler import Sampler, SamplingParams
 
         policy = LMPolicy(model, _IdsTokenizer(), pad_token_id=0, eos_token_ids=[])
-        sampler = Sampler(policy, max_batch=batch, pack_weights=False if system == "seedrl-nopack" else None)
+        sampler = Sampler(policy, max_batch=batch, pack_weights=False if system == "seedrl-nopack" else None,
+                          threads="auto" if system == "seedrl-auto" else None)
         ids = prompts.tolist()
 
         def run(new=NEW_TOKENS):
@@ -118,8 +122,11 @@ def child(system: str, model_dir: str, batch: int, threads: int) -> dict:
     run()
     dt, cpu = time.perf_counter() - t0, _cpu_s() - c0
     tokens = batch * NEW_TOKENS
-    return {"tokens_per_s": tokens / dt, "seconds": dt, "cpu_ms_per_token": 1e3 * cpu / tokens,
-            "peak_mib": _status_mib("VmHWM") - base}
+    out = {"tokens_per_s": tokens / dt, "seconds": dt, "cpu_ms_per_token": 1e3 * cpu / tokens,
+           "peak_mib": _status_mib("VmHWM") - base}
+    if system != "hf":
+        out["threads_chosen"] = sampler.threads.chosen
+    return out
 
 
 def stream_read_gbps(threads: int, mib: int = 512) -> float:
@@ -153,7 +160,8 @@ def main() -> None:
     ap.add_argument("--omp-wait-policy", default="PASSIVE",
                     help="OMP_WAIT_POLICY of both systems' subprocesses ('' = library default, which spins)")
     ap.add_argument("--systems", default="hf,seedrl,seedrl-nopack",
-                    help="comma-separated: hf, seedrl, seedrl-nopack (hf is always run: ratios are against it)")
+                    help="comma-separated: hf, seedrl, seedrl-nopack, seedrl-auto (hf is always run: ratios are against it)")
+    ap.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/lm_generation[_...].json)")
     ap.add_argument("--child", nargs=4)
     args = ap.parse_args()
     if args.child:
@@ -220,6 +228,7 @@ def main() -> None:
     out = RESULTS if args.threads == 2 else RESULTS.with_name(f"lm_generation_{args.threads}thread.json")
     if args.only:
         out = out.with_name(out.stem + f"_{args.only}.json")
+    out = args.out or out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
 

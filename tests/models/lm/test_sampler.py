@@ -152,6 +152,22 @@ def test_sampled_frequencies_match_filtered_distribution(policies):
     assert chi2 < 25.0, (chi2, keep)  # df <= 5: p-value ~1e-4
 
 
+def test_plain_sampling_frequencies_match_softmax(policies):
+    """Temperature 1, no filter (the path whose CDF is the unnormalised exp(z - max z))."""
+    p = policies["gpt2"]
+    prompt = prompts_of(p)[0]
+    outs = Sampler(p, max_batch=512).generate([prompt], SamplingParams(max_new_tokens=1, n=4000, seed=12))
+    with torch.no_grad():
+        expected = 4000 * torch.softmax(p.score([prompt], [[0]], return_logits=True).logits[0, 0].double(), -1)
+    counts = torch.bincount(torch.tensor([c.tokens[0] for c in outs]), minlength=p.vocab_size).double()
+    big = expected >= 5  # chi-square over the tokens expected 5+ times, the rest pooled in one bin
+    obs = torch.cat([counts[big], counts[~big].sum()[None]])
+    exp = torch.cat([expected[big], expected[~big].sum()[None]])
+    df = int(big.sum())
+    chi2 = (((obs - exp) ** 2) / exp.clamp_min(1e-9)).sum().item()
+    assert df >= 10 and chi2 < df + 6 * (2 * df) ** 0.5, (chi2, df)
+
+
 @pytest.mark.parametrize("kind", ["gpt2", "llama", "t5"])
 def test_top_k_1_equals_greedy_equals_hf_generate(policies, kind):
     p = policies[kind]

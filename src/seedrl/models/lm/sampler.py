@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import torch
 
 from seedrl.models.lm.decoders import make_backend
+from seedrl.models.lm.threads import DecodeThreads
 
 _M64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -160,12 +161,19 @@ class Sampler:
     place (GPT-2 small, batch 8: ~25% faster decode for ~0.5 GB more memory). ``None``
     (default) packs when that copy needs at most 1 GiB; ``False`` never packs (the
     projections still run through oneDNN, on the weights themselves).
+
+    ``threads``: intra-op threads of each decode step (:mod:`seedrl.models.lm.threads`):
+    ``None`` (default) keeps the caller's count; an int fixes it; ``"auto"`` measures the
+    caller's count against fewer during the first steps and keeps the faster (small models on
+    a busy machine or with sleeping OpenMP workers decode faster on one thread; log-probs may
+    then differ in the last float bits from a fixed count's). The choice: ``sampler.threads.chosen``.
     """
 
     def __init__(self, policy, *, max_batch: int = 32, max_len: int | None = None, fast: bool = True,
-                 pack_weights: bool | None = None):
+                 pack_weights: bool | None = None, threads: int | str | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch={max_batch} must be >= 1")
+        self.threads = DecodeThreads(threads)
         ctx = policy.context_length
         self.policy, self.max_batch = policy, max_batch
         self.max_len = min(max_len or ctx or 2048, ctx or 1 << 62)
@@ -304,6 +312,11 @@ class Sampler:
     def _sample(self, logits: torch.Tensor, n: int):
         """Tokens, raw log-probs and sampling log-probs for rows 0..n-1 (see module docstring)."""
         f, V = self._flags, logits.shape[-1]
+        if f.all_t1 and not f.any_filter:  # plain sampling: one exp serves the log-probs and the CDF
+            m = logits.amax(-1, keepdim=True)
+            e = torch.exp(logits - m)  # the CDF needs no normalising: u is scaled by its last entry
+            lse = m + e.sum(-1, keepdim=True).log_()
+            return self._pick(logits, lse, logits, lse, e.double().cumsum_(-1), None, n)
         lse = torch.logsumexp(logits, -1, keepdim=True)
         if f.all_greedy:
             tok = logits.argmax(-1, keepdim=True)
@@ -322,14 +335,20 @@ class Sampler:
             scaled = scaled.masked_fill((before >= topp[:, None]) & (topp < 1)[:, None], float("-inf"))
         if scaled is not logits:
             slse = torch.logsumexp(scaled, -1, keepdim=True)
-        cdf = torch.exp(scaled - slse).double().cumsum_(-1)
+        tok, lp, slp = self._pick(logits, lse, scaled, slse, torch.exp(scaled - slse).double().cumsum_(-1), order, n)
+        if f.any_greedy:
+            tok = torch.where(greedy, logits.argmax(-1), tok)
+            lp = (logits.gather(1, tok[:, None]) - lse).squeeze(1)
+            slp = torch.where(greedy, 0.0, slp)
+        return tok, lp, slp
+
+    def _pick(self, logits, lse, scaled, slse, cdf, order, n: int):
+        """Inverse-CDF draw of rows 0..n-1 (``cdf`` of ``scaled``, any positive scale; ``order``:
+        sorted position -> token, or None): tokens, raw log-probs, sampling log-probs."""
         u = self.u[self._ar[:n], self.gen[:n]]
-        pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=V - 1)
+        pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=logits.shape[-1] - 1)
         slp = scaled.gather(1, pick) - slse
         tok = pick if order is None else order.gather(1, pick)
-        if f.any_greedy:
-            tok = torch.where(greedy[:, None], logits.argmax(-1, keepdim=True), tok)
-            slp = torch.where(greedy[:, None], 0.0, slp)
         return tok.squeeze(1), (logits.gather(1, tok) - lse).squeeze(1), slp.squeeze(1)
 
     def step(self) -> int:
@@ -340,8 +359,9 @@ class Sampler:
             n = len(self.rows)
             if n == 0:
                 return 0
-            logits = self.backend.decode(n, self.cur[:n], self.pos[:n])
-            tok, lp, slp = self._sample(logits, n)
+            with self.threads.step():
+                logits = self.backend.decode(n, self.cur[:n], self.pos[:n])
+                tok, lp, slp = self._sample(logits, n)
             ar, g = self._ar[:n], self.gen[:n]
             self.h_tok[ar, g], self.h_lp[ar, g], self.h_slp[ar, g] = tok, lp, slp
             self.gen[:n] += 1

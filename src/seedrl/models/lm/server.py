@@ -41,17 +41,19 @@ class GenerationServer(InboxServer):
     """Serve generation and scoring for named :class:`LMPolicy` models from one thread.
 
     ``max_batch`` / ``max_len`` configure every model's sampler (a mapping name -> value
-    sets them per model). Use as a context manager or call :meth:`start` / :meth:`stop`.
+    sets them per model); ``threads`` sets every sampler's decode threads (``Sampler``'s
+    argument). Use as a context manager or call :meth:`start` / :meth:`stop`.
     """
 
     def __init__(self, models: Mapping[str, LMPolicy], *, max_batch: int | Mapping[str, int] = 32,
-                 max_len: int | None | Mapping[str, int | None] = None, max_score_rows: int = 64):
+                 max_len: int | None | Mapping[str, int | None] = None, max_score_rows: int = 64,
+                 threads: int | str | None = None):
         if not models:
             raise ValueError("GenerationServer needs at least one model")
         pick = lambda v, name: v.get(name) if isinstance(v, Mapping) else v  # noqa: E731
         self.models = dict(models)
-        self.samplers = {name: Sampler(m, max_batch=pick(max_batch, name) or 32, max_len=pick(max_len, name))
-                         for name, m in self.models.items()}
+        self.samplers = {name: Sampler(m, max_batch=pick(max_batch, name) or 32, max_len=pick(max_len, name),
+                                       threads=threads) for name, m in self.models.items()}
         self.max_score_rows = max_score_rows
         self._init_inbox()
         self._scores: dict[str, list] = {name: [] for name in self.models}
@@ -209,7 +211,8 @@ class GenerationServer(InboxServer):
                 fut.set_exception(exc)
         self._futures[name].clear()
         old = self.samplers[name]
-        self.samplers[name] = Sampler(self.models[name], max_batch=old.max_batch, max_len=old.max_len)
+        self.samplers[name] = Sampler(self.models[name], max_batch=old.max_batch, max_len=old.max_len,
+                                      threads=old.threads.setting)
 
     def _fail_all(self, exc: BaseException) -> None:
         for name in self.models:
