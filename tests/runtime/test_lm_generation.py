@@ -60,7 +60,9 @@ def test_backend_defaults_to_builtin_and_vllm_needs_the_extra_and_a_gpu(monkeypa
                                       ({"logprob_tolerance": 0}, "generation.logprob_tolerance"),
                                       ({"check_logprobs": -1}, "generation.check_logprobs"),
                                       ({"vllm": {"gpu_memory_utilization": 1.5}}, "generation.vllm.gpu_memory_utilization"),
-                                      ({"vllm": {"dtype": "int8"}}, "generation.vllm.dtype")])
+                                      ({"vllm": {"dtype": "int8"}}, "generation.vllm.dtype"),
+                                      ({"threads": 0}, "generation.threads"),
+                                      ({"threads": "two"}, "generation.threads")])
 def test_bad_generation_values_name_their_key(bad, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(LMPGConfig, {"policy": "x", "generation": bad})
@@ -73,6 +75,21 @@ def test_run_start_check_passes_on_the_builtin_server(tmp_path, assets):
     check = [r for r in rows if "logprob_check_max_abs" in r]
     assert len(check) == 1 and check[0]["updates"] == 0 and check[0]["logprob_check_tokens"] > 0
     assert check[0]["logprob_check_max_abs"] < 1e-4
+
+
+def test_generation_threads_reach_every_sampler_of_the_run(tmp_path, assets, monkeypatch):
+    from seedrl.models.lm import server as server_mod
+
+    built = []
+
+    class Recording(server_mod.Sampler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            built.append(self)
+
+    monkeypatch.setattr(server_mod, "Sampler", Recording)
+    assert train_lm(_cfg(tmp_path, assets, threads="auto"), reward_fn=sevens)["updates"] == 3
+    assert built and all(s.threads.setting == "auto" for s in built)
 
 
 def test_a_failed_check_stops_the_run_before_any_update(tmp_path, assets, monkeypatch):

@@ -11,7 +11,7 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -167,6 +167,11 @@ class LMGenerationConfig:
     logprob_tolerance: float = field(default=0.05, metadata={
         "help": "largest |Δ| allowed by check_logprobs (fp32 engines agree to ~1e-5; bf16 ones need ~0.1-0.2)",
         "min_exclusive": 0.0})
+    threads: int | Literal["auto"] | None = field(default=None, metadata={
+        "help": "builtin backend: intra-op threads of each decode step; null = the server's torch threads, an int "
+                "fixes it, auto = measured against fewer during the first steps, the faster kept "
+                "(seedrl.models.lm.threads; log-probs may then move in the last float bits)",
+        "min": 1})
     vllm: LMVLLMConfig = field(default_factory=LMVLLMConfig)
 
     def validate(self) -> None:

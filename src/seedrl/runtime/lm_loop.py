@@ -199,7 +199,8 @@ def make_roles(cfg: LMRunConfig, models: dict, reward_fn, requests, *, policy_pa
     if cfg.runtime.backend == "ray":  # imports Ray: only here
         from seedrl.runtime.ray_lm import RayLMRoles
 
-        return RayLMRoles(cfg.runtime, models, reward_fn, requests, max_batch=cfg.sampling.max_batch, seed=cfg.seed).start()
+        return RayLMRoles(cfg.runtime, models, reward_fn, requests, max_batch=cfg.sampling.max_batch, seed=cfg.seed,
+                          sampler_threads=cfg.generation.threads).start()
     return ThreadRoles(cfg, models, reward_fn, requests, policy_path=policy_path, learner_policy=learner_policy).start()
 
 

@@ -31,7 +31,7 @@ def make_lm_server(cfg, policy_path: str, served, others: dict[str, Any], learne
 
     max_batch = cfg.sampling.max_batch
     if cfg.generation.backend != "vllm":
-        return GenerationServer({"policy": served, **others}, max_batch=max_batch)
+        return GenerationServer({"policy": served, **others}, max_batch=max_batch, threads=cfg.generation.threads)
     from seedrl.models.lm.vllm_server import VLLMGenerationServer, make_vllm_engine
 
     v = cfg.generation.vllm

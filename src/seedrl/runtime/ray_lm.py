@@ -110,16 +110,18 @@ def _to_cpu(value):
 
 
 class GenerationActor:
-    """The body of one served model's Ray actor: a :class:`GenerationServer` over that model."""
+    """The body of one served model's Ray actor: a :class:`GenerationServer` over that model
+    (``threads``: its torch threads; ``sampler_threads``: the sampler's per-step setting, ``generation.threads``)."""
 
-    def __init__(self, name: str, model: LMPolicy, *, max_batch: int, seed: int, threads: int, gpus: float):
+    def __init__(self, name: str, model: LMPolicy, *, max_batch: int, seed: int, threads: int, gpus: float,
+                 sampler_threads: int | str | None = None):
         torch.set_num_threads(max(1, threads))
         torch.manual_seed(seed)  # requests without a seed draw theirs from torch's RNG
         self.gpu = gpus > 0
         if self.gpu:
             model.model.to("cuda")
         self.name = name
-        self.server = GenerationServer({name: model}, max_batch=max_batch).start()
+        self.server = GenerationServer({name: model}, max_batch=max_batch, threads=sampler_threads).start()
 
     async def _wait(self, future):
         out = await asyncio.wrap_future(future)
@@ -275,10 +277,10 @@ class RayLMRoles:
     (:class:`RemotePlay`) for the driver's actor threads (:func:`seedrl.runtime.lm_loop.run_actor`)."""
 
     def __init__(self, runtime_cfg, models: Mapping[str, LMPolicy], reward_fn: Callable, requests: Sequence, *,
-                 max_batch: int, seed: int):
+                 max_batch: int, seed: int, sampler_threads: int | str | None = None):
         self.rt, self.cfg = runtime_cfg, runtime_cfg.ray
         self.models, self.reward_fn, self.requests = dict(models), reward_fn, list(requests)
-        self.max_batch, self.seed = max_batch, seed
+        self.max_batch, self.seed, self.sampler_threads = max_batch, seed, sampler_threads
         self.remote_reward = holds_model(reward_fn)
         self.actors: list = []
         self.generation: dict[str, Any] = {}
@@ -324,7 +326,7 @@ class RayLMRoles:
                     num_cpus=res["cpus"], num_gpus=res["gpus"], max_restarts=0, max_concurrency=1000,
                     **placed(cfg, self._placement, next(where)),
                 ).remote(name, model, max_batch=self.max_batch, seed=self.seed + 1_000_003 * k,
-                         threads=int(res["cpus"]), gpus=res["gpus"])
+                         threads=int(res["cpus"]), gpus=res["gpus"], sampler_threads=self.sampler_threads)
             reward = self.reward_fn
             if self.remote_reward:
                 self.reward_handle = ray.remote(RewardActor).options(
