@@ -170,7 +170,8 @@ class LMGenerationConfig:
     threads: int | Literal["auto"] | None = field(default=None, metadata={
         "help": "builtin backend: intra-op threads of each decode step; null = the server's torch threads, an int "
                 "fixes it, auto = measured against fewer during the first steps, the faster kept "
-                "(seedrl.models.lm.threads; log-probs may then move in the last float bits)",
+                "(seedrl.models.lm.threads; log-probs may then move in the last float bits; torch's count is per "
+                "process, so with runtime.backend threads the learner's kernels during a decode step share it)",
         "min": 1})
     vllm: LMVLLMConfig = field(default_factory=LMVLLMConfig)
 

@@ -23,9 +23,12 @@ sampled token changes only where a CDF boundary falls within that, as with a cha
 composition. Since what ``"auto"`` picks depends on timing, it is not the
 :class:`~seedrl.models.lm.sampler.Sampler` default: runs that must repeat bit for bit keep
 ``threads=None`` (the caller's count) or a fixed int. The count is set with
-``torch.set_num_threads`` for the duration of the step and restored after it; OpenMP and
-MKL keep it per calling thread, so a generation server's thread does not change a learner
-thread's setting.
+``torch.set_num_threads`` for the duration of the step and restored after it. torch keeps
+that count for the whole process (``torch.get_num_threads`` in another thread reads it
+too): where a generation server's thread decodes beside a learner thread of the same
+process, the learner's kernels that start during such a step also run with the step's
+count. A server in its own process (the Ray backend's generation actors) has no such
+neighbour.
 """
 
 from __future__ import annotations
