@@ -316,7 +316,8 @@ class Sampler:
             m = logits.amax(-1, keepdim=True)
             e = torch.exp(logits - m)  # the CDF needs no normalising: u is scaled by its last entry
             lse = m + e.sum(-1, keepdim=True).log_()
-            return self._pick(logits, lse, logits, lse, e.double().cumsum_(-1), None, n)
+            tok, slp = self._pick(logits, lse, e.double().cumsum_(-1), None, n)
+            return tok.squeeze(1), (logits.gather(1, tok) - lse).squeeze(1), slp.squeeze(1)
         lse = torch.logsumexp(logits, -1, keepdim=True)
         if f.all_greedy:
             tok = logits.argmax(-1, keepdim=True)
@@ -335,21 +336,19 @@ class Sampler:
             scaled = scaled.masked_fill((before >= topp[:, None]) & (topp < 1)[:, None], float("-inf"))
         if scaled is not logits:
             slse = torch.logsumexp(scaled, -1, keepdim=True)
-        tok, lp, slp = self._pick(logits, lse, scaled, slse, torch.exp(scaled - slse).double().cumsum_(-1), order, n)
+        tok, slp = self._pick(scaled, slse, torch.exp(scaled - slse).double().cumsum_(-1), order, n)
         if f.any_greedy:
-            tok = torch.where(greedy, logits.argmax(-1), tok)
-            lp = (logits.gather(1, tok[:, None]) - lse).squeeze(1)
-            slp = torch.where(greedy, 0.0, slp)
-        return tok, lp, slp
-
-    def _pick(self, logits, lse, scaled, slse, cdf, order, n: int):
-        """Inverse-CDF draw of rows 0..n-1 (``cdf`` of ``scaled``, any positive scale; ``order``:
-        sorted position -> token, or None): tokens, raw log-probs, sampling log-probs."""
-        u = self.u[self._ar[:n], self.gen[:n]]
-        pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=logits.shape[-1] - 1)
-        slp = scaled.gather(1, pick) - slse
-        tok = pick if order is None else order.gather(1, pick)
+            tok = torch.where(greedy[:, None], logits.argmax(-1, keepdim=True), tok)
+            slp = torch.where(greedy[:, None], 0.0, slp)
         return tok.squeeze(1), (logits.gather(1, tok) - lse).squeeze(1), slp.squeeze(1)
+
+    def _pick(self, scaled, slse, cdf, order, n: int):
+        """Inverse-CDF draw of rows 0..n-1 from ``cdf`` (of ``scaled``, any positive scale; ``order``:
+        sorted position -> token, or None): tokens and sampling log-probs, ``[n, 1]`` each."""
+        u = self.u[self._ar[:n], self.gen[:n]]
+        pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=scaled.shape[-1] - 1)
+        tok = pick if order is None else order.gather(1, pick)
+        return tok, scaled.gather(1, pick) - slse
 
     def step(self) -> int:
         """Admit waiting sequences, decode one token for every active row; returns the number
